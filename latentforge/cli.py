@@ -1,0 +1,375 @@
+"""The ``latentforge`` command line.
+
+Every mistake a user can make (unknown model or dataset, a bad file, a bad ``--set``) ends with
+one line on stderr and exit status 2; ``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from . import __version__
+from .errors import DataError, LatentforgeError
+
+app = typer.Typer(
+    name="latentforge", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Autoencoders, VAEs, GANs and diffusion models of the classic chapter: train, inspect, reuse.\n\n"
+         "Start with `latentforge demo`, `latentforge models` and `latentforge train stacked-ae --data digits`.",
+    context_settings={"help_option_names": ["-h", "--help"]})
+plot_app = typer.Typer(help="Figures of a run: reconstructions, t-SNE map of the codings, loss curves.",
+                       no_args_is_help=True)
+app.add_typer(plot_app, name="plot")
+
+_DEBUG = False
+
+
+def _err(msg: str) -> None:
+    print(f"latentforge: error: {msg}", file=sys.stderr)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"latentforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    global _DEBUG
+    _DEBUG = _DEBUG or debug
+
+
+# ------------------------------------------------------------------------------------ helpers
+DataOpt = typer.Option("digits", "--data", "-d", help="Data source: a built-in name (digits, mnist, fashion-mnist, "
+                       "kmnist, cifar10) or a path (IDX file/folder, .npy, .npz, .csv, image folder).")
+LabelsOpt = typer.Option(None, "--labels", help="Labels file for the data (IDX, .npy or one int per line); "
+                         "IDX labels beside the images are found automatically.")
+
+
+def save_array(path: Path, arr) -> Path:
+    """Write a .npy file atomically; DataError naming the path if it cannot be written."""
+    import numpy as np
+    from .train.checkpoint import atomic_write_bytes
+
+    path = Path(path)
+    if path.suffix != ".npy":
+        raise DataError(f"{path}: output must be a .npy file")
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(arr))
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError as e:
+        raise DataError(f"{path}: cannot write: {e.strerror or e}") from None
+    return path
+
+
+def _out_dir_ok(path: Path) -> None:
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise DataError(f"{path}: cannot write: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise DataError(f"{path}: cannot write: folder {parent} is not writable")
+
+
+def _load(source: str, labels: Optional[Path] = None, limit: Optional[int] = None):
+    from .data import load_data
+    ds = load_data(source, labels=labels)
+    if limit is not None:
+        if limit < 1:
+            raise DataError(f"--limit {limit}: must be >= 1")
+        ds = ds.subset(slice(0, limit))
+    return ds
+
+
+def _overrides(sets: list[str], **flags: Any) -> dict[str, Any]:
+    from .config import parse_set_items
+    values: dict[str, Any] = parse_set_items(sets or [])
+    values.update({k: v for k, v in flags.items() if v is not None})
+    return values
+
+
+def _heldout(run, source: Optional[str], labels: Optional[Path]):
+    """The run's held-out split when ``source`` is the run's own data, else all of ``source``."""
+    from .data import train_valid_split
+    info = run.data_info
+    src = source or info.get("source")
+    if src is None:
+        raise DataError("no --data given and the run does not record its data source")
+    ds = _load(src, labels)
+    if src == info.get("source") and info.get("valid_fraction"):
+        _, valid = train_valid_split(ds, info["valid_fraction"], seed=run.config.seed)
+        if valid is not None:
+            return valid
+    return ds
+
+
+def _print_json(obj: Any) -> None:
+    from .train.checkpoint import _json_default
+    print(json.dumps(obj, indent=2, default=_json_default))
+
+
+# ------------------------------------------------------------------------------------ commands
+@app.command("models")
+def models_cmd(as_json: bool = typer.Option(False, "--json", help="Print the registry as JSON.")) -> None:
+    """List the registered models and their chapter defaults."""
+    from dataclasses import fields
+    from .models import REGISTRY, get_model_class
+    rows = []
+    for name in REGISTRY:
+        cls = get_model_class(name)
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        defaults = {f.name: f.default if not callable(f.default_factory) else f.default_factory()  # type: ignore[misc]
+                    for f in fields(cls.config_class) if f.name != "input_shape"}
+        rows.append({"name": name, "description": doc, "defaults": defaults})
+    if as_json:
+        _print_json(rows)
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['description']}")
+
+
+@app.command("datasets")
+def datasets_cmd(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """List the built-in datasets and what is in the cache ($LATENTFORGE_DATA)."""
+    from .data import data_cache_dir, list_datasets
+    rows = list_datasets()
+    if as_json:
+        _print_json(rows)
+        return
+    print(f"cache: {data_cache_dir()}")
+    for r in rows:
+        state = "cached" if r.get("cached") else ("bundled" if r["name"] == "digits" else "not downloaded")
+        print(f"{r['name']:<14} {state:<15} {r.get('description', '')}")
+
+
+@app.command("train")
+def train_cmd(
+    model: str = typer.Argument(..., help="Registry name, e.g. stacked-ae (see `latentforge models`)."),
+    data: str = DataOpt,
+    labels: Optional[Path] = LabelsOpt,
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Epochs (default: the model's)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Batch size (default: the model's)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: the model's)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (same seed -> same weights on CPU)."),
+    sets: list[str] = typer.Option([], "--set", "-s", help="Config override key=value (repeatable), "
+                                   "e.g. --set hidden_sizes=200,100 --set optimizer=adam."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file (.toml, .yaml, .json)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/MODEL-TIMESTAMP)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    greedy: bool = typer.Option(False, "--greedy", help="Greedy layer-wise training (stacked-ae, tied-ae)."),
+    finetune_epochs: Optional[int] = typer.Option(None, "--finetune-epochs",
+                                                  help="With --greedy: fine-tune the whole stack for N epochs."),
+    valid_fraction: Optional[float] = typer.Option(None, "--valid-fraction",
+                                                   help="Held-out share for validation (default 0.1; 0 = none)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N samples."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="A quick check: 1 epoch on at most 256 samples."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
+                                            help="Progress bar (default: on a terminal, not under CI)."),
+) -> None:
+    """Train MODEL on --data into a run folder (checkpoint, run.json, history.json)."""
+    from .models import get_model_class
+    from .train import train
+    get_model_class(model)  # an unknown model is reported before any data is read
+    if dry_run:
+        epochs = 1
+        limit = min(limit or 256, 256)
+    values = _overrides(sets, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, finetune_epochs=finetune_epochs)
+    ds = _load(data, labels, limit)
+    run = train(model, ds, out=out, overrides=values, config_file=config, resume=resume, greedy=greedy,
+                valid_fraction=valid_fraction, progress=progress, device=device, overwrite=overwrite)
+    last = run.history[-1] if run.history else {}
+    shown = " ".join(f"{k}={v:.4f}" for k, v in last.items() if k.endswith("loss") and isinstance(v, float))
+    print(f"trained {model} -> {run.run_dir} ({shown})")
+
+
+@app.command("encode")
+def encode_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
+               data: str = typer.Option(..., "--data", "-d", help="Data source to encode."),
+               labels: Optional[Path] = LabelsOpt,
+               out: Path = typer.Option(..., "--out", "-o", help="Output .npy of codes (N, coding_size)."),
+               batch_size: int = typer.Option(4096, "--batch-size", "-b", min=1),
+               device: str = typer.Option("cpu", "--device")) -> None:
+    """Encode data into codes with a trained model."""
+    from .train import load_run
+    _out_dir_ok(out)
+    run = load_run(run_dir, device)
+    codes = run.encode(_load(data, labels).x, batch_size)
+    save_array(out, codes)
+    print(f"wrote {out} {codes.shape}")
+
+
+@app.command("decode")
+def decode_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
+               codes: Path = typer.Option(..., "--codes", help=".npy of codes (N, coding_size)."),
+               out: Path = typer.Option(..., "--out", "-o", help="Output .npy of images."),
+               batch_size: int = typer.Option(4096, "--batch-size", "-b", min=1),
+               device: str = typer.Option("cpu", "--device")) -> None:
+    """Decode codes into data (images in [0,1] for sigmoid models), shaped like the training samples."""
+    import numpy as np
+    from .train import load_run
+    _out_dir_ok(out)
+    run = load_run(run_dir, device)
+    try:
+        z = np.load(codes, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{codes}: cannot read codes: {e}") from None
+    size = getattr(run.config, "coding_size", None)
+    if z.ndim != 2 or (size is not None and z.shape[1] != size) or not np.issubdtype(z.dtype, np.number):
+        raise DataError(f"{codes}: codes must be a numeric (N, {size}) array, got {z.dtype} {z.shape}")
+    if not np.isfinite(z).all():
+        raise DataError(f"{codes}: codes hold NaN/Inf values")
+    images = run.decode(z.astype(np.float32), batch_size)
+    shape = run.data_info.get("sample_shape")
+    if shape:
+        images = images.reshape((len(images), *shape))
+    save_array(out, images)
+    print(f"wrote {out} {images.shape}")
+
+
+@app.command("reconstruct")
+def reconstruct_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
+                    data: str = typer.Option(..., "--data", "-d", help="Data source to reconstruct."),
+                    labels: Optional[Path] = LabelsOpt,
+                    out: Path = typer.Option(..., "--out", "-o", help="Output .npy, same shape as the input."),
+                    batch_size: int = typer.Option(4096, "--batch-size", "-b", min=1),
+                    device: str = typer.Option("cpu", "--device")) -> None:
+    """Reconstruct data through a trained autoencoder (output shaped like the input)."""
+    from .train import load_run
+    _out_dir_ok(out)
+    run = load_run(run_dir, device)
+    ds = _load(data, labels)
+    rec = run.reconstruct(ds.x, batch_size).reshape((len(ds), *ds.sample_shape))
+    save_array(out, rec)
+    print(f"wrote {out} {rec.shape}")
+
+
+@app.command("info")
+def info_cmd(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
+    """Print a run as JSON: model, config, parameter count, epochs done, last metrics."""
+    from .train import load_run
+    run = load_run(run_dir)
+    hist = run.history
+    info = {"run_dir": str(run.run_dir), "model": run.name, "version": run.meta.get("version"),
+            "config": run.meta.get("config"),
+            "params": sum(p.numel() for p in run.model.parameters()),
+            "epochs_done": run.meta.get("trainer", {}).get("epoch", 0),
+            "metrics": hist[-1] if hist else {}, "data": run.data_info}
+    if run.meta.get("greedy"):
+        info["greedy"] = {"stages": run.meta["greedy"].get("stages")}
+    extra = getattr(run.model, "info_metrics", None)
+    if callable(extra):
+        info.update(extra(_heldout(run, None, None).x))
+    _print_json(info)
+
+
+@plot_app.command("reconstructions")
+def plot_reconstructions_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
+                             data: Optional[str] = typer.Option(None, "--data", "-d",
+                                                                help="Data (default: the run's held-out split)."),
+                             labels: Optional[Path] = LabelsOpt,
+                             out: Path = typer.Option(..., "--out", "-o", help="Output PNG."),
+                             n: int = typer.Option(10, "--n", min=1, help="Images to show.")) -> None:
+    """The chapter's grid: originals over their reconstructions."""
+    from .report import plot_reconstructions
+    from .train import load_run
+    _out_dir_ok(out)
+    run = load_run(run_dir)
+    ds = _heldout(run, data, labels)
+    x = ds.x[:n]
+    plot_reconstructions(x, run.reconstruct(x), out, n=n, sample_shape=ds.sample_shape, title=f"{run.name}: reconstructions")
+    print(f"wrote {out}")
+
+
+@plot_app.command("tsne")
+def plot_tsne_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
+                  data: Optional[str] = typer.Option(None, "--data", "-d", help="Data (default: the run's held-out split)."),
+                  labels: Optional[Path] = LabelsOpt,
+                  out: Path = typer.Option(..., "--out", "-o", help="Output PNG."),
+                  max_points: int = typer.Option(5000, "--max-points", min=5)) -> None:
+    """t-SNE map of the codings, coloured by label, with image thumbnails."""
+    from .report import plot_tsne
+    from .train import load_run
+    _out_dir_ok(out)
+    run = load_run(run_dir)
+    ds = _heldout(run, data, labels)
+    codes = run.encode(ds.x)
+    plot_tsne(codes, out, labels=ds.y, images=ds.x if ds.is_image else None, sample_shape=ds.sample_shape,
+              class_names=ds.class_names, seed=run.config.seed, max_points=max_points)
+    print(f"wrote {out}")
+
+
+@plot_app.command("history")
+def plot_history_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
+                     out: Path = typer.Option(..., "--out", "-o", help="Output PNG.")) -> None:
+    """Loss curves (train and validation) of a run."""
+    from .report import plot_history
+    from .train import load_run
+    _out_dir_ok(out)
+    run = load_run(run_dir)
+    if not run.history:
+        raise DataError(f"{run_dir}: the run has no history yet")
+    plot_history(run.history, out, title=f"{run.name}: {run.data_info.get('source', '')}")
+    print(f"wrote {out}")
+
+
+@app.command("demo")
+def demo_cmd(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder for the demo."),
+             epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Epochs (default: the chapter's 20)."),
+             data: str = typer.Option("digits", "--data", "-d", help="Data (default: the bundled digits)."),
+             progress: Optional[bool] = typer.Option(None, "--progress/--no-progress")) -> None:
+    """Train the chapter's stacked autoencoder on the bundled digits and draw its figures."""
+    from .report import plot_history, plot_reconstructions, plot_tsne
+    from .train import train
+    ds = _load(data)
+    run = train("stacked-ae", ds, out=out, overrides={"epochs": epochs}, progress=progress, overwrite=True)
+    held = _heldout(run, data, None)
+    figs = {
+        "reconstructions": plot_reconstructions(held.x[:10], run.reconstruct(held.x[:10]), out / "reconstructions.png",
+                                                sample_shape=ds.sample_shape, title="stacked-ae: held-out reconstructions"),
+        "t-SNE map": plot_tsne(run.encode(held.x), out / "tsne.png", labels=held.y, images=held.x,
+                               sample_shape=ds.sample_shape, class_names=ds.class_names, seed=run.config.seed),
+        "loss curves": plot_history(run.history, out / "history.png", title=f"stacked-ae on {data}"),
+    }
+    last = run.history[-1]
+    print(f"demo run: {run.run_dir}  (held-out BCE {last.get('valid_bce', last['train_loss']):.4f} "
+          f"after {last['epoch']} epochs)")
+    for what, path in figs.items():
+        print(f"  {what:<16} {path}")
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: run the CLI, turning user errors into one line on stderr and exit status 2.
+
+    Usage errors (unknown command or option, a bad value for a typed option) are reported by
+    typer/click themselves, also with exit status 2.
+    """
+    global _DEBUG
+    args = list(sys.argv[1:] if argv is None else argv)
+    _DEBUG = "--debug" in args or bool(os.environ.get("LATENTFORGE_DEBUG"))
+    try:
+        app(args=args, prog_name="latentforge")
+    except LatentforgeError as e:
+        if _DEBUG:
+            raise
+        _err(str(e))
+        sys.exit(2)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(130)
+    except OSError as e:
+        if _DEBUG:
+            raise
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        _err(f"{where}{e.strerror or e}")
+        sys.exit(2)

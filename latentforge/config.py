@@ -1,0 +1,243 @@
+"""Config dataclasses: the shared training fields, parsing of ``--set key=value`` and config files.
+
+Every model has a config dataclass (nanoGPT style) that subclasses :class:`TrainConfig`, so
+the chapter's hyper-parameters for a model (its optimizer, learning rate, batch size and
+epochs as well as its sizes) live in one place and are saved inside every checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "nadam")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass
+class TrainConfig:
+    """Fields every model shares: how it is trained.
+
+    Model configs subclass this and override the defaults with the chapter's values.
+    """
+
+    epochs: int = 20
+    batch_size: int = 32
+    optimizer: str = "sgd"          # sgd | adam | adamw | rmsprop | nadam
+    lr: float = 1e-3
+    lr_schedule: str = "constant"   # constant | cosine (per epoch, from lr down to ~0 at the last epoch)
+    momentum: float = 0.0           # SGD momentum / RMSprop momentum
+    weight_decay: float = 0.0
+    early_stopping: int = 0         # patience in epochs on the validation loss; 0 = off
+    seed: int = 42
+    fused_step: bool = True         # use a model's hand-fused SGD step where it has one (same result, faster)
+    input_shape: list[int] | None = None  # per-sample shape (C,H,W) or (D,); set from the data
+
+    def validate(self) -> None:
+        """Raise ConfigError for values out of range. Subclasses extend it (call super)."""
+        _check(self.epochs >= 1, "epochs", self.epochs, "must be >= 1")
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"must be one of {', '.join(OPTIMIZERS)}")
+        _check(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr, "must be a positive number")
+        _check(self.lr_schedule in LR_SCHEDULES, "lr_schedule", self.lr_schedule, f"must be one of {', '.join(LR_SCHEDULES)}")
+        _check(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+        _check(self.early_stopping >= 0, "early_stopping", self.early_stopping, "must be >= 0")
+        if self.input_shape is not None:
+            _check(len(self.input_shape) >= 1 and all(int(d) >= 1 for d in self.input_shape),
+                   "input_shape", self.input_shape, "must be a list of positive sizes")
+
+
+def _check(ok: bool, key: str, value: Any, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"config field '{key}' = {value!r}: {why}")
+
+
+def check_choice(key: str, value: Any, choices: typing.Iterable[str]) -> None:
+    """Raise ConfigError unless ``value`` is one of ``choices``."""
+    choices = tuple(choices)
+    _check(value in choices, key, value, f"must be one of {', '.join(choices)}")
+
+
+def check_nonnegative(config: Any, *keys: str) -> None:
+    for key in keys:
+        _check(getattr(config, key) >= 0, key, getattr(config, key), "must be >= 0")
+
+
+def check_positive(config: Any, *keys: str) -> None:
+    for key in keys:
+        value = getattr(config, key)
+        if isinstance(value, (list, tuple)):
+            _check(len(value) > 0 and all(v > 0 for v in value), key, value, "must be a non-empty list of positive sizes")
+        else:
+            _check(value > 0, key, value, "must be > 0")
+
+
+# --------------------------------------------------------------------------- parsing values
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` (from JSON/TOML/YAML or a ``--set`` string) to the annotated type."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"config field '{key}': bad value {value!r}")
+    if origin in (list, tuple):
+        (inner,) = args[:1] or (str,)
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError:
+                    raise ConfigError(f"config field '{key}': cannot parse {value!r} as a list") from None
+            else:
+                value = [v for v in (p.strip() for p in text.split(",")) if v != ""]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config field '{key}': expected a list, got {value!r}")
+        return [_coerce(v, inner, key) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"config field '{key}': expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"config field '{key}': expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                f = float(value)
+            except ValueError:
+                raise ConfigError(f"config field '{key}': expected an integer, got {value!r}") from None
+            if f.is_integer():
+                return int(f)
+        raise ConfigError(f"config field '{key}': expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"config field '{key}': expected a number, got {value!r}")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config field '{key}': expected a number, got {value!r}") from None
+        if not math.isfinite(f):
+            raise ConfigError(f"config field '{key}': expected a finite number, got {value!r}")
+        return f
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"config field '{key}': expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"config field '{key}': unsupported type {tp}")  # pragma: no cover - config design error
+
+
+def make_config(cls: type, values: dict[str, Any] | None = None, *, strict: bool = True, validate: bool = True):
+    """Build ``cls`` from a dict, coercing types. Unknown keys raise ConfigError when ``strict``.
+
+    Fields missing from ``values`` get their defaults (so a run saved before a field existed
+    still loads).
+    """
+    values = dict(values or {})
+    hints = _field_types(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown and strict:
+        raise ConfigError(
+            f"unknown config key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for "
+            f"{cls.__name__}; valid keys: {', '.join(names)}")
+    kwargs = {k: _coerce(v, hints[k], k) for k, v in values.items() if k in names}
+    cfg = cls(**kwargs)
+    if validate:
+        cfg.validate()
+    return cfg
+
+
+def parse_set_items(items: typing.Sequence[str]) -> dict[str, str]:
+    """Parse ``["key=value", ...]`` from ``--set`` into a dict of raw strings."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        out[key] = value.strip()
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML, YAML or JSON config file into a flat dict of config values."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: config file is not UTF-8 text") from None
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            import tomllib
+            data = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml)") from None
+            data = yaml.safe_load(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"{path}: unknown config format {suffix!r}; use .toml, .yaml/.yml or .json")
+    except ConfigError:
+        raise
+    except Exception as e:  # tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"{path}: cannot parse config file: {first}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must hold a table/mapping of key = value")
+    # allow an optional [config] / config: section
+    if set(data) == {"config"} and isinstance(data["config"], dict):
+        data = data["config"]
+    nested = [k for k, v in data.items() if isinstance(v, dict)]
+    if nested:
+        raise ConfigError(f"{path}: config key {nested[0]!r} holds a table; config files are flat key = value")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+__all__ = ["TrainConfig", "OPTIMIZERS", "make_config", "parse_set_items", "load_config_file",
+           "config_to_dict", "check_choice", "check_positive", "check_nonnegative"]

@@ -1,0 +1,226 @@
+"""The model contract every latentforge model follows, and the pieces autoencoders share.
+
+Contract (pythae style): ``model(x, y=None)`` returns a :class:`ModelOutput` whose ``.loss`` is
+the scalar to minimise and whose ``.parts`` names its components, so one trainer serves every
+autoencoder. Autoencoders also have ``encode`` / ``decode`` / ``reconstruct``, all working in the
+units of the data (the model normalises internally where its config asks for it).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import TrainConfig, check_choice, check_positive
+from ..errors import ConfigError, DataError
+
+ACTIVATIONS = ("selu", "relu", "elu", "gelu", "tanh", "sigmoid", "leaky_relu", "linear")
+INITS = ("lecun_normal", "glorot_uniform", "he_normal", "default")
+
+
+@dataclass
+class ModelOutput:
+    """What ``forward`` returns: the loss to minimise, its named parts, and useful tensors."""
+
+    loss: Tensor
+    parts: dict[str, Tensor] = field(default_factory=dict)
+    recon: Tensor | None = None      # reconstruction in the model's internal units (pre-output for logits)
+    codes: Tensor | None = None
+
+
+def activation(name: str) -> nn.Module:
+    """An activation module by name (``linear`` is the identity)."""
+    check_choice("activation", name, ACTIVATIONS)
+    return {
+        "selu": nn.SELU, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "tanh": nn.Tanh,
+        "sigmoid": nn.Sigmoid, "leaky_relu": lambda: nn.LeakyReLU(0.2), "linear": nn.Identity,
+    }[name]()
+
+
+def init_weight(weight: Tensor, scheme: str) -> None:
+    """Initialise a kernel in place as Keras would (``lecun_normal`` is a truncated normal)."""
+    check_choice("init", scheme, INITS)
+    fan_out, fan_in = weight.shape[0], weight[0].numel()
+    with torch.no_grad():
+        if scheme == "lecun_normal":
+            # Keras: truncated normal at 2 std, rescaled so that the std is sqrt(1 / fan_in)
+            std = math.sqrt(1.0 / fan_in) / 0.87962566103423978
+            nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
+        elif scheme == "glorot_uniform":
+            receptive = weight[0, 0].numel() if weight.dim() > 2 else 1
+            limit = math.sqrt(6.0 / ((fan_in + fan_out * receptive)))
+            nn.init.uniform_(weight, -limit, limit)
+        elif scheme == "he_normal":
+            nn.init.kaiming_normal_(weight, nonlinearity="relu")
+        # "default": keep PyTorch's own initialisation
+
+
+def dense(n_in: int, n_out: int, init: str = "glorot_uniform") -> nn.Linear:
+    """A Linear layer with Keras-style init and zero bias."""
+    layer = nn.Linear(n_in, n_out)
+    if init != "default":
+        init_weight(layer.weight, init)
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+class LatentModel(nn.Module):
+    """Base of every model: holds the validated config and states the contract."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[TrainConfig]] = TrainConfig
+    #: True for models trained on labels (classifiers, conditional models): the trainer passes y.
+    uses_labels: ClassVar[bool] = False
+    #: True when samples of the right size but another shape (flat vs image) are accepted.
+    accepts_flat: ClassVar[bool] = True
+
+    def __init__(self, config: TrainConfig):
+        super().__init__()
+        if not isinstance(config, self.config_class):
+            raise ConfigError(f"{self.name} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        if config.input_shape is None:
+            raise ConfigError(f"{self.name}: config.input_shape is not set (it comes from the data)")
+        config.validate()
+        self.config = config
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.config.input_shape)
+
+    @property
+    def input_dim(self) -> int:
+        return math.prod(self.input_shape)
+
+    # -- data checks ---------------------------------------------------------------------
+    def check_data(self, x, source: str = "data") -> None:
+        """Raise DataError when ``x`` (canonical (N, ...) array) does not fit this model."""
+        shape = tuple(x.shape[1:])
+        if shape != self.input_shape and (math.prod(shape) != self.input_dim or not self.accepts_flat):
+            raise DataError(f"{source}: samples have shape {shape} but this {self.name} model was built "
+                            f"for {self.input_shape}")
+
+    def prepare(self, x: Tensor) -> None:
+        """Fit data-dependent state (e.g. normalisation) before the first epoch. Default: none."""
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> ModelOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@dataclass
+class AEConfig(TrainConfig):
+    """Fields shared by autoencoders: the output layer and the reconstruction loss."""
+
+    output_activation: str = "sigmoid"   # sigmoid (data in [0,1]) | linear (any range)
+    loss: str = "bce"                    # bce | mse
+    normalize: bool = True               # linear outputs: centre per feature, scale to a global RMS of
+    normalize_rms: float = 0.5           # this value (0.5, like the chapter's toy cloud, keeps SGD lr 1 stable)
+
+    def validate(self) -> None:
+        super().validate()
+        check_choice("output_activation", self.output_activation, ("sigmoid", "linear"))
+        check_choice("loss", self.loss, ("bce", "mse"))
+        check_positive(self, "normalize_rms")
+        if self.loss == "bce" and self.output_activation != "sigmoid":
+            raise ConfigError("config field 'loss' = 'bce' needs output_activation = 'sigmoid' "
+                              "(use loss=mse with a linear output)")
+
+
+class Autoencoder(LatentModel):
+    """Shared autoencoder machinery: normalisation, the output layer and the reconstruction loss.
+
+    Subclasses implement ``encode(x_internal)`` → codes and ``_decode_pre(codes)`` → the output
+    layer's pre-activation (flat, shape (N, D)). ``x_internal`` is the flattened, normalised input.
+    """
+
+    config: AEConfig
+
+    def __init__(self, config: AEConfig):
+        super().__init__(config)
+        d = self.input_dim
+        # Normalisation for linear outputs, in buffers so it travels with the checkpoint.
+        self.register_buffer("data_shift", torch.zeros(d))
+        self.register_buffer("data_scale", torch.ones(()))
+
+    @property
+    def needs_unit_interval(self) -> bool:
+        return self.config.output_activation == "sigmoid"
+
+    def check_data(self, x, source: str = "data") -> None:
+        super().check_data(x, source)
+        if self.needs_unit_interval and len(x):
+            lo, hi = float(x.min()), float(x.max())
+            if lo < 0.0 or hi > 1.0:
+                raise DataError(
+                    f"{source}: values lie in [{lo:.4g}, {hi:.4g}] but {self.name} has a sigmoid output "
+                    f"and needs data in [0, 1]; rescale it, or use --set output_activation=linear --set loss=mse")
+
+    def prepare(self, x: Tensor) -> None:
+        if self.config.output_activation == "linear" and self.config.normalize:
+            flat = x.reshape(len(x), -1).double()
+            shift = flat.mean(0)
+            scale = ((flat - shift).pow(2).mean().sqrt() / self.config.normalize_rms).clamp_min(1e-12)
+            self.data_shift.copy_(shift.float())
+            self.data_scale.copy_(scale.float())
+
+    # -- internal <-> data units ----------------------------------------------------------
+    def to_internal(self, x: Tensor) -> Tensor:
+        flat = x.reshape(len(x), -1)
+        if self.config.output_activation == "linear":
+            flat = (flat - self.data_shift) / self.data_scale
+        return flat
+
+    def from_pre(self, pre: Tensor) -> Tensor:
+        """Output pre-activation (N, D) → data units, shaped like the input samples."""
+        if self.config.output_activation == "sigmoid":
+            out = torch.sigmoid(pre)
+        else:
+            out = pre * self.data_scale + self.data_shift
+        return out.reshape((len(pre),) + self.input_shape)
+
+    def reconstruction_loss(self, pre: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Mean per-value loss between the output pre-activation and the internal target."""
+        if self.config.loss == "bce":
+            loss = F.binary_cross_entropy_with_logits(pre, target)
+            return loss, {"bce": loss}
+        out = torch.sigmoid(pre) if self.config.output_activation == "sigmoid" else pre
+        loss = F.mse_loss(out, target)
+        # report the MSE in the data's own units
+        return loss, {"mse": loss * self.data_scale.square()}
+
+    # -- the contract ----------------------------------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:
+        return self._encode(self.to_internal(x))
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.from_pre(self._decode_pre(z))
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> ModelOutput:
+        target = self.to_internal(x)
+        codes = self._encode(self.corrupt(target))
+        pre = self._decode_pre(codes)
+        loss, parts = self.reconstruction_loss(pre, target)
+        extra = self.regularization(codes)
+        for k, v in extra.items():
+            loss = loss + v
+            parts[k] = v
+        return ModelOutput(loss=loss, parts=parts, recon=pre, codes=codes)
+
+    # hooks for the AE family (denoising, sparse, ...): identity / nothing by default
+    def corrupt(self, x: Tensor) -> Tensor:
+        return x
+
+    def regularization(self, codes: Tensor) -> dict[str, Tensor]:
+        return {}
+
+    def _encode(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _decode_pre(self, z: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,241 @@
+"""Dense autoencoders of the chapter: linear (= PCA), stacked (deep) and tied-weights.
+
+SPEC 1  linear-ae : D -> 2 -> D, no activations, MSE, SGD lr 1.0.
+SPEC 2  stacked-ae: 784 -> 100 -> 30 -> 100 -> 784, SELU (LeCun-normal init), sigmoid out, BCE,
+                    SGD lr 1.5, batch 32, 20 epochs.
+SPEC 6  tied-ae   : as stacked, but decoder layer i uses the transposed kernel of encoder layer
+                    L-1-i (only the biases are its own).
+SPEC 7  greedy layer-wise training (``greedy_stages``): AE1 D-100-D on the data, AE2 100-30-100 on
+                    AE1's codes (MSE, SGD lr 0.05), stacked, optionally fine-tuned.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import check_nonnegative, check_positive
+from .base import ACTIVATIONS, AEConfig, Autoencoder, ModelOutput, activation, check_choice, dense
+
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+@dataclass
+class StackedAEConfig(AEConfig):
+    hidden_sizes: list[int] = field(default_factory=lambda: [100])  # encoder hidden layers
+    coding_size: int = 30
+    activation: str = "selu"           # hidden and coding layers
+    init: str = "lecun_normal"         # hidden and coding kernels (output layer: glorot_uniform)
+    # the chapter's defaults for training
+    epochs: int = 20
+    batch_size: int = 32
+    optimizer: str = "sgd"
+    lr: float = 1.5
+    # greedy layer-wise training (SPEC 7; used with `train --greedy`)
+    greedy_epochs: int = 0             # epochs per stage; 0 = `epochs`
+    greedy_inner_lr: float = 0.05      # lr of the inner stages (the first stage uses `lr`)
+    greedy_inner_loss: str = "mse"     # loss of the inner stages
+    finetune_epochs: int = 0           # whole-stack fine-tuning after the greedy stages
+
+    def validate(self) -> None:
+        super().validate()
+        check_positive(self, "coding_size", "greedy_inner_lr")
+        if self.hidden_sizes:
+            check_positive(self, "hidden_sizes")
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("greedy_inner_loss", self.greedy_inner_loss, ("mse", "bce"))
+        check_nonnegative(self, "greedy_epochs", "finetune_epochs")
+
+
+class StackedAE(Autoencoder):
+    """Deep dense autoencoder; the decoder mirrors the encoder."""
+
+    name = "stacked-ae"
+    config_class = StackedAEConfig
+    config: StackedAEConfig
+
+    def __init__(self, config: StackedAEConfig):
+        super().__init__(config)
+        sizes = [self.input_dim, *config.hidden_sizes, config.coding_size]   # e.g. [784, 100, 30]
+        self.sizes = sizes
+        self.act = activation(config.activation)
+        self.enc = nn.ModuleList(dense(a, b, config.init) for a, b in zip(sizes[:-1], sizes[1:]))
+        self._build_decoder()
+
+    def _build_decoder(self) -> None:
+        """Decoder layer j maps sizes[-1-j] -> sizes[-2-j]; the last one is the output layer."""
+        rev = self.sizes[::-1]                                                 # e.g. [30, 100, 784]
+        n = len(rev) - 1
+        self.dec = nn.ModuleList(
+            dense(a, b, self.config.init if j < n - 1 else "glorot_uniform")
+            for j, (a, b) in enumerate(zip(rev[:-1], rev[1:])))
+
+    # layer i of the encoder and its mirror in the decoder, as functions (tied-ae overrides)
+    def _dec_layer(self, j: int, h: Tensor) -> Tensor:
+        return self.dec[j](h)
+
+    def _encode(self, x: Tensor) -> Tensor:          # (N, D) -> (N, coding_size)
+        for layer in self.enc:
+            x = self.act(layer(x))
+        return x
+
+    def _decode_pre(self, z: Tensor) -> Tensor:      # (N, coding_size) -> (N, D) pre-activation
+        n = len(self.enc)
+        for j in range(n):
+            z = self._dec_layer(j, z)
+            if j < n - 1:
+                z = self.act(z)
+        return z
+
+    # -- a lean training step for plain SGD -------------------------------------------------------
+    _FAST_ACTIVATIONS = ("selu", "relu", "linear", "tanh")
+
+    def fused_sgd_step(self, x: Tensor, lr: float) -> ModelOutput | None:
+        """One SGD step (no momentum, no weight decay) with a hand-written backward pass.
+
+        The chapter's dense AEs are bound by per-step overhead on a CPU; this step skips
+        autograd's bookkeeping, gradient buffers and the optimizer's pass by folding each weight
+        update into the GEMM that computes its gradient (``W.addmm_(δᵀ, h, alpha=-lr)``). It
+        computes exactly what autograd + ``torch.optim.SGD`` compute (tested against them).
+        Returns None where it does not apply (the trainer then takes the autograd path).
+        """
+        if (type(self).corrupt is not Autoencoder.corrupt or type(self).regularization is not Autoencoder.regularization
+                or type(self)._dec_layer is not StackedAE._dec_layer
+                or self.config.activation not in self._FAST_ACTIVATIONS):
+            return None
+        with torch.no_grad():
+            target = self.to_internal(x)
+            layers = [*self.enc, *self.dec]
+            hs, h = [target], target
+            for k, layer in enumerate(layers):                     # forward, keeping each input
+                z = torch.addmm(layer.bias, h, layer.weight.t())
+                if k < len(layers) - 1:
+                    h = self.act(z)
+                    hs.append(h)
+            loss, delta = self._loss_and_delta(z, target)
+            for k in range(len(layers) - 1, -1, -1):                # backward + update, top down
+                layer = layers[k]
+                d_in = delta.mm(layer.weight) if k > 0 else None   # uses the weights before the update
+                layer.bias.sub_(delta.sum(0), alpha=lr)
+                layer.weight.addmm_(delta.t(), hs[k], alpha=-lr)
+                if d_in is not None:
+                    delta = self._act_backward(d_in, hs[k])
+        parts = {"bce": loss} if self.config.loss == "bce" else {"mse": loss * self.data_scale.square()}
+        return ModelOutput(loss=loss, parts=parts)
+
+    def _loss_and_delta(self, z: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean loss and its gradient w.r.t. the output pre-activation ``z``."""
+        n = target.numel()
+        if self.config.loss == "bce":          # BCE on logits: softplus(z) - t z = z (1 - t) - logsigmoid(z)
+            zf, tf = z.reshape(-1), target.reshape(-1)
+            loss = (zf.sum() - torch.dot(tf, zf) - F.logsigmoid(zf).sum()) / n
+            return loss, torch.sigmoid(z).sub_(target).div_(n)
+        if self.config.output_activation == "sigmoid":              # sigmoid + MSE
+            p = torch.sigmoid(z)
+            err = p - target
+            return err.square().mean(), err.mul_(p * (1 - p)).mul_(2.0 / n)
+        err = z - target                                            # linear + MSE
+        return err.square().mean(), err.mul(2.0 / n)
+
+    def _act_backward(self, grad: Tensor, h: Tensor) -> Tensor:
+        """Gradient through the activation, from its output ``h`` (the kernels autograd uses)."""
+        a = self.config.activation
+        if a == "selu":
+            return torch.ops.aten.elu_backward(grad, _SELU_ALPHA, _SELU_SCALE, 1.0, True, h)
+        if a == "relu":
+            return torch.ops.aten.threshold_backward(grad, h, 0)
+        if a == "tanh":
+            return torch.ops.aten.tanh_backward(grad, h)
+        return grad
+
+    # -- SPEC 7: greedy layer-wise training ---------------------------------------------------
+    def greedy_stages(self) -> list["GreedyStage"]:
+        """One shallow AE per encoder layer, sharing this model's parameters (training a stage
+        trains the stacked model in place). Stage i learns to reconstruct stage i-1's codes."""
+        return [GreedyStage(self, i) for i in range(len(self.enc))]
+
+
+class GreedyStage(nn.Module):
+    """Shallow AE made of encoder layer i and its mirror decoder layer of a stacked model."""
+
+    def __init__(self, model: StackedAE, i: int):
+        super().__init__()
+        self.model = model
+        self.i = i
+        self.j = len(model.enc) - 1 - i                 # the mirror decoder layer
+        self.outer = i == 0
+
+    def stage_parameters(self) -> list[nn.Parameter]:
+        params = list(self.model.enc[self.i].parameters())
+        dec = self.model.dec[self.j] if hasattr(self.model, "dec") else None
+        if dec is not None:
+            params += list(dec.parameters())
+        else:
+            params.append(self.model.dec_bias[self.j])
+        # a tied model shares the kernel: keep each parameter once
+        seen, unique = set(), []
+        for p in params:
+            if id(p) not in seen:
+                seen.add(id(p))
+                unique.append(p)
+        return unique
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.model.act(self.model.enc[self.i](x))
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> ModelOutput:
+        codes = self.encode(x)
+        pre = self.model._dec_layer(self.j, codes)
+        if self.outer:                                   # reconstruct the data: the model's loss
+            loss, parts = self.model.reconstruction_loss(pre, x)
+        else:                                            # reconstruct inner codes
+            out = self.model.act(pre)
+            if self.model.config.greedy_inner_loss == "mse":
+                loss = F.mse_loss(out, x)
+                parts = {"mse": loss}
+            else:
+                loss = F.binary_cross_entropy(out.clamp(1e-7, 1 - 1e-7), x)
+                parts = {"bce": loss}
+        return ModelOutput(loss=loss, parts=parts, recon=pre, codes=codes)
+
+
+@dataclass
+class LinearAEConfig(StackedAEConfig):
+    hidden_sizes: list[int] = field(default_factory=list)
+    coding_size: int = 2
+    activation: str = "linear"
+    init: str = "glorot_uniform"
+    output_activation: str = "linear"
+    loss: str = "mse"
+    lr: float = 1.0
+
+
+class LinearAE(StackedAE):
+    """Undercomplete linear autoencoder: with MSE it finds PCA's subspace (SPEC 1)."""
+
+    name = "linear-ae"
+    config_class = LinearAEConfig
+
+
+@dataclass
+class TiedAEConfig(StackedAEConfig):
+    pass
+
+
+class TiedAE(StackedAE):
+    """Stacked AE whose decoder reuses the transposed encoder kernels (SPEC 6)."""
+
+    name = "tied-ae"
+    config_class = TiedAEConfig
+
+    def _build_decoder(self) -> None:
+        rev = self.sizes[::-1]
+        self.dec_bias = nn.ParameterList(nn.Parameter(torch.zeros(b)) for b in rev[1:])
+
+    def _dec_layer(self, j: int, h: Tensor) -> Tensor:
+        kernel = self.enc[len(self.enc) - 1 - j].weight      # (out, in) of the mirror encoder layer
+        return F.linear(h, kernel.t(), self.dec_bias[j])

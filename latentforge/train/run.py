@@ -1,0 +1,335 @@
+"""Runs: train a registered model on a data source into a run folder, and load it back.
+
+A run folder holds ``checkpoint.safetensors`` (weights, optimizer, RNG and trainer state, and in
+its metadata the model name, config and data description: it alone is enough to rebuild the
+model), ``run.json`` (a readable summary: model, config, data, last metrics, timing, hardware)
+and ``history.json`` (one record per epoch).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..config import config_to_dict, load_config_file, make_config
+from ..errors import CheckpointError, ConfigError, DataError
+from ..models import LatentModel, get_model_class
+from .checkpoint import atomic_write_json, load_checkpoint, load_module_state, split_prefix
+from .trainer import CHECKPOINT, Trainer
+
+RUN_JSON = "run.json"
+HISTORY_JSON = "history.json"
+#: config fields that may change when a run is resumed (how long it trains, not what it is)
+RESUMABLE_CHANGES = ("epochs", "finetune_epochs", "early_stopping")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r}: expected auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps: no MPS device is available here")
+    return dev
+
+
+def fingerprint(x: np.ndarray) -> str:
+    """A short hash of the data, to refuse resuming a run on other data."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(str(x.shape).encode())
+    h.update(np.ascontiguousarray(x).view(np.uint8).data)
+    return h.hexdigest()
+
+
+@dataclass
+class Run:
+    """A trained (or training) model with its folder, config and metadata."""
+
+    run_dir: Path
+    name: str
+    model: LatentModel
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return list(self.meta.get("trainer", {}).get("history", []))
+
+    @property
+    def data_info(self) -> dict[str, Any]:
+        return dict(self.meta.get("data", {}))
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.model.state_dict().values())).device
+
+    # -- batched inference in the data's units, as numpy ---------------------------------------
+    def _batched(self, fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, batch_size: int,
+                 progress: bool | None = None, desc: str = "") -> np.ndarray:
+        from .trainer import progress_enabled
+        self.model.eval()
+        out: list[np.ndarray] = []
+        n = len(x)
+        bar = None
+        if progress_enabled(progress) and n > batch_size:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=n, desc=desc, unit="img", leave=False, file=sys.stderr)
+        with torch.inference_mode():
+            for i in range(0, n, batch_size):
+                xb = torch.as_tensor(np.ascontiguousarray(x[i:i + batch_size]), dtype=torch.float32).to(self.device)
+                out.append(fn(xb).float().cpu().numpy())
+                if bar is not None:
+                    bar.update(len(xb))
+        if bar is not None:
+            bar.close()
+        return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+    def _require(self, method: str) -> None:
+        if not hasattr(self.model, method):
+            raise ConfigError(f"model {self.name!r} has no {method}()")
+
+    def encode(self, x: np.ndarray, batch_size: int = 4096, progress: bool | None = None) -> np.ndarray:
+        self._require("encode")
+        self.model.check_data(x)
+        return self._batched(self.model.encode, x, batch_size, progress, "encode")
+
+    def decode(self, codes: np.ndarray, batch_size: int = 4096, progress: bool | None = None) -> np.ndarray:
+        self._require("decode")
+        return self._batched(self.model.decode, codes, batch_size, progress, "decode")
+
+    def reconstruct(self, x: np.ndarray, batch_size: int = 4096, progress: bool | None = None) -> np.ndarray:
+        self._require("reconstruct")
+        self.model.check_data(x)
+        return self._batched(self.model.reconstruct, x, batch_size, progress, "reconstruct")
+
+
+# ---------------------------------------------------------------------------------------- loading
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
+    """Load a run folder's model (weights + config from its checkpoint) for inference."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run folder")
+    path = run_dir / CHECKPOINT
+    tensors, meta = load_checkpoint(path)
+    model = model_from_meta(tensors, meta, str(path))
+    model.to(resolve_device(device)).eval()
+    return Run(run_dir=run_dir, name=meta["model"], model=model, meta=meta)
+
+
+def model_from_meta(tensors: dict[str, torch.Tensor], meta: dict[str, Any], source: str) -> LatentModel:
+    name = meta.get("model")
+    if not isinstance(name, str):
+        raise CheckpointError(f"{source}: checkpoint does not name its model")
+    try:
+        cls = get_model_class(name)
+    except ConfigError:
+        raise CheckpointError(f"{source}: model {name!r} is not known to latentforge {__version__}") from None
+    saved = meta.get("config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{source}: checkpoint has no config")
+    known = {f for f in cls.config_class.__dataclass_fields__}
+    unknown = sorted(set(saved) - known)
+    if unknown:
+        warnings.warn(f"{source}: ignoring config keys unknown to this version: {', '.join(unknown)} "
+                      f"(saved by latentforge {meta.get('version', '?')})", stacklevel=2)
+    try:
+        config = make_config(cls.config_class, saved, strict=False)
+    except ConfigError as e:
+        raise CheckpointError(f"{source}: bad config in checkpoint: {e}") from None
+    model = cls(config)
+    load_module_state(model, split_prefix(tensors, "model"), source)
+    return model
+
+
+# ---------------------------------------------------------------------------------------- training
+def resolve_config(name: str, *, config_file: str | Path | None = None, overrides: dict[str, Any] | None = None):
+    """The model's chapter defaults ← config file ← overrides (``--set`` and explicit flags)."""
+    cls = get_model_class(name)
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(load_config_file(config_file))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return make_config(cls.config_class, values)
+
+
+def _default_run_dir(name: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{name}-{stamp}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
+
+
+def _hardware(device: torch.device) -> dict[str, Any]:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(), "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def train(model: str, data, *, out: str | Path | None = None, overrides: dict[str, Any] | None = None,
+          config_file: str | Path | None = None, resume: bool = False, greedy: bool = False,
+          valid_fraction: float | None = None, labels: str | Path | None = None,
+          progress: bool | None = None, log: Callable[[str], None] | None = None,
+          device: str = "auto", overwrite: bool = False) -> Run:
+    """Train registered ``model`` on ``data`` (a source name/path or a ``Dataset``) into a run folder.
+
+    ``overrides`` are config values (e.g. ``{"epochs": 5, "lr": 0.1}``); ``resume`` continues the
+    run in ``out`` exactly where its last checkpoint left off (only epochs-like fields may change).
+    All input is validated before anything is written.
+    """
+    from ..data import Dataset, load_data, train_valid_split
+
+    log = log if log is not None else (lambda m: print(m, file=sys.stderr))
+    cls = get_model_class(model)
+    dev = resolve_device(device)
+    saved_meta: dict[str, Any] | None = None
+    tensors: dict[str, torch.Tensor] = {}
+
+    if resume:
+        if out is None:
+            raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
+        ckpt = Path(out) / CHECKPOINT
+        tensors, saved_meta = load_checkpoint(ckpt)
+        if saved_meta.get("model") != model:
+            raise ConfigError(f"{out}: this run trains {saved_meta.get('model')!r}, not {model!r}")
+        config = make_config(cls.config_class, saved_meta.get("config", {}), strict=False)
+        changes = dict(overrides or {})
+        if config_file is not None:
+            changes = {**load_config_file(config_file), **changes}
+        changes = {k: v for k, v in changes.items() if v is not None}
+        merged = make_config(cls.config_class, {**config_to_dict(config), **changes})
+        bad = [k for k in changes if k not in RESUMABLE_CHANGES and getattr(merged, k) != getattr(config, k)]
+        if bad:
+            raise ConfigError(f"--resume cannot change {', '.join(bad)} (only {', '.join(RESUMABLE_CHANGES)}); "
+                              f"start a new run instead")
+        config = merged
+        if valid_fraction is None:
+            valid_fraction = saved_meta.get("data", {}).get("valid_fraction", 0.1)
+        greedy = bool(saved_meta.get("greedy")) or greedy
+    else:
+        config = resolve_config(model, config_file=config_file, overrides=overrides)
+    if valid_fraction is None:
+        valid_fraction = 0.1
+    if greedy and not hasattr(cls, "greedy_stages"):
+        raise ConfigError(f"--greedy: model {model!r} has no layer-wise stages (try stacked-ae or tied-ae)")
+
+    ds = data if isinstance(data, Dataset) else load_data(data, labels=labels)
+    if cls.uses_labels and ds.y is None:
+        raise DataError(f"{ds.name}: model {model!r} needs labels and this data has none")
+    if config.input_shape is None:
+        config.input_shape = list(ds.x.shape[1:])
+    train_ds, valid_ds = train_valid_split(ds, valid_fraction, seed=config.seed)
+    if config.batch_size > len(train_ds):
+        raise ConfigError(f"config field 'batch_size' = {config.batch_size}: larger than the "
+                          f"{len(train_ds)} training samples")
+    data_info = {"source": ds.name, "n_train": len(train_ds), "n_valid": len(valid_ds) if valid_ds else 0,
+                 "sample_shape": list(ds.sample_shape), "is_image": ds.is_image, "labels": ds.y is not None,
+                 "class_names": ds.class_names, "valid_fraction": valid_fraction,
+                 "fingerprint": fingerprint(ds.x),
+                 "range": [float(ds.x.min()), float(ds.x.max())]}
+    if saved_meta is not None and saved_meta.get("data", {}).get("fingerprint") != data_info["fingerprint"]:
+        raise DataError(f"{ds.name}: this is not the data the run in {out} was trained on; "
+                        f"--resume needs the same --data")
+
+    torch.manual_seed(config.seed)
+    net = cls(config)
+    net.check_data(train_ds.x, ds.name)
+
+    # everything is validated: from here on, write
+    run_dir = Path(out) if out is not None else _default_run_dir(model)
+    if not resume and run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise ConfigError(f"{run_dir}: run folder exists and is not empty; use --resume to continue it, "
+                          f"--overwrite to replace it, or another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise DataError(f"{run_dir}: cannot write the run folder: {e.strerror or e}") from None
+    if not resume:
+        for stale in (CHECKPOINT, RUN_JSON, HISTORY_JSON):
+            (run_dir / stale).unlink(missing_ok=True)
+
+    net.to(dev)
+    x = torch.from_numpy(train_ds.x)
+    xv = torch.from_numpy(valid_ds.x) if valid_ds is not None else None
+    y = torch.from_numpy(train_ds.y) if (cls.uses_labels and train_ds.y is not None) else None
+    yv = torch.from_numpy(valid_ds.y) if (cls.uses_labels and valid_ds is not None and valid_ds.y is not None) else None
+    if not resume:
+        net.prepare(x.to(dev))
+
+    meta = {"model": model, "config": config_to_dict(config), "data": data_info}
+    t_start = time.perf_counter()
+    greedy_info: dict[str, Any] | None = saved_meta.get("greedy") if saved_meta else None
+    if greedy and not greedy_info:
+        greedy_info = _train_greedy(net, config, x, xv, dev, progress, log)
+    if greedy_info:
+        meta["greedy"] = greedy_info
+    epochs = config.finetune_epochs if greedy else config.epochs
+    trainer = Trainer(net, config, run_dir=run_dir, epochs=epochs, checkpoint_meta=meta,
+                      progress=progress, log=log, device=dev, desc="finetune" if greedy else "train")
+    if resume:
+        trainer.restore(tensors, saved_meta, str(run_dir / CHECKPOINT))
+        log(f"resuming {run_dir} at epoch {trainer.state.epoch} of {epochs}")
+    trainer.fit(x, xv, y, yv)
+    trainer.save()
+    seconds = time.perf_counter() - t_start
+    meta["trainer"] = {"epoch": trainer.state.epoch, "history": trainer.state.history}
+    summary = {
+        "model": model, "version": __version__, "config": config_to_dict(config), "data": data_info,
+        "epochs_done": trainer.state.epoch, "greedy": greedy_info,
+        "metrics": trainer.state.history[-1] if trainer.state.history else {},
+        "params": sum(p.numel() for p in net.parameters()),
+        "seconds": seconds + sum(r.get("seconds", 0.0) for r in (saved_meta or {}).get("trainer", {}).get("history", [])),
+        "hardware": _hardware(dev),
+        "updated": _dt.datetime.now().isoformat(timespec="seconds"),
+    }
+    atomic_write_json(run_dir / HISTORY_JSON, trainer.state.history)
+    atomic_write_json(run_dir / RUN_JSON, summary)
+    net.eval()
+    return Run(run_dir=run_dir, name=model, model=net, meta=meta)
+
+
+def _train_greedy(net, config, x, xv, dev, progress, log) -> dict[str, Any]:
+    """SPEC 7: train each shallow stage on the previous stage's codes, in place."""
+    stages = net.greedy_stages()
+    with torch.no_grad():
+        inputs = net.to_internal(x.to(dev))
+        valid = net.to_internal(xv.to(dev)) if xv is not None else None
+    histories = []
+    for i, stage in enumerate(stages):
+        desc = f"greedy stage {i + 1}/{len(stages)}"
+        tr = Trainer(stage, config, params=stage.stage_parameters(), lr=config.lr if i == 0 else config.greedy_inner_lr,
+                     epochs=config.greedy_epochs or config.epochs, progress=progress, log=log, device=dev, desc=desc)
+        tr.fit(inputs, valid)
+        histories.append(tr.state.history)
+        with torch.no_grad():
+            stage.eval()
+            inputs = stage.encode(inputs)
+            valid = stage.encode(valid) if valid is not None else None
+    return {"stages": len(stages), "histories": histories}

@@ -1,0 +1,169 @@
+"""The contract every registered model follows, on tiny configs (one test, every model)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from latentforge.errors import DataError
+from latentforge.models import REGISTRY, Autoencoder, ModelOutput, build_model, get_model_class
+from latentforge.train import Trainer
+from latentforge.train.checkpoint import load_checkpoint, load_module_state, save_checkpoint, split_prefix
+
+# A tiny config per model; a model missing here fails test_every_model_has_a_tiny_config.
+TINY: dict[str, dict] = {
+    "linear-ae": dict(coding_size=2),
+    "stacked-ae": dict(hidden_sizes=[16], coding_size=4),
+    "tied-ae": dict(hidden_sizes=[16], coding_size=4),
+}
+SHAPE = (1, 8, 8)
+
+
+def test_every_model_has_a_tiny_config():
+    assert sorted(TINY) == sorted(REGISTRY)
+
+
+def _batch(n=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand((n, *SHAPE), generator=g)
+
+
+@pytest.fixture(params=sorted(REGISTRY))
+def model(request):
+    torch.manual_seed(0)
+    return build_model(request.param, input_shape=list(SHAPE), **TINY[request.param])
+
+
+def test_forward_returns_loss_and_parts(model):
+    x = _batch()
+    model.prepare(x)
+    out = model(x)
+    assert isinstance(out, ModelOutput)
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    assert out.parts and all(p.ndim == 0 and torch.isfinite(p) for p in out.parts.values())
+    out.loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_encode_decode_shapes_and_range(model):
+    x = _batch()
+    model.prepare(x)
+    model.eval()
+    with torch.no_grad():
+        z = model.encode(x)
+        assert z.shape == (16, model.config.coding_size)
+        rec = model.decode(z)
+        assert rec.shape == x.shape
+        assert torch.allclose(model.reconstruct(x), rec)
+        if isinstance(model, Autoencoder) and model.needs_unit_interval:
+            assert rec.min() >= 0 and rec.max() <= 1
+
+
+def test_training_lowers_the_loss(model):
+    x = _batch(64)
+    model.prepare(x)
+    cfg = model.config
+    cfg.epochs, cfg.batch_size = 15, 16
+    if cfg.optimizer == "sgd":
+        cfg.lr = min(cfg.lr, 0.5)
+    tr = Trainer(model, cfg, progress=False, log=lambda m: None)
+    before = tr.evaluate(x)["loss"]
+    tr.fit(x)
+    assert tr.evaluate(x)["loss"] < before
+
+
+def test_save_load_same_outputs(model, tmp_path):
+    x = _batch()
+    model.prepare(x * 3 - 1)  # non-trivial normalisation buffers for linear outputs
+    save_checkpoint(tmp_path / "c.safetensors", {f"model.{k}": v for k, v in model.state_dict().items()},
+                    {"model": model.name})
+    tensors, meta = load_checkpoint(tmp_path / "c.safetensors")
+    other = get_model_class(meta["model"])(model.config)
+    load_module_state(other, split_prefix(tensors, "model"), "c")
+    model.eval(), other.eval()
+    with torch.no_grad():
+        assert torch.equal(model.reconstruct(x), other.reconstruct(x))
+
+
+def test_wrong_shape_is_refused(model):
+    with pytest.raises(DataError, match=r"shape \(1, 7, 7\)"):
+        model.check_data(np.zeros((2, 1, 7, 7), np.float32))
+    model.check_data(np.zeros((2, 64), np.float32))  # the same size, flat, is fine for dense models
+
+
+def test_sigmoid_models_refuse_data_outside_unit_interval():
+    m = build_model("stacked-ae", input_shape=[4], hidden_sizes=[3], coding_size=2)
+    with pytest.raises(DataError, match=r"values lie in \[-2, 5\].*sigmoid"):
+        m.check_data(np.array([[0, 1, -2, 5]], np.float32), "cloud.npy")
+    lin = build_model("linear-ae", input_shape=[4])
+    lin.check_data(np.array([[0, 1, -2, 5]], np.float32))
+
+
+def test_lecun_normal_init_statistics():
+    torch.manual_seed(0)
+    m = build_model("stacked-ae", input_shape=[784], hidden_sizes=[1000], coding_size=30)
+    w = m.enc[0].weight
+    assert abs(w.std().item() - math.sqrt(1 / 784)) < 0.02 * math.sqrt(1 / 784) * 10
+    assert w.abs().max().item() <= 2 * math.sqrt(1 / 784) / 0.8796 + 1e-6   # truncated at 2 std
+    assert torch.all(m.enc[0].bias == 0)
+
+
+def test_tied_ae_shares_kernels():
+    t = build_model("tied-ae", input_shape=[784])
+    s = build_model("stacked-ae", input_shape=[784])
+    n_t = sum(p.numel() for p in t.parameters())
+    n_s = sum(p.numel() for p in s.parameters())
+    assert n_t <= 0.55 * n_s
+    # the decoder's output layer really is the transposed first encoder kernel
+    z = torch.randn(3, 100)
+    assert torch.allclose(t._dec_layer(1, z), z @ t.enc[0].weight + t.dec_bias[1])
+
+
+def test_linear_ae_output_in_input_units():
+    x = torch.randn(200, 3) * 50 + 1000
+    m = build_model("linear-ae", input_shape=[3], coding_size=3, epochs=30, batch_size=32, lr=0.1)
+    m.prepare(x)
+    Trainer(m, m.config, progress=False, log=lambda s: None).fit(x)
+    with torch.no_grad():
+        rec = m.reconstruct(x)
+    # a full-rank linear AE reconstructs almost exactly, in the data's own units
+    assert (rec - x).abs().mean() < 2.0
+
+
+@pytest.mark.parametrize("act,out,loss", [("selu", "sigmoid", "bce"), ("relu", "sigmoid", "mse"),
+                                          ("tanh", "linear", "mse"), ("linear", "linear", "mse")])
+def test_fused_sgd_step_equals_autograd(act, out, loss):
+    """The hand-fused SGD step computes what autograd + torch.optim.SGD compute."""
+    torch.manual_seed(0)
+    kw = dict(input_shape=[20], hidden_sizes=[12, 6], coding_size=3, activation=act,
+              output_activation=out, loss=loss, lr=0.3)
+    a, b = build_model("stacked-ae", **kw), build_model("stacked-ae", **kw)
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(64, 20) * (3 if out == "linear" else 1)
+    a.prepare(x), b.prepare(x)
+    opt = torch.optim.SGD(b.parameters(), lr=0.3)
+    for i in range(0, 64, 16):
+        fa = a.fused_sgd_step(x[i:i + 16], 0.3)
+        ob = b(x[i:i + 16])
+        opt.zero_grad()
+        ob.loss.backward()
+        opt.step()
+        assert torch.allclose(fa.loss, ob.loss, rtol=1e-5, atol=1e-6)
+        assert fa.parts.keys() == ob.parts.keys()
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(va, vb, rtol=1e-4, atol=1e-6), k
+
+
+def test_fused_step_is_skipped_where_it_does_not_apply():
+    from latentforge.train import Trainer
+    m = build_model("tied-ae", input_shape=[20])
+    assert m.fused_sgd_step(torch.rand(4, 20), 0.1) is None      # tied kernels: autograd path
+    s = build_model("stacked-ae", input_shape=[20], momentum=0.9)
+    assert Trainer(s, s.config, progress=False)._fused_step() is None
+    s2 = build_model("stacked-ae", input_shape=[20])
+    assert Trainer(s2, s2.config, progress=False)._fused_step() is not None
+    s3 = build_model("stacked-ae", input_shape=[20], fused_step=False)
+    assert Trainer(s3, s3.config, progress=False)._fused_step() is None

@@ -1,0 +1,172 @@
+"""The trainer and runs: determinism, exact resume, early stopping, greedy training, checkpoints."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from latentforge.errors import CheckpointError, ConfigError, DataError, TrainingError
+from latentforge.train import load_run, train
+from latentforge.train.checkpoint import load_checkpoint, save_checkpoint
+
+SMALL = {"hidden_sizes": [16], "coding_size": 4, "batch_size": 8, "lr": 0.5}
+
+
+def _weights(run):
+    return {k: v.clone() for k, v in run.model.state_dict().items()}
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_weights(tmp_path, tiny_images):
+    a = train("stacked-ae", tiny_images, out=tmp_path / "a", overrides={**SMALL, "epochs": 2}, log=lambda m: None)
+    b = train("stacked-ae", tiny_images, out=tmp_path / "b", overrides={**SMALL, "epochs": 2}, log=lambda m: None)
+    c = train("stacked-ae", tiny_images, out=tmp_path / "c", overrides={**SMALL, "epochs": 2, "seed": 7}, log=lambda m: None)
+    assert _same(_weights(a), _weights(b))
+    assert not _same(_weights(a), _weights(c))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
+def test_resume_equals_uninterrupted(tmp_path, tiny_images, optimizer):
+    cfg = {**SMALL, "optimizer": optimizer, "lr": 0.5 if optimizer == "sgd" else 1e-2, "momentum": 0.5 if optimizer != "adam" else 0.0}
+    straight = train("stacked-ae", tiny_images, out=tmp_path / "s", overrides={**cfg, "epochs": 4}, log=lambda m: None)
+    train("stacked-ae", tiny_images, out=tmp_path / "r", overrides={**cfg, "epochs": 2}, log=lambda m: None)
+    resumed = train("stacked-ae", tiny_images, out=tmp_path / "r", overrides={"epochs": 4}, resume=True, log=lambda m: None)
+    assert _same(_weights(straight), _weights(resumed))
+    assert [h["train_loss"] for h in straight.history] == [h["train_loss"] for h in resumed.history]
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["epochs_done"] == 4
+
+
+def test_resume_refuses_other_data_and_config_changes(tmp_path, tiny_images):
+    train("stacked-ae", tiny_images, out=tmp_path / "r", overrides={**SMALL, "epochs": 1}, log=lambda m: None)
+    with pytest.raises(ConfigError, match="cannot change lr"):
+        train("stacked-ae", tiny_images, out=tmp_path / "r", overrides={"lr": 0.1, "epochs": 2}, resume=True)
+    other = tiny_images.subset(np.arange(60))
+    with pytest.raises(DataError, match="not the data the run"):
+        train("stacked-ae", other, out=tmp_path / "r", overrides={"epochs": 2}, resume=True)
+    with pytest.raises(ConfigError, match="trains 'stacked-ae', not 'tied-ae'"):
+        train("tied-ae", tiny_images, out=tmp_path / "r", resume=True)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        train("stacked-ae", tiny_images, out=tmp_path / "nothing", resume=True)
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path, tiny_images):
+    train("stacked-ae", tiny_images, out=tmp_path / "r", overrides={**SMALL, "epochs": 1}, log=lambda m: None)
+    with pytest.raises(ConfigError, match="exists and is not empty"):
+        train("stacked-ae", tiny_images, out=tmp_path / "r", overrides={**SMALL, "epochs": 1})
+
+
+def test_early_stopping_keeps_best_weights(tmp_path, tiny_images):
+    logs = []
+    run = train("stacked-ae", tiny_images, out=tmp_path / "e",
+                overrides={**SMALL, "epochs": 50, "lr": 3.0, "early_stopping": 2}, log=logs.append)
+    hist = run.history
+    assert len(hist) < 50 and any("early stopping" in m for m in logs)
+    best = min(hist, key=lambda h: h["valid_loss"])
+    # the model holds the best epoch's weights: its validation loss is the best one
+    from latentforge.data import train_valid_split
+    from latentforge.train import Trainer
+    _, valid = train_valid_split(tiny_images, 0.1, seed=run.config.seed)
+    val = Trainer(run.model, run.config, progress=False).evaluate(torch.from_numpy(valid.x))["loss"]
+    assert val == pytest.approx(best["valid_loss"], rel=1e-5)
+
+
+def test_nan_loss_stops_with_advice(tmp_path, tiny_images):
+    with pytest.raises(TrainingError, match="loss became (nan|inf).*lower learning rate"):
+        train("linear-ae", tiny_images, out=tmp_path / "n",
+              overrides={"lr": 1e12, "epochs": 3, "batch_size": 8, "coding_size": 2}, log=lambda m: None)
+
+
+def test_greedy_then_finetune(tmp_path, tiny_images):
+    cfg = {**SMALL, "hidden_sizes": [16, 8], "epochs": 3}
+    run = train("stacked-ae", tiny_images, out=tmp_path / "g", overrides={**cfg, "finetune_epochs": 2},
+                greedy=True, log=lambda m: None)
+    g = run.meta["greedy"]
+    assert g["stages"] == 3 and all(len(h) == 3 for h in g["histories"])
+    # each stage learned: its loss went down
+    assert all(h[-1]["train_loss"] < h[0]["train_loss"] for h in g["histories"])
+    assert len(run.history) == 2
+    loaded = load_run(tmp_path / "g")
+    assert loaded.meta["greedy"]["stages"] == 3
+    x = tiny_images.x
+    assert np.allclose(loaded.reconstruct(x), run.reconstruct(x), atol=1e-6)
+
+
+def test_greedy_stage_trains_only_its_layers(tiny_images):
+    from latentforge.models import build_model
+    from latentforge.train import Trainer
+    torch.manual_seed(0)
+    m = build_model("tied-ae", input_shape=[1, 8, 8], hidden_sizes=[16], coding_size=4, epochs=2, batch_size=8, lr=0.5)
+    stage = m.greedy_stages()[1]
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    x = torch.rand(32, 16)
+    Trainer(stage, m.config, params=stage.stage_parameters(), progress=False, log=lambda s: None).fit(x)
+    changed = {k for k, v in m.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"enc.1.weight", "enc.1.bias", "dec_bias.0"}
+
+
+def test_greedy_refused_for_models_without_stages(tmp_path, tiny_images, monkeypatch):
+    from latentforge.models.dense_ae import StackedAE
+    monkeypatch.delattr(StackedAE, "greedy_stages")
+    with pytest.raises(ConfigError, match="--greedy"):
+        train("stacked-ae", tiny_images, out=tmp_path / "x", greedy=True)
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+@pytest.fixture
+def saved_run(tmp_path, tiny_images):
+    train("stacked-ae", tiny_images, out=tmp_path / "r", overrides={**SMALL, "epochs": 1}, log=lambda m: None)
+    return tmp_path / "r"
+
+
+def test_checkpoint_is_not_a_pickle(saved_run):
+    raw = (saved_run / "checkpoint.safetensors").read_bytes()
+    assert not raw.startswith(b"\x80") and b"latentforge-checkpoint" in raw[:20000]
+
+
+def test_truncated_checkpoint(saved_run):
+    p = saved_run / "checkpoint.safetensors"
+    p.write_bytes(p.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_run(saved_run)
+
+
+def _rewrite(path, fn):
+    tensors, meta = load_checkpoint(path)
+    tensors, meta = fn(tensors, meta)
+    meta = {k: v for k, v in meta.items() if k != "format"}
+    save_checkpoint(path, tensors, meta)
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda t, m: ({**t, "model.enc.0.weight": t["model.enc.0.weight"][:, :10]}, m), "'enc.0.weight' has shape"),
+    (lambda t, m: ({**t, "model.enc.0.weight": t["model.enc.0.weight"].double()}, m), "'enc.0.weight' has dtype"),
+    (lambda t, m: ({k: v for k, v in t.items() if k != "model.dec.1.bias"}, m), "'dec.1.bias' is missing"),
+    (lambda t, m: ({**t, "model.extra": torch.zeros(2)}, m), "unexpected tensor 'extra'"),
+    (lambda t, m: (t, {**m, "model": "evil-model"}), "'evil-model' is not known"),
+    (lambda t, m: ({**t, "model.enc.0.bias": t["model.enc.0.bias"] * float("nan")}, m), "NaN"),
+])
+def test_tampered_checkpoint_names_the_tensor(saved_run, edit, needle):
+    _rewrite(saved_run / "checkpoint.safetensors", edit)
+    with pytest.raises(CheckpointError, match=needle):
+        load_run(saved_run)
+
+
+def test_foreign_safetensors_file(saved_run):
+    from safetensors.torch import save_file
+    save_file({"w": torch.zeros(3)}, str(saved_run / "checkpoint.safetensors"))
+    with pytest.raises(CheckpointError, match="not a latentforge checkpoint"):
+        load_run(saved_run)
+
+
+def test_older_run_missing_a_config_field_gets_the_default(saved_run):
+    def drop(t, m):
+        m = dict(m)
+        m["config"] = {k: v for k, v in m["config"].items() if k != "finetune_epochs"}
+        return t, m
+    _rewrite(saved_run / "checkpoint.safetensors", drop)
+    assert load_run(saved_run).config.finetune_epochs == 0
