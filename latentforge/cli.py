@@ -199,12 +199,19 @@ def encode_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
                labels: Optional[Path] = LabelsOpt,
                out: Path = typer.Option(..., "--out", "-o", help="Output .npy of codes (N, coding_size)."),
                batch_size: int = typer.Option(4096, "--batch-size", "-b", min=1),
+               binary: bool = typer.Option(False, "--binary", help="Round sigmoid codes to 0/1 hashes "
+                                           "(uint8; hashing-ae, sparse-ae)."),
                device: str = typer.Option("cpu", "--device")) -> None:
     """Encode data into codes with a trained model."""
+    from .errors import ConfigError
     from .train import load_run
     _out_dir_ok(out)
     run = load_run(run_dir, device)
+    if binary and not getattr(run.model, "codes_in_unit_interval", False):
+        raise ConfigError(f"--binary: {run.name} codes are not sigmoid codings in [0, 1] (use hashing-ae)")
     codes = run.encode(_load(data, labels).x, batch_size)
+    if binary:
+        codes = (codes >= 0.5).astype("uint8")
     save_array(out, codes)
     print(f"wrote {out} {codes.shape}")
 
@@ -346,6 +353,19 @@ def demo_cmd(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Ru
           f"after {last['epoch']} epochs)")
     for what, path in figs.items():
         print(f"  {what:<16} {path}")
+
+
+def _load_command_modules() -> None:
+    """Register the commands defined in ``latentforge/commands/*.py`` (one module per group)."""
+    import importlib
+    import pkgutil
+
+    from . import commands
+    for mod in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
+        importlib.import_module(f"{commands.__name__}.{mod}")
+
+
+_load_command_modules()
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -75,6 +75,8 @@ class LatentModel(nn.Module):
     config_class: ClassVar[type[TrainConfig]] = TrainConfig
     #: True for models trained on labels (classifiers, conditional models): the trainer passes y.
     uses_labels: ClassVar[bool] = False
+    #: True when the codes lie in [0, 1] (sigmoid codings): `encode --binary` may round them.
+    codes_in_unit_interval: ClassVar[bool] = False
     #: True when samples of the right size but another shape (flat vs image) are accepted.
     accepts_flat: ClassVar[bool] = True
 

@@ -85,7 +85,9 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.epochs = cfg.epochs if epochs is None else epochs
-        self.params = list(params) if params is not None else [p for p in model.parameters() if p.requires_grad]
+        # all parameters, frozen ones included: a model may unfreeze some later (``on_epoch_start``);
+        # optimizers skip parameters whose grad is None
+        self.params = list(params) if params is not None else list(model.parameters())
         self.optimizer = build_optimizer(self.params, cfg, lr)
         self.meta = dict(checkpoint_meta or {})
         self.progress = progress_enabled(progress)
@@ -177,6 +179,9 @@ class Trainer:
             return self.state.history
         for epoch in range(self.state.epoch, self.epochs):
             self._set_lr(epoch)
+            hook = getattr(model, "on_epoch_start", None)
+            if callable(hook):
+                hook(epoch)                               # e.g. unfreeze an encoder after E epochs
             model.train()
             t0 = time.perf_counter()
             order = torch.randperm(n, generator=self.generator).to(self.device)
@@ -241,6 +246,8 @@ class Trainer:
         cfg = self.cfg
         if (fn is None or not getattr(cfg, "fused_step", True) or cfg.optimizer != "sgd" or cfg.momentum
                 or cfg.weight_decay or len(self.optimizer.param_groups) != 1):
+            return None
+        if not all(p.requires_grad for p in self.params):
             return None
         own = {id(p) for p in self.model.parameters()}
         if own != {id(p) for p in self.params} or len(own) != len(self.params):
