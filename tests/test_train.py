@@ -79,6 +79,7 @@ def test_nan_loss_stops_with_advice(tmp_path, tiny_images):
     with pytest.raises(TrainingError, match="loss became (nan|inf).*lower learning rate"):
         train("linear-ae", tiny_images, out=tmp_path / "n",
               overrides={"lr": 1e12, "epochs": 3, "batch_size": 8, "coding_size": 2}, log=lambda m: None)
+    assert not (tmp_path / "n").exists()      # failed before its first checkpoint: nothing left behind
 
 
 def test_greedy_then_finetune(tmp_path, tiny_images):

@@ -973,6 +973,10 @@ def plot_history(history: Mapping[str, Sequence[float]] | Sequence[Mapping[str, 
     series = _collect_series(history)
     losses = {k: v for k, v in series.items() if "loss" in k.lower()}
     others = {k: v for k, v in series.items() if k not in losses and not _is_bookkeeping(k)}
+    # a loss made of one part (e.g. train_bce == train_loss) would only repeat the loss panel
+    others = {k: v for k, v in others.items()
+              if not any(np.array_equal(np.asarray(v, float), np.asarray(lv, float), equal_nan=True)
+                         for lv in losses.values())}
     groups = [(name, group) for name, group in (("loss", losses), ("metric", others)) if group]
     if not groups:
         raise DataError(

@@ -12,6 +12,7 @@ import hashlib
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 import warnings
@@ -264,6 +265,7 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
     if not resume and run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise ConfigError(f"{run_dir}: run folder exists and is not empty; use --resume to continue it, "
                           f"--overwrite to replace it, or another --out")
+    created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write-test-{os.getpid()}"
@@ -285,19 +287,15 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
 
     meta = {"model": model, "config": config_to_dict(config), "data": data_info}
     t_start = time.perf_counter()
-    greedy_info: dict[str, Any] | None = saved_meta.get("greedy") if saved_meta else None
-    if greedy and not greedy_info:
-        greedy_info = _train_greedy(net, config, x, xv, dev, progress, log)
-    if greedy_info:
-        meta["greedy"] = greedy_info
-    epochs = config.finetune_epochs if greedy else config.epochs
-    trainer = Trainer(net, config, run_dir=run_dir, epochs=epochs, checkpoint_meta=meta,
-                      progress=progress, log=log, device=dev, desc="finetune" if greedy else "train")
-    if resume:
-        trainer.restore(tensors, saved_meta, str(run_dir / CHECKPOINT))
-        log(f"resuming {run_dir} at epoch {trainer.state.epoch} of {epochs}")
-    trainer.fit(x, xv, y, yv)
-    trainer.save()
+    try:
+        trainer = _fit(net, config, x, xv, y, yv, run_dir=run_dir, meta=meta, greedy=greedy,
+                       saved=(tensors, saved_meta) if resume else None, dev=dev, progress=progress, log=log)
+    except BaseException:
+        # a run that failed before its first checkpoint leaves nothing behind
+        if created and not (run_dir / CHECKPOINT).exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    greedy_info = meta.get("greedy")
     seconds = time.perf_counter() - t_start
     meta["trainer"] = {"epoch": trainer.state.epoch, "history": trainer.state.history}
     summary = {
@@ -305,7 +303,8 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
         "epochs_done": trainer.state.epoch, "greedy": greedy_info,
         "metrics": trainer.state.history[-1] if trainer.state.history else {},
         "params": sum(p.numel() for p in net.parameters()),
-        "seconds": seconds + sum(r.get("seconds", 0.0) for r in (saved_meta or {}).get("trainer", {}).get("history", [])),
+        "train_seconds": sum(r.get("seconds", 0.0) for r in trainer.state.history),   # all epochs, resumed ones too
+        "wall_seconds": seconds,                                                      # this invocation
         "hardware": _hardware(dev),
         "updated": _dt.datetime.now().isoformat(timespec="seconds"),
     }
@@ -313,6 +312,25 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
     atomic_write_json(run_dir / RUN_JSON, summary)
     net.eval()
     return Run(run_dir=run_dir, name=model, model=net, meta=meta)
+
+
+def _fit(net, config, x, xv, y, yv, *, run_dir, meta, greedy, saved, dev, progress, log) -> Trainer:
+    """Greedy stages (if asked and not done yet), then the trainer from its checkpoint (if resuming)."""
+    saved_meta = saved[1] if saved else None
+    greedy_info = saved_meta.get("greedy") if saved_meta else None
+    if greedy and not greedy_info:
+        greedy_info = _train_greedy(net, config, x, xv, dev, progress, log)
+    if greedy_info:
+        meta["greedy"] = greedy_info
+    epochs = config.finetune_epochs if greedy else config.epochs
+    trainer = Trainer(net, config, run_dir=run_dir, epochs=epochs, checkpoint_meta=meta,
+                      progress=progress, log=log, device=dev, desc="finetune" if greedy else "train")
+    if saved:
+        trainer.restore(saved[0], saved_meta, str(run_dir / CHECKPOINT))
+        log(f"resuming {run_dir} at epoch {trainer.state.epoch} of {epochs}")
+    trainer.fit(x, xv, y, yv)
+    trainer.save()
+    return trainer
 
 
 def _train_greedy(net, config, x, xv, dev, progress, log) -> dict[str, Any]:
