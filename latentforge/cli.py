@@ -275,8 +275,11 @@ def info_cmd(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
     if run.meta.get("greedy"):
         info["greedy"] = {"stages": run.meta["greedy"].get("stages")}
     extra = getattr(run.model, "info_metrics", None)
-    if callable(extra):
-        info.update(extra(_heldout(run, None, None).x))
+    if callable(extra):   # model-specific figures on the held-out data (e.g. sparse-ae's activations)
+        try:
+            info.update(extra(_heldout(run, None, None).x))
+        except DataError as e:
+            info["info_metrics"] = f"unavailable: {e}"
     _print_json(info)
 
 
