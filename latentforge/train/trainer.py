@@ -88,7 +88,7 @@ class Trainer:
         # all parameters, frozen ones included: a model may unfreeze some later (``on_epoch_start``);
         # optimizers skip parameters whose grad is None
         self.params = list(params) if params is not None else list(model.parameters())
-        self.optimizer = build_optimizer(self.params, cfg, lr)
+        self.optimizers = self.build_optimizers(lr)     # name -> optimizer; the name prefixes its tensors
         self.meta = dict(checkpoint_meta or {})
         self.progress = progress_enabled(progress)
         self.log = log if log is not None else (lambda msg: print(msg, file=sys.stderr))
@@ -98,12 +98,30 @@ class Trainer:
         self.state = TrainerState()
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self._best_weights: dict[str, Tensor] | None = None
+        self._fused = None
+
+    def build_optimizers(self, lr: float | None) -> dict[str, torch.optim.Optimizer]:
+        return {"optim": build_optimizer(self.params, self.cfg, lr)}
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The first optimizer (the only one, except for adversarial training)."""
+        return next(iter(self.optimizers.values()))
 
     # ------------------------------------------------------------------------------ checkpoints
+    def extra_state(self) -> dict[str, Tensor]:
+        """Tensors a subclass needs to resume exactly (e.g. a GAN's replay buffer)."""
+        return {}
+
+    def load_extra_state(self, tensors: dict[str, Tensor], source: str) -> None:
+        pass
+
     def checkpoint_tensors(self) -> dict[str, Tensor]:
         t = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        opt_t, _ = optimizer_state(self.optimizer)
-        t.update({f"optim.{k}": v for k, v in opt_t.items()})
+        for name, opt in self.optimizers.items():
+            opt_t, _ = optimizer_state(opt)
+            t.update({f"{name}.{k}": v for k, v in opt_t.items()})
+        t.update({f"extra.{k}": v for k, v in self.extra_state().items()})
         t["rng.data"] = self.generator.get_state()
         t["rng.torch"] = torch.get_rng_state()
         if self._best_weights is not None:
@@ -113,13 +131,13 @@ class Trainer:
     def save(self, path: Path | None = None) -> Path:
         assert self.run_dir is not None or path is not None
         path = Path(path) if path is not None else self.run_dir / CHECKPOINT
-        _, opt_info = optimizer_state(self.optimizer)
+        opt_info = {name: optimizer_state(opt)[1] for name, opt in self.optimizers.items()}
         st = self.state
         meta = {**self.meta, "version": __version__,
                 "trainer": {"epoch": st.epoch, "epochs": self.epochs, "history": st.history,
                             "best_loss": st.best_loss if math.isfinite(st.best_loss) else None,
                             "best_epoch": st.best_epoch, "bad_epochs": st.bad_epochs,
-                            "stopped_early": st.stopped_early, "optimizer": opt_info}}
+                            "stopped_early": st.stopped_early, "optimizers": opt_info}}
         save_checkpoint(path, self.checkpoint_tensors(), meta)
         return path
 
@@ -129,7 +147,10 @@ class Trainer:
         if not isinstance(tr, dict):
             raise CheckpointError(f"{source}: checkpoint has no trainer state; it cannot be resumed")
         load_module_state(self.model, split_prefix(tensors, "model"), source)
-        load_optimizer_state(self.optimizer, split_prefix(tensors, "optim"), tr.get("optimizer", {}), source)
+        infos = tr.get("optimizers", {})
+        for name, opt in self.optimizers.items():
+            load_optimizer_state(opt, split_prefix(tensors, name), infos.get(name, {}), source)
+        self.load_extra_state(split_prefix(tensors, "extra"), source)
         try:
             self.generator.set_state(tensors["rng.data"])
             torch.set_rng_state(tensors["rng.torch"])
@@ -188,17 +209,12 @@ class Trainer:
             bar = self._bar(epoch, n_batches)
             steps: list[tuple[Tensor, dict[str, Tensor]]] = []   # per-step losses, read back at refreshes
             refresh = max(1, n_batches // 50)
-            fused = self._fused_step()
+            self._fused = self._fused_step()
             for b in range(n_batches):
                 idx = order[b * bs:(b + 1) * bs]          # a gather per batch: cheaper than a
                 xb = x.index_select(0, idx)               # shuffled copy of the whole set per epoch
                 yb = y.index_select(0, idx) if y is not None else None
-                out = fused(xb, self.optimizer.param_groups[0]["lr"]) if fused is not None else None
-                if out is None:
-                    out = model(xb, yb)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    out.loss.backward()
-                    self.optimizer.step()
+                out = self.train_step(xb, yb)
                 steps.append((out.loss.detach(), {k: v.detach() for k, v in out.parts.items()}))
                 if bar is not None and ((b + 1) % refresh == 0 or b + 1 == n_batches):
                     running = self._mean_losses(steps, n, bs)["loss"]
@@ -218,6 +234,7 @@ class Trainer:
             record.update({"seconds": seconds, "samples_per_s": n / seconds, "lr": self.optimizer.param_groups[0]["lr"]})
             self.state.history.append(record)
             self.state.epoch = epoch + 1
+            self.on_epoch_end(epoch + 1)
             stop = self._early_stopping(record)
             self._log_epoch(record)
             if self.run_dir is not None:
@@ -227,6 +244,21 @@ class Trainer:
         if self._best_weights is not None and self.cfg.early_stopping:
             self.model.load_state_dict(self._best_weights)   # keep the best epoch's weights
         return self.state.history
+
+    def train_step(self, xb: Tensor, yb: Tensor | None) -> Any:
+        """One optimisation step on a batch; returns the model's output (``.loss``, ``.parts``)."""
+        if self._fused is not None:
+            out = self._fused(xb, self.optimizer.param_groups[0]["lr"])
+            if out is not None:
+                return out
+        out = self.model(xb, yb)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        self.optimizer.step()
+        return out
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Called after each epoch's record is appended, before the checkpoint is written."""
 
     # ------------------------------------------------------------------------------ helpers
     @staticmethod
@@ -258,13 +290,11 @@ class Trainer:
         """The learning rate of ``epoch``: a pure function of the epoch, so resume stays exact."""
         if self.cfg.lr_schedule == "constant":
             return
-        if not hasattr(self, "_base_lrs"):
-            self._base_lrs = [g["initial_lr"] if "initial_lr" in g else g["lr"] for g in self.optimizer.param_groups]
-            for g, base in zip(self.optimizer.param_groups, self._base_lrs):
-                g["initial_lr"] = base
         factor = 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))   # cosine: 1 at epoch 0, ~0 at the end
-        for g, base in zip(self.optimizer.param_groups, self._base_lrs):
-            g["lr"] = base * factor
+        for opt in self.optimizers.values():
+            for g in opt.param_groups:
+                g.setdefault("initial_lr", g["lr"])
+                g["lr"] = g["initial_lr"] * factor
 
     def _early_stopping(self, record: dict[str, Any]) -> bool:
         if not self.cfg.early_stopping:
