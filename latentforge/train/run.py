@@ -28,6 +28,7 @@ from ..config import config_to_dict, load_config_file, make_config
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models import LatentModel, get_model_class
 from .checkpoint import atomic_write_json, load_checkpoint, load_module_state, split_prefix
+from .adversarial import AdversarialTrainer
 from .trainer import CHECKPOINT, Trainer
 
 RUN_JSON = "run.json"
@@ -323,8 +324,9 @@ def _fit(net, config, x, xv, y, yv, *, run_dir, meta, greedy, saved, dev, progre
     if greedy_info:
         meta["greedy"] = greedy_info
     epochs = config.finetune_epochs if greedy else config.epochs
-    trainer = Trainer(net, config, run_dir=run_dir, epochs=epochs, checkpoint_meta=meta,
-                      progress=progress, log=log, device=dev, desc="finetune" if greedy else "train")
+    trainer_cls = AdversarialTrainer if getattr(net, "adversarial", False) else Trainer
+    trainer = trainer_cls(net, config, run_dir=run_dir, epochs=epochs, checkpoint_meta=meta,
+                          progress=progress, log=log, device=dev, desc="finetune" if greedy else "train")
     if saved:
         trainer.restore(saved[0], saved_meta, str(run_dir / CHECKPOINT))
         log(f"resuming {run_dir} at epoch {trainer.state.epoch} of {epochs}")
