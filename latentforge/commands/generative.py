@@ -1,0 +1,318 @@
+"""Commands for generative models and for judging autoencoders: generate, interpolate, evaluate.
+
+A model is *generative* when it has ``sample(n, labels=None, generator=None)`` returning ``n``
+images in [0, 1] shaped like its inputs (``generator`` is a CPU ``torch.Generator``). It is
+*conditional* when it is trained on labels (``uses_labels``): then ``labels`` picks the class.
+A model may also accept ``truncation=PSI`` in ``sample`` (the truncation trick of GANs).
+
+    latentforge generate RUN -n 100 --out samples.npy [--label 3] [--seed 0] [--grid samples.png]
+    latentforge interpolate RUN --data SRC --pairs 5 --steps 8 --out grid.png [--method slerp]
+    latentforge evaluate RUN [--data SRC] [--n N] [--k 100] [--json metrics.json]
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ..cli import LabelsOpt, _heldout, _out_dir_ok, _print_json, app, save_array
+from ..errors import ConfigError, DataError
+
+METHODS = ("linear", "slerp")
+GRID_MAX = 100          # `generate --grid` shows at most this many samples
+
+
+# ------------------------------------------------------------------------------ interpolation
+def lerp(a, b, steps: int):
+    """``steps`` points from ``a`` to ``b`` (both included) on the straight line, shape (steps, *a.shape)."""
+    import numpy as np
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    t = np.linspace(0.0, 1.0, int(steps)).reshape((-1,) + (1,) * a.ndim)
+    return (1 - t) * a + t * b
+
+
+def slerp(a, b, steps: int):
+    """``steps`` points from ``a`` to ``b`` (both included) along the great circle (White, 2016).
+
+    ``sin((1-t) w) / sin(w) * a + sin(t w) / sin(w) * b`` with ``w`` the angle between ``a`` and
+    ``b``: it keeps the norm typical of a Gaussian prior where a straight line would pass near the
+    origin. Parallel, antiparallel or zero vectors fall back to :func:`lerp`.
+    """
+    import numpy as np
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        return lerp(a, b, steps)
+    omega = math.acos(float(np.clip(np.dot(a.ravel() / na, b.ravel() / nb), -1.0, 1.0)))
+    s = math.sin(omega)
+    if s < 1e-6:
+        return lerp(a, b, steps)
+    t = np.linspace(0.0, 1.0, int(steps)).reshape((-1,) + (1,) * a.ndim)
+    return np.sin((1 - t) * omega) / s * a + np.sin(t * omega) / s * b
+
+
+def interpolate_codes(a, b, steps: int, method: str = "linear"):
+    if method not in METHODS:
+        raise ConfigError(f"--method {method!r}: must be one of {', '.join(METHODS)}")
+    return (slerp if method == "slerp" else lerp)(a, b, steps)
+
+
+# ------------------------------------------------------------------------------ helpers
+def _is_conditional(model) -> bool:
+    return bool(getattr(model, "uses_labels", False))
+
+
+def _check_png(path: Path, flag: str) -> None:
+    if Path(path).suffix.lower() != ".png":
+        raise DataError(f"{flag} {path}: must be a .png file")
+    _out_dir_ok(path)
+
+
+def _check_label(model, label: int, name: str) -> None:
+    k = getattr(model.config, "n_classes", None)
+    if label < 0 or (k is not None and label >= k):
+        top = f"0..{k - 1}" if k is not None else ">= 0"
+        raise ConfigError(f"--label {label}: out of range for {name} (classes {top})")
+
+
+def _data_labels(model, ds, name: str):
+    """The data's labels where the model needs them (conditional models), else None."""
+    if not _is_conditional(model):
+        return None
+    if ds.y is None:
+        raise DataError(f"{ds.name}: {name} is conditional and needs the data's labels (give --labels)")
+    k = getattr(model.config, "n_classes", None)
+    if k is not None and len(ds.y) and (int(ds.y.min()) < 0 or int(ds.y.max()) >= k):
+        raise DataError(f"{ds.name}: labels {int(ds.y.min())}..{int(ds.y.max())} do not fit {name}'s "
+                        f"{k} classes")
+    return ds.y
+
+
+def _batched(fn, x, y=None, batch_size: int = 4096, device=None):
+    """``fn(xb[, y=yb])`` over batches under inference mode; a numpy array."""
+    import numpy as np
+    import torch
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            xb = torch.as_tensor(np.ascontiguousarray(x[i:i + batch_size]), dtype=torch.float32).to(device)
+            if y is None:
+                r = fn(xb)
+            else:
+                r = fn(xb, y=torch.as_tensor(np.ascontiguousarray(y[i:i + batch_size])).to(device))
+            out.append(r.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+
+def _finite(v: Any) -> Any:
+    return v if not isinstance(v, float) or math.isfinite(v) else None
+
+
+# ------------------------------------------------------------------------------ generate
+@app.command("generate")
+def generate_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder of a generative model (vae, conditional-vae, GANs, ...)."),
+    n: int = typer.Option(..., "-n", "--n", help="Number of samples (>= 1)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .npy, shape (N, *sample shape), values in [0, 1]."),
+    label: Optional[int] = typer.Option(None, "--label", help="Class to generate (conditional models only; required there)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the latent noise (same seed, same samples)."),
+    truncation: Optional[float] = typer.Option(None, "--truncation",
+                                               help="Truncation psi, for models whose sample() supports it."),
+    grid: Optional[Path] = typer.Option(None, "--grid", help=f"Also save a PNG grid of (at most {GRID_MAX}) samples."),
+    batch_size: int = typer.Option(4096, "--batch-size", "-b", min=1),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Generate N new samples from a trained generative model."""
+    if n < 1:
+        raise ConfigError(f"-n {n}: the number of samples must be >= 1")
+    if out.suffix != ".npy":
+        raise DataError(f"{out}: output must be a .npy file")
+    _out_dir_ok(out)
+    if grid is not None:
+        _check_png(grid, "--grid")
+    if truncation is not None and not (math.isfinite(truncation) and truncation > 0):
+        raise ConfigError(f"--truncation {truncation}: must be a positive number")
+
+    import numpy as np
+    import torch
+    from ..train import load_run
+    run = load_run(run_dir, device)
+    model = run.model
+    sample = getattr(model, "sample", None)
+    if not callable(sample):
+        raise ConfigError(f"{run_dir}: {run.name} is not a generative model (it has no sample()); "
+                          f"train vae, conditional-vae or a GAN")
+    kwargs: dict[str, Any] = {}
+    if _is_conditional(model):
+        if label is None:
+            raise ConfigError(f"{run.name} is conditional: give --label K, the class to generate")
+        _check_label(model, label, run.name)
+    elif label is not None:
+        raise ConfigError(f"--label: {run.name} is unconditional; it generates without a label")
+    if truncation is not None:
+        if "truncation" not in inspect.signature(sample).parameters:
+            raise ConfigError(f"--truncation: {run.name} does not support the truncation trick")
+        kwargs["truncation"] = truncation
+
+    gen = torch.Generator().manual_seed(seed)
+    model.eval()
+    parts = []
+    with torch.inference_mode():
+        for i in range(0, n, batch_size):
+            m = min(batch_size, n - i)
+            labels = torch.full((m,), label, dtype=torch.long) if label is not None else None
+            parts.append(sample(m, labels=labels, generator=gen, **kwargs).float().cpu().numpy())
+    images = np.clip(np.concatenate(parts), 0.0, 1.0).astype(np.float32)
+    shape = run.data_info.get("sample_shape")
+    if shape:
+        images = images.reshape((n, *shape))
+    save_array(out, images)
+    print(f"wrote {out} {images.shape}")
+    if grid is not None:
+        from ..report import plot_image_grid
+        shown = min(n, GRID_MAX)
+        what = f"class {label}" if label is not None else f"seed {seed}"
+        plot_image_grid(images[:shown], grid, sample_shape=shape,
+                        title=f"{run.name}: {shown} samples ({what})")
+        print(f"wrote {grid}")
+
+
+# ------------------------------------------------------------------------------ interpolate
+@app.command("interpolate")
+def interpolate_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder of an autoencoder (anything with encode and decode)."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Images to pick pairs from "
+                                       "(default: the run's held-out split; the run's own source: its held-out split)."),
+    labels: Optional[Path] = LabelsOpt,
+    pairs: int = typer.Option(5, "--pairs", help="Number of random pairs (rows of the grid)."),
+    steps: int = typer.Option(8, "--steps", help="Images per row, the two end points included (>= 2)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output PNG grid: one row per pair."),
+    method: Optional[str] = typer.Option(None, "--method", help="linear or slerp (default: slerp for "
+                                         "Gaussian-latent models such as VAEs, else linear)."),
+    seed: int = typer.Option(0, "--seed", help="Seed that picks the pairs."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Interpolate between the codes of random pairs of real images and decode the path."""
+    if pairs < 1:
+        raise ConfigError(f"--pairs {pairs}: must be >= 1")
+    if steps < 2:
+        raise ConfigError(f"--steps {steps}: must be >= 2 (the two end points)")
+    if method is not None and method not in METHODS:
+        raise ConfigError(f"--method {method!r}: must be one of {', '.join(METHODS)}")
+    _check_png(out, "--out")
+
+    import numpy as np
+    import torch
+    from ..report import plot_image_grid
+    from ..train import load_run
+    run = load_run(run_dir, device)
+    model = run.model
+    if not (callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))):
+        raise ConfigError(f"{run_dir}: {run.name} has no encode/decode; interpolation needs an autoencoder")
+    method = method or ("slerp" if getattr(model, "gaussian_latent", False) else "linear")
+    ds = _heldout(run, data, labels)
+    if len(ds) < 2:
+        raise DataError(f"{ds.name}: need at least 2 images to make pairs, got {len(ds)}")
+    model.check_data(ds.x, ds.name)
+    y_all = _data_labels(model, ds, run.name)
+    rng = np.random.default_rng(seed)
+    idx = np.stack([rng.choice(len(ds), 2, replace=False) for _ in range(pairs)]).ravel()   # (2K,)
+    x = ds.x[idx]
+    dev = run.device
+    cond = y_all[idx] if y_all is not None else None
+    codes = _batched(model.encode, x, cond, device=dev)                                     # (2K, ...)
+    code_shape = codes.shape[1:]
+    flat = codes.reshape(len(codes), -1)
+    path = np.concatenate([interpolate_codes(flat[2 * i], flat[2 * i + 1], steps, method) for i in range(pairs)])
+    z = torch.as_tensor(path.reshape((pairs * steps, *code_shape)), dtype=torch.float32).to(dev)
+    model.eval()
+    with torch.inference_mode():
+        if cond is not None:    # the class moves from one end point's to the other's
+            k = model.config.n_classes
+            eye = np.eye(k)
+            w = np.linspace(0.0, 1.0, steps)[:, None]
+            soft = np.concatenate([(1 - w) * eye[cond[2 * i]] + w * eye[cond[2 * i + 1]] for i in range(pairs)])
+            images = model.decode(z, y=torch.as_tensor(soft, dtype=torch.float32).to(dev))
+        else:
+            images = model.decode(z)
+    images = images.float().cpu().numpy().reshape((pairs * steps, *ds.sample_shape))
+    if ds.y is not None:
+        row_labels = [f"{ds.y[idx[2 * i]]}→{ds.y[idx[2 * i + 1]]}" for i in range(pairs)]
+    else:
+        row_labels = [f"#{idx[2 * i]}→#{idx[2 * i + 1]}" for i in range(pairs)]
+    plot_image_grid(images, out, nrows=pairs, ncols=steps, sample_shape=ds.sample_shape,
+                    title=f"{run.name}: {method} interpolation", row_labels=row_labels)
+    print(f"wrote {out} ({pairs} pairs x {steps} steps, {method})")
+
+
+# ------------------------------------------------------------------------------ evaluate
+@app.command("evaluate")
+def evaluate_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder of an autoencoder."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Data to evaluate on (default: the run's "
+                                       "held-out split; the run's own source: its held-out split)."),
+    labels: Optional[Path] = LabelsOpt,
+    n: Optional[int] = typer.Option(None, "-n", "--n", help="Use only the first N samples."),
+    k: int = typer.Option(100, "--k", help="Importance samples per image for the VAE's NLL estimate."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the importance samples."),
+    batch_size: int = typer.Option(4096, "--batch-size", "-b", min=1),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Reconstruction BCE / MSE / PSNR of an autoencoder; for VAEs also the importance-weighted NLL."""
+    if n is not None and n < 1:
+        raise ConfigError(f"-n {n}: must be >= 1")
+    if k < 1:
+        raise ConfigError(f"--k {k}: must be >= 1")
+    if json_out is not None:
+        _out_dir_ok(json_out)
+
+    import time
+
+    import numpy as np
+    import torch
+    from ..eval import reconstruction_metrics
+    from ..train import load_run
+    run = load_run(run_dir, device)
+    model = run.model
+    if not callable(getattr(model, "reconstruct", None)):
+        raise ConfigError(f"{run_dir}: {run.name} is not an autoencoder (it has no reconstruct())")
+    info = run.data_info
+    own = data is None or data == info.get("source")
+    ds = _heldout(run, data, labels)
+    x, y = ds.x, ds.y
+    if n is not None:
+        x, y = x[:n], (y[:n] if y is not None else None)
+    if len(x) == 0:
+        raise DataError(f"{ds.name}: no samples to evaluate")
+    model.check_data(x, ds.name)
+    cond = _data_labels(model, ds, run.name)
+    cond = cond[:len(x)] if cond is not None else None
+    model.eval()
+    t0 = time.perf_counter()
+    recon = _batched(model.reconstruct, x, cond, batch_size, run.device)
+    result: dict[str, Any] = {
+        "run_dir": str(run.run_dir), "model": run.name, "data": ds.name,
+        "split": "held-out" if own and info.get("valid_fraction") and info.get("n_valid") else "all",
+        "n": int(len(x)),
+    }
+    result.update(reconstruction_metrics(x, recon.reshape(x.shape)))
+    if callable(getattr(model, "log_likelihood", None)):
+        gen = torch.Generator().manual_seed(seed)
+        ll = _batched(lambda xb, **kw: model.log_likelihood(xb, k=k, generator=gen, **kw), x, cond,
+                      max(1, min(batch_size, 65536 // k)), run.device)
+        result["iw_nll"] = float(-ll.mean())
+        result["iw_nll_k"] = k
+        result["iw_nll_units"] = "nats per image (Bernoulli likelihood summed over the values)"
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    result = {key: _finite(v) for key, v in result.items()}
+    if json_out is not None:
+        from ..train.checkpoint import atomic_write_json
+        try:
+            atomic_write_json(json_out, result)
+        except OSError as e:
+            raise DataError(f"{json_out}: cannot write: {e.strerror or e}") from None
+    _print_json(result)

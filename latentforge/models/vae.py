@@ -1,0 +1,244 @@
+"""Variational autoencoders of the chapter (SPEC 12): ``vae`` and ``conditional-vae``.
+
+vae: encoder D -> 150 -> 100 (SELU, LeCun-normal) -> two heads, the codings' mean and
+     gamma = log(sigma^2) (coding size 10); z = mean + exp(gamma / 2) * eps, eps ~ N(0, I);
+     decoder 10 -> 100 -> 150 (SELU) -> D sigmoid.
+     Loss (the chapter's): per-pixel mean binary cross-entropy + KL / D, with
+     KL = -0.5 * sum(1 + gamma - exp(gamma) - mean^2) over the coding units, averaged over the
+     batch (D = 784 for MNIST: the chapter's ``K.mean(latent_loss) / 784.``). Parts: ``bce`` and
+     ``kl`` (the KL already divided by D and times ``kl_weight``, so that loss = bce + kl).
+     RMSprop lr 1e-3, batch 128, 25 epochs (the chapter trains 25 to 50).
+conditional-vae: the same, with the label's one-hot vector concatenated to the encoder's input and
+     to z (``n_classes`` is a config field, default 10: set ``--set n_classes=K`` for other data;
+     labels out of range are refused).
+
+Both encode to the mean of q(z|x), generate with ``sample(n, labels=None, generator=None)``
+(z ~ N(0, I), images in [0, 1] shaped like the training samples) and estimate the data's
+log-likelihood with the importance-weighted bound (``log_likelihood(x, k)``, Burda et al. 2016).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import check_choice, check_nonnegative, check_positive
+from ..errors import ConfigError, DataError
+from .base import ACTIVATIONS, AEConfig, Autoencoder, ModelOutput, activation, dense
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass
+class VAEConfig(AEConfig):
+    hidden_sizes: list[int] = field(default_factory=lambda: [150, 100])   # encoder; the decoder mirrors it
+    coding_size: int = 10
+    activation: str = "selu"
+    init: str = "lecun_normal"         # hidden kernels (heads and output layer: glorot_uniform)
+    kl_weight: float = 1.0             # the loss is bce + kl_weight * KL / D
+    # the chapter's training
+    epochs: int = 25
+    batch_size: int = 128
+    optimizer: str = "rmsprop"
+    lr: float = 1e-3
+
+    def validate(self) -> None:
+        super().validate()
+        check_positive(self, "coding_size")
+        if self.hidden_sizes:
+            check_positive(self, "hidden_sizes")
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_nonnegative(self, "kl_weight")
+        if self.loss != "bce" or self.output_activation != "sigmoid":
+            raise ConfigError("a VAE here has a Bernoulli decoder: it needs loss = 'bce' and "
+                              "output_activation = 'sigmoid' (data in [0, 1])")
+
+
+class VAE(Autoencoder):
+    """Variational AE: Gaussian codings of size 10, generates images from z ~ N(0, I) (SPEC 12)."""
+
+    name = "vae"
+    config_class = VAEConfig
+    config: VAEConfig
+    #: the prior is a standard Gaussian: interpolate codes spherically (slerp) by default
+    gaussian_latent: ClassVar[bool] = True
+
+    def __init__(self, config: VAEConfig):
+        super().__init__(config)
+        c, d, init = self.n_cond, self.input_dim, config.init
+        self.act = activation(config.activation)
+        enc_sizes = [d + c, *config.hidden_sizes]
+        self.enc = nn.ModuleList(dense(a, b, init) for a, b in zip(enc_sizes[:-1], enc_sizes[1:]))
+        self.mean_head = dense(enc_sizes[-1], config.coding_size)
+        self.log_var_head = dense(enc_sizes[-1], config.coding_size)
+        dec_sizes = [config.coding_size + c, *config.hidden_sizes[::-1], d]
+        last = len(dec_sizes) - 2
+        self.dec = nn.ModuleList(dense(a, b, init if j < last else "glorot_uniform")
+                                 for j, (a, b) in enumerate(zip(dec_sizes[:-1], dec_sizes[1:])))
+
+    # -- conditioning (none here; conditional-vae overrides) --------------------------------------
+    @property
+    def n_cond(self) -> int:
+        """Width of the condition vector concatenated to the encoder input and to z."""
+        return 0
+
+    def condition(self, y, n: int) -> Tensor | None:
+        """The condition vector for ``n`` samples from labels ``y`` (None: unconditional)."""
+        return None
+
+    @staticmethod
+    def _cat(h: Tensor, c: Tensor | None) -> Tensor:
+        return h if c is None else torch.cat([h, c.to(device=h.device, dtype=h.dtype)], 1)
+
+    # -- the networks ------------------------------------------------------------------------------
+    def _stats(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Mean and gamma = log(sigma^2) of q(z|x) from the internal (N, D) input."""
+        h = self._cat(x, c)
+        for layer in self.enc:
+            h = self.act(layer(h))
+        return self.mean_head(h), self.log_var_head(h)
+
+    def _encode(self, x: Tensor) -> Tensor:
+        return self._stats(x, self.condition(None, len(x)))[0]
+
+    def _decode_pre(self, z: Tensor, c: Tensor | None = None) -> Tensor:
+        h = self._cat(z, c)
+        n = len(self.dec)
+        for j, layer in enumerate(self.dec):
+            h = layer(h)
+            if j < n - 1:
+                h = self.act(h)
+        return h
+
+    # -- the contract (labels only matter to the conditional model) ---------------------------------
+    def encode(self, x: Tensor, y=None) -> Tensor:
+        """The mean of q(z|x) (of q(z|x, y) for the conditional model)."""
+        return self._stats(self.to_internal(x), self.condition(y, len(x)))[0]
+
+    def decode(self, z: Tensor, y=None) -> Tensor:
+        return self.from_pre(self._decode_pre(z, self.condition(y, len(z))))
+
+    def reconstruct(self, x: Tensor, y=None) -> Tensor:
+        c = self.condition(y, len(x))
+        return self.from_pre(self._decode_pre(self._stats(self.to_internal(x), c)[0], c))
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> ModelOutput:
+        target = self.to_internal(x)
+        c = self.condition(y, len(x))
+        mean, log_var = self._stats(self.corrupt(target), c)
+        z = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
+        pre = self._decode_pre(z, c)
+        loss, parts = self.reconstruction_loss(pre, target)
+        kl = self.config.kl_weight * kl_to_standard_normal(mean, log_var).mean() / self.input_dim
+        parts["kl"] = kl
+        return ModelOutput(loss=loss + kl, parts=parts, recon=pre, codes=z)
+
+    # -- generation and likelihood --------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, labels=None, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` new images from z ~ N(0, I): values in [0, 1], shape (n, *input_shape).
+
+        ``generator`` is a CPU ``torch.Generator`` (the noise is drawn on the CPU, then moved).
+        """
+        if int(n) < 1:
+            raise ConfigError(f"number of samples must be >= 1, got {n}")
+        n = int(n)
+        c = self.sample_condition(labels, n)
+        dev = self.data_shift.device
+        z = torch.randn(n, self.config.coding_size, generator=generator).to(dev)
+        return self.from_pre(self._decode_pre(z, c))
+
+    def sample_condition(self, labels, n: int) -> Tensor | None:
+        if labels is not None:
+            raise ConfigError(f"{self.name} is unconditional: it generates without labels")
+        return None
+
+    @torch.no_grad()
+    def log_likelihood(self, x: Tensor, k: int = 100, y=None, generator: torch.Generator | None = None,
+                       max_batch: int = 65536) -> Tensor:
+        """Importance-weighted estimate of log p(x) for each image, in nats (shape (N,)).
+
+        log p(x) >= log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x) (IWAE bound; k = 1 is
+        the ELBO, and the bound tightens as k grows). p(x|z) is the Bernoulli likelihood summed over
+        the pixels (the cross-entropy for grey values in [0, 1]). The NLL is ``-log_likelihood``.
+        ``generator`` is a CPU ``torch.Generator``.
+        """
+        k = int(k)
+        if k < 1:
+            raise ConfigError(f"k (importance samples) must be >= 1, got {k}")
+        x_int = self.to_internal(x)
+        c_all = self.condition(y, len(x))
+        d, dev = self.config.coding_size, x_int.device
+        chunk = max(1, max_batch // k)
+        out = []
+        for i in range(0, len(x_int), chunk):
+            xb = x_int[i:i + chunk]
+            cb = c_all[i:i + chunk] if c_all is not None else None
+            nb = len(xb)
+            mean, log_var = self._stats(xb, cb)
+            eps = torch.randn(nb, k, d, generator=generator).to(dev)
+            z = mean[:, None] + torch.exp(0.5 * log_var)[:, None] * eps
+            log_q = -0.5 * (eps.square() + log_var[:, None] + _LOG_2PI).sum(-1)       # (nb, k)
+            log_prior = -0.5 * (z.square() + _LOG_2PI).sum(-1)
+            cz = cb.repeat_interleave(k, 0) if cb is not None else None
+            pre = self._decode_pre(z.reshape(nb * k, d), cz).reshape(nb, k, -1)
+            log_px = -F.binary_cross_entropy_with_logits(pre, xb[:, None].expand_as(pre), reduction="none").sum(-1)
+            out.append(torch.logsumexp(log_px + log_prior - log_q, 1) - math.log(k))
+        return torch.cat(out) if out else x_int.new_zeros(0)
+
+
+def kl_to_standard_normal(mean: Tensor, log_var: Tensor) -> Tensor:
+    """KL(N(mean, exp(log_var)) || N(0, I)) per sample: -0.5 * sum(1 + gamma - exp(gamma) - mean^2)."""
+    return -0.5 * (1 + log_var - log_var.exp() - mean.square()).sum(-1)
+
+
+@dataclass
+class ConditionalVAEConfig(VAEConfig):
+    n_classes: int = 10                # one-hot width; set it to the data's number of classes
+
+    def validate(self) -> None:
+        super().validate()
+        check_positive(self, "n_classes")
+
+
+class ConditionalVAE(VAE):
+    """Conditional VAE: the one-hot label joins the encoder input and z; generates a chosen class."""
+
+    name = "conditional-vae"
+    config_class = ConditionalVAEConfig
+    config: ConditionalVAEConfig
+    uses_labels = True
+
+    @property
+    def n_cond(self) -> int:
+        return self.config.n_classes
+
+    def condition(self, y, n: int) -> Tensor:
+        """One-hot rows from int labels (N,), or class weights (N, n_classes) used as given."""
+        k = self.config.n_classes
+        if y is None:
+            raise ConfigError(f"{self.name} needs the class labels of its inputs (0..{k - 1})")
+        y = torch.as_tensor(y)
+        dev = self.data_shift.device
+        if y.is_floating_point() and y.dim() == 2:
+            if y.shape != (n, k):
+                raise DataError(f"class weights must have shape ({n}, {k}), got {tuple(y.shape)}")
+            return y.to(dev, torch.float32)
+        if y.dim() != 1 or len(y) != n or y.is_floating_point():
+            raise DataError(f"labels must be {n} integers, got {y.dtype} {tuple(y.shape)}")
+        if n and (int(y.min()) < 0 or int(y.max()) >= k):
+            raise DataError(f"labels must lie in 0..{k - 1} (n_classes = {k}), got {int(y.min())}..{int(y.max())}; "
+                            f"train with --set n_classes=K for data with K classes")
+        return F.one_hot(y.to(dev, torch.long), k).float()
+
+    def sample_condition(self, labels, n: int) -> Tensor:
+        if labels is None:
+            raise ConfigError(f"{self.name} generates a chosen class: give labels (0..{self.config.n_classes - 1})")
+        y = torch.as_tensor(labels)
+        if y.dim() == 0:
+            y = y.expand(n)
+        return self.condition(y, n)
