@@ -209,7 +209,8 @@ def encode_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
     run = load_run(run_dir, device)
     if binary and not getattr(run.model, "codes_in_unit_interval", False):
         raise ConfigError(f"--binary: {run.name} codes are not sigmoid codings in [0, 1] (use hashing-ae)")
-    codes = run.encode(_load(data, labels).x, batch_size)
+    ds = _load(data, labels)
+    codes = run.encode(ds.x, batch_size, y=ds.y)
     if binary:
         codes = (codes >= 0.5).astype("uint8")
     save_array(out, codes)
@@ -256,7 +257,7 @@ def reconstruct_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
     _out_dir_ok(out)
     run = load_run(run_dir, device)
     ds = _load(data, labels)
-    rec = run.reconstruct(ds.x, batch_size).reshape((len(ds), *ds.sample_shape))
+    rec = run.reconstruct(ds.x, batch_size, y=ds.y).reshape((len(ds), *ds.sample_shape))
     save_array(out, rec)
     print(f"wrote {out} {rec.shape}")
 
@@ -297,7 +298,8 @@ def plot_reconstructions_cmd(run_dir: Path = typer.Argument(..., help="A run fol
     run = load_run(run_dir)
     ds = _heldout(run, data, labels)
     x = ds.x[:n]
-    plot_reconstructions(x, run.reconstruct(x), out, n=n, sample_shape=ds.sample_shape, title=f"{run.name}: reconstructions")
+    y = ds.y[:n] if ds.y is not None else None
+    plot_reconstructions(x, run.reconstruct(x, y=y), out, n=n, sample_shape=ds.sample_shape, title=f"{run.name}: reconstructions")
     print(f"wrote {out}")
 
 
@@ -313,7 +315,7 @@ def plot_tsne_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
     _out_dir_ok(out)
     run = load_run(run_dir)
     ds = _heldout(run, data, labels)
-    codes = run.encode(ds.x)
+    codes = run.encode(ds.x, y=ds.y)
     plot_tsne(codes, out, labels=ds.y, images=ds.x if ds.is_image else None, sample_shape=ds.sample_shape,
               class_names=ds.class_names, seed=run.config.seed, max_points=max_points)
     print(f"wrote {out}")

@@ -257,3 +257,18 @@ def test_mnist4k_folder_trains(tmp_path, run_cli):
     code, _, err = run_cli("train", "stacked-ae", "--data", mnist4k_path(), "--limit", "500", "--epochs", "1", "--out", out)
     assert code == 0, err
     assert json.loads(run_cli("info", out)[1])["config"]["input_shape"] == [1, 28, 28]
+
+
+def test_conditional_models_get_the_datas_labels(tmp_path, digits_npy, run_cli):
+    out = tmp_path / "cvae"
+    code, _, err = run_cli("train", "conditional-vae", "--data", digits_npy, "--epochs", "1", "--out", out,
+                           "--set", "hidden_sizes=16,8", "--set", "coding_size=3", "--batch-size", "16")
+    assert code == 0, err
+    codes, rec = tmp_path / "c.npy", tmp_path / "r.npy"
+    assert run_cli("encode", out, "--data", digits_npy, "--out", codes)[0] == 0
+    assert np.load(codes).shape == (300, 3)
+    assert run_cli("reconstruct", out, "--data", digits_npy, "--out", rec)[0] == 0
+    unlabelled = tmp_path / "x.npy"
+    np.save(unlabelled, np.load(digits_npy)["x"])
+    code, _, err = run_cli("encode", out, "--data", unlabelled, "--out", codes)
+    assert code == 2 and "needs the data's labels" in err

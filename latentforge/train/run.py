@@ -85,8 +85,8 @@ class Run:
         return next(iter(self.model.state_dict().values())).device
 
     # -- batched inference in the data's units, as numpy ---------------------------------------
-    def _batched(self, fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, batch_size: int,
-                 progress: bool | None = None, desc: str = "") -> np.ndarray:
+    def _batched(self, fn: Callable[..., torch.Tensor], x: np.ndarray, batch_size: int,
+                 progress: bool | None = None, desc: str = "", y: np.ndarray | None = None) -> np.ndarray:
         from .trainer import progress_enabled
         self.model.eval()
         out: list[np.ndarray] = []
@@ -98,30 +98,46 @@ class Run:
         with torch.inference_mode():
             for i in range(0, n, batch_size):
                 xb = torch.as_tensor(np.ascontiguousarray(x[i:i + batch_size]), dtype=torch.float32).to(self.device)
-                out.append(fn(xb).float().cpu().numpy())
+                kw = {} if y is None else {"y": torch.as_tensor(y[i:i + batch_size]).to(self.device)}
+                out.append(fn(xb, **kw).float().cpu().numpy())
                 if bar is not None:
                     bar.update(len(xb))
         if bar is not None:
             bar.close()
         return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
+    def _labels_for(self, y: np.ndarray | None, n: int) -> np.ndarray | None:
+        """The labels to pass to a conditional model (None for the others)."""
+        if not getattr(self.model, "uses_labels", False):
+            return None
+        if y is None:
+            raise DataError(f"model {self.name!r} is conditional: it needs the data's labels (give --labels)")
+        if len(y) != n:
+            raise DataError(f"{len(y)} labels for {n} samples")
+        return y
+
     def _require(self, method: str) -> None:
         if not hasattr(self.model, method):
             raise ConfigError(f"model {self.name!r} has no {method}()")
 
-    def encode(self, x: np.ndarray, batch_size: int = 4096, progress: bool | None = None) -> np.ndarray:
+    def encode(self, x: np.ndarray, batch_size: int = 4096, progress: bool | None = None,
+               y: np.ndarray | None = None) -> np.ndarray:
+        """Codes of ``x`` (``y``: labels, for conditional models)."""
         self._require("encode")
         self.model.check_data(x)
-        return self._batched(self.model.encode, x, batch_size, progress, "encode")
+        return self._batched(self.model.encode, x, batch_size, progress, "encode", self._labels_for(y, len(x)))
 
-    def decode(self, codes: np.ndarray, batch_size: int = 4096, progress: bool | None = None) -> np.ndarray:
+    def decode(self, codes: np.ndarray, batch_size: int = 4096, progress: bool | None = None,
+               y: np.ndarray | None = None) -> np.ndarray:
         self._require("decode")
-        return self._batched(self.model.decode, codes, batch_size, progress, "decode")
+        return self._batched(self.model.decode, codes, batch_size, progress, "decode", self._labels_for(y, len(codes)))
 
-    def reconstruct(self, x: np.ndarray, batch_size: int = 4096, progress: bool | None = None) -> np.ndarray:
+    def reconstruct(self, x: np.ndarray, batch_size: int = 4096, progress: bool | None = None,
+                    y: np.ndarray | None = None) -> np.ndarray:
         self._require("reconstruct")
         self.model.check_data(x)
-        return self._batched(self.model.reconstruct, x, batch_size, progress, "reconstruct")
+        return self._batched(self.model.reconstruct, x, batch_size, progress, "reconstruct",
+                             self._labels_for(y, len(x)))
 
 
 # ---------------------------------------------------------------------------------------- loading
