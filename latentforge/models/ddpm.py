@@ -1,0 +1,431 @@
+"""Denoising diffusion probabilistic model (SPEC 20): the chapter's diffusion model.
+
+Three pieces kept apart, as in diffusers:
+
+* the **process** — :class:`GaussianDiffusion`: the cosine variance schedule of Nichol & Dhariwal
+  (``alpha_bar(t) = f(t) / f(0)``, ``f(t) = cos²(((t/T) + s) / (1 + s) · π/2)``, ``s = 0.008``,
+  ``beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}`` clipped at 0.999), the forward noising
+  ``q_sample``, the posterior ``q(x_{t-1} | x_t, x_0)``, one reverse step, and the samplers:
+  ancestral over all T steps, ancestral over a strided subsequence of steps ("respacing": the
+  schedule restricted to the kept steps, Nichol & Dhariwal §4), or DDIM (Song et al.; ``eta``).
+* the **network** — :class:`UNet`: ``eps_theta(x_t, t)``, a small U-Net with a sinusoidal time
+  embedding, residual conv blocks with GroupNorm, two down-sampling levels (28 → 14 → 7) and skip
+  connections. Inputs whose sides are not a multiple of ``2**levels`` are zero-padded and the
+  output cropped back, so any (C, H, W) works.
+* the **pipeline** — :class:`DDPM`: ``forward(x)`` is the noise-prediction loss at a uniformly
+  random step (Huber as the chapter, or MSE as Ho et al.), data scaled from [0, 1] to [-1, 1]
+  inside; ``sample(n)`` runs the reverse process and returns images in [0, 1].
+
+Step indices are 0-based: step ``t`` in ``0 .. T-1`` is Nichol & Dhariwal's step ``t + 1``. The
+chapter (3rd ed.) uses T = 4000, Huber loss, Nadam (Keras' default lr 1e-3) and batch 32; its
+sampler walks all 4000 steps with ``sigma_t² = beta_t``. That is 4000 network calls per batch of
+samples, so here ``sample()`` defaults to 100 strided ancestral steps (``sample_steps``; set it to
+0 for the full chain) — see :class:`DDPMConfig` for every choice.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import TrainConfig, check_choice, check_nonnegative, check_positive
+from ..errors import ConfigError, DataError
+from .base import LatentModel, ModelOutput
+
+SAMPLERS = ("ancestral", "ddim")
+VARIANCES = ("beta", "posterior")
+LOSSES = ("huber", "mse")
+
+
+# ============================================================================ the process
+def cosine_alpha_bar(t: Tensor | float, steps: int, s: float = 0.008) -> Tensor:
+    """Closed form of the cosine schedule's ``alpha_bar`` at (possibly fractional) step ``t`` of
+    ``0 .. steps`` (1-based as in the paper: ``alpha_bar(0) = 1``, ``alpha_bar(T) = 0``)."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    f = lambda u: torch.cos((u / steps + s) / (1 + s) * math.pi / 2) ** 2   # noqa: E731
+    return f(t) / f(torch.zeros((), dtype=torch.float64))
+
+
+def cosine_betas(steps: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
+    """The ``steps`` betas of the cosine schedule (float64), ``beta_t = 1 - ab(t+1)/ab(t)`` clipped."""
+    ab = cosine_alpha_bar(torch.arange(steps + 1, dtype=torch.float64), steps, s)
+    return (1 - ab[1:] / ab[:-1]).clamp(0.0, max_beta)
+
+
+def strided_timesteps(steps: int, n: int) -> Tensor:
+    """``n`` of the ``steps`` step indices, evenly spread and always including 0 and ``steps - 1``."""
+    n = max(1, min(int(n), steps))
+    if n == 1:
+        return torch.tensor([steps - 1])
+    return torch.from_numpy(np.unique(np.round(np.linspace(0, steps - 1, n)).astype(np.int64)))
+
+
+def _at(values: Tensor, t: Tensor, x: Tensor) -> Tensor:
+    """``values[t]`` as x's dtype on x's device, shaped to broadcast against ``x`` (N, ...)."""
+    out = values.to(x.dtype).to(x.device)[t.to(x.device)]       # float64 → x's dtype first (MPS has no float64)
+    return out.view((len(t),) + (1,) * (x.dim() - 1))
+
+
+class GaussianDiffusion:
+    """The forward (noising) process and its reverse, for a given beta schedule.
+
+    Holds the schedule in float64 (CPU) and derives everything else from it; nothing is learnt,
+    so it is rebuilt from the config rather than stored in checkpoints. ``timestep_map`` gives the
+    network's step index of each of this process's steps (the identity, except for a respaced
+    process that keeps a subsequence of an original one's steps).
+    """
+
+    def __init__(self, betas: Tensor, timestep_map: Tensor | None = None):
+        b = torch.as_tensor(betas, dtype=torch.float64)
+        if b.dim() != 1 or len(b) == 0 or bool((b <= 0).any()) or bool((b > 1).any()):
+            raise ConfigError("diffusion betas must be a non-empty 1-D schedule in (0, 1]")
+        self.num_steps = len(b)
+        self.betas = b
+        self.alphas = 1 - b
+        self.alpha_bar = torch.cumprod(self.alphas, 0)
+        self.alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bar[:-1]])
+        self.sqrt_alpha_bar = self.alpha_bar.sqrt()
+        self.sqrt_one_minus_alpha_bar = (1 - self.alpha_bar).sqrt()
+        # q(x_{t-1} | x_t, x_0) = N(coef1 x_0 + coef2 x_t, posterior_variance)   (Ho et al., eq. 7)
+        self.posterior_variance = b * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar)
+        self.posterior_mean_coef1 = b * self.alpha_bar_prev.sqrt() / (1 - self.alpha_bar)
+        self.posterior_mean_coef2 = (1 - self.alpha_bar_prev) * self.alphas.sqrt() / (1 - self.alpha_bar)
+        self.timestep_map = (torch.arange(self.num_steps) if timestep_map is None
+                             else torch.as_tensor(timestep_map, dtype=torch.long))
+
+    @classmethod
+    def cosine(cls, steps: int, s: float = 0.008, max_beta: float = 0.999) -> "GaussianDiffusion":
+        return cls(cosine_betas(steps, s, max_beta))
+
+    # -- forward process ----------------------------------------------------------------------
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """A draw of ``x_t ~ q(x_t | x_0) = N(sqrt(ab_t) x_0, (1 - ab_t) I)`` from given noise."""
+        return _at(self.sqrt_alpha_bar, t, x0) * x0 + _at(self.sqrt_one_minus_alpha_bar, t, x0) * noise
+
+    def q_posterior(self, x0: Tensor, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and variance of ``q(x_{t-1} | x_t, x_0)``."""
+        mean = _at(self.posterior_mean_coef1, t, xt) * x0 + _at(self.posterior_mean_coef2, t, xt) * xt
+        return mean, _at(self.posterior_variance, t, xt)
+
+    def predict_x0(self, xt: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """``x_0`` implied by ``x_t`` and its noise: ``(x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t)``."""
+        return (xt - _at(self.sqrt_one_minus_alpha_bar, t, xt) * eps) / _at(self.sqrt_alpha_bar, t, xt)
+
+    def predict_eps(self, xt: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        return (xt - _at(self.sqrt_alpha_bar, t, xt) * x0) / _at(self.sqrt_one_minus_alpha_bar, t, xt)
+
+    # -- reverse process ----------------------------------------------------------------------
+    def p_mean_variance(self, eps: Tensor, xt: Tensor, t: Tensor, variance: str = "beta",
+                        clip: bool = True) -> tuple[Tensor, Tensor]:
+        """Mean and variance of ``p(x_{t-1} | x_t)`` given the predicted noise.
+
+        The mean is the posterior mean at the predicted ``x_0`` (clipped to [-1, 1] when ``clip``);
+        unclipped it equals the chapter's ``(x_t - beta_t / sqrt(1 - ab_t) eps) / sqrt(alpha_t)``.
+        ``variance``: ``beta`` (sigma² = beta_t, the chapter's and Ho et al.'s upper bound) or
+        ``posterior`` (sigma² = beta~_t, the lower bound).
+        """
+        x0 = self.predict_x0(xt, t, eps)
+        if clip:
+            x0 = x0.clamp(-1, 1)
+        mean, post_var = self.q_posterior(x0, xt, t)
+        var = _at(self.betas, t, xt) if variance == "beta" else post_var
+        return mean, var
+
+    def respace(self, timesteps: Tensor) -> "GaussianDiffusion":
+        """The process restricted to the (sorted) ``timesteps``: the same ``alpha_bar`` at the kept
+        steps, with ``beta'_j = 1 - ab[k_j] / ab[k_{j-1}]`` (Nichol & Dhariwal's respacing)."""
+        keep = torch.as_tensor(timesteps, dtype=torch.long).sort().values
+        if len(keep) == 0 or int(keep[0]) < 0 or int(keep[-1]) >= self.num_steps or len(keep.unique()) != len(keep):
+            raise ConfigError("respaced steps must be distinct indices of the process's steps")
+        ab = self.alpha_bar[keep]
+        prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
+        return GaussianDiffusion(1 - ab / prev, timestep_map=self.timestep_map[keep])
+
+    @torch.no_grad()
+    def sample(self, eps_fn, shape: tuple[int, ...], *, generator: torch.Generator | None = None,
+               device: torch.device | str = "cpu", sampler: str = "ancestral", sample_steps: int = 0,
+               variance: str = "beta", clip: bool = True, eta: float = 0.0) -> Tensor:
+        """Run the reverse process from ``x_T ~ N(0, I)`` with the noise predictor ``eps_fn(x_t, t)``
+        (``t``: the network's step indices, (N,) long). ``sample_steps`` 0 (or >= T) walks every step;
+        fewer uses an evenly strided subsequence of them. Returns ``x_0`` in the model's [-1, 1] units.
+        """
+        check_choice("sampler", sampler, SAMPLERS)
+        check_choice("variance", variance, VARIANCES)
+        device = torch.device(device)
+        n = shape[0]
+
+        def randn() -> Tensor:
+            gdev = generator.device if generator is not None else device
+            return torch.randn(shape, generator=generator, device=gdev).to(device)
+
+        full = sample_steps <= 0 or sample_steps >= self.num_steps
+        proc = self if full else self.respace(strided_timesteps(self.num_steps, sample_steps))
+        x = randn()
+        for j in range(proc.num_steps - 1, -1, -1):
+            tj = torch.full((n,), j, dtype=torch.long, device=device)
+            eps = eps_fn(x, proc.timestep_map[j].expand(n).to(device))
+            if sampler == "ancestral":
+                mean, var = proc.p_mean_variance(eps, x, tj, variance, clip)
+                x = mean + var.sqrt() * randn() if j > 0 else mean
+            else:                                    # DDIM (Song et al., eq. 12)
+                x0 = proc.predict_x0(x, tj, eps)
+                if clip:
+                    x0 = x0.clamp(-1, 1)
+                    eps = proc.predict_eps(x, tj, x0)
+                ab, ab_prev = float(proc.alpha_bar[j]), float(proc.alpha_bar_prev[j])
+                sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
+                x = math.sqrt(ab_prev) * x0 + math.sqrt(max(1 - ab_prev - sigma ** 2, 0.0)) * eps
+                if sigma > 0 and j > 0:
+                    x = x + sigma * randn()
+        return x
+
+
+# ============================================================================ the network
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """Transformer-style sinusoidal embedding of (N,) step indices: (N, dim), [cos | sin]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], 1)
+    return F.pad(emb, (0, 1)) if dim % 2 else emb
+
+
+def _norm(ch: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(groups, ch), ch)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm → SiLU → conv, + the time embedding, GroupNorm → SiLU → dropout → conv, + skip."""
+
+    def __init__(self, c_in: int, c_out: int, t_dim: int, groups: int, dropout: float):
+        super().__init__()
+        self.norm1, self.conv1 = _norm(c_in, groups), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.time = nn.Linear(t_dim, c_out)
+        self.norm2, self.conv2 = _norm(c_out, groups), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.dropout = nn.Dropout(dropout)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor, temb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.time(temb)[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class Downsample(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class UNet(nn.Module):
+    """``eps_theta(x_t, t)``: (N, C, H, W), (N,) → (N, C, H, W).
+
+    ``channel_mult`` gives one resolution per entry (``len - 1`` stride-2 down-samplings), each with
+    ``res_blocks`` residual blocks going down and ``res_blocks + 1`` coming up (each fed the
+    matching down-path activation through a skip connection); two residual blocks in the middle.
+    """
+
+    def __init__(self, in_channels: int, channels: int = 32, channel_mult: tuple[int, ...] = (1, 2, 2),
+                 res_blocks: int = 1, groups: int = 8, dropout: float = 0.0):
+        super().__init__()
+        self.channels = channels
+        self.factor = 2 ** (len(channel_mult) - 1)
+        t_dim = 4 * channels
+        self.time_mlp = nn.Sequential(nn.Linear(channels, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
+        self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.down = nn.ModuleList()
+        skips, ch = [channels], channels
+        for i, m in enumerate(channel_mult):
+            for _ in range(res_blocks):
+                self.down.append(ResBlock(ch, channels * m, t_dim, groups, dropout))
+                ch = channels * m
+                skips.append(ch)
+            if i < len(channel_mult) - 1:
+                self.down.append(Downsample(ch))
+                skips.append(ch)
+        self.mid = nn.ModuleList([ResBlock(ch, ch, t_dim, groups, dropout), ResBlock(ch, ch, t_dim, groups, dropout)])
+        self.up = nn.ModuleList()
+        for i in reversed(range(len(channel_mult))):
+            for _ in range(res_blocks + 1):
+                self.up.append(ResBlock(ch + skips.pop(), channels * channel_mult[i], t_dim, groups, dropout))
+                ch = channels * channel_mult[i]
+            if i > 0:
+                self.up.append(Upsample(ch))
+        self.norm_out = _norm(ch, groups)
+        self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)          # start by predicting zero noise (improved-diffusion)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        h_in, w_in = x.shape[-2:]
+        ph, pw = (-h_in) % self.factor, (-w_in) % self.factor
+        if ph or pw:                                  # e.g. 30x30 → 32x32 with 2 down-samplings
+            x = F.pad(x, (0, pw, 0, ph))
+        temb = self.time_mlp(timestep_embedding(t, self.channels))
+        h = self.conv_in(x)
+        hs = [h]
+        for layer in self.down:
+            h = layer(h, temb) if isinstance(layer, ResBlock) else layer(h)
+            hs.append(h)
+        for layer in self.mid:
+            h = layer(h, temb)
+        for layer in self.up:
+            h = layer(torch.cat([h, hs.pop()], 1), temb) if isinstance(layer, ResBlock) else layer(h)
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        return out[..., :h_in, :w_in]
+
+
+# ============================================================================ the pipeline
+@dataclass
+class DDPMConfig(TrainConfig):
+    """The chapter's DDPM, with the choices it leaves open.
+
+    Process: ``steps`` T = 4000 (the chapter), cosine schedule offset ``schedule_s`` 0.008 and beta
+    clip ``max_beta`` 0.999 (Nichol & Dhariwal). Loss: ``huber`` (the chapter; Keras' delta 1) or
+    ``mse`` (Ho et al.'s L_simple). Network: base ``channels`` 16 × ``channel_mult`` [1, 2, 4]
+    (16, 32, 64 channels at 28 → 14 → 7; ~0.6 M parameters, sized for a CPU), ``res_blocks`` 1 per
+    level, GroupNorm of ``groups`` 8, ``dropout`` 0.
+    Sampling: ``sampler`` ancestral (or ddim, with ``eta``), over ``sample_steps`` 100 evenly strided
+    steps (0 = all T, the chapter's 4000-call chain; values above T mean T), ``variance`` beta (the
+    chapter's sigma² = beta_t; or posterior), predicted x_0 clipped to [-1, 1] (``clip_denoised``).
+    Training: Nadam at Keras' default lr 1e-3 and batch 32 as the chapter; it trains 100 epochs on
+    Fashion MNIST with a GPU, here the default is 30 (one MNIST-4k epoch, 113 steps, costs ~45 CPU-seconds).
+
+    The sampling fields are fixed at training time (``--set sample_steps=...``); from Python,
+    ``model.sample(n, sample_steps=..., sampler=...)`` overrides them. ``sample_steps = 0`` walks the
+    chapter's full chain: 4000 network calls per batch (~20 CPU-minutes for 64 MNIST images). With
+    the strided sampler, ``beta`` variance is the default: with an exact noise predictor it keeps the
+    data's spread within a few percent, where ``posterior`` loses ~6 % of it at 100 steps and DDIM
+    (``eta`` 0) ~3 % (tests/test_ddpm.py); DDIM is also the least forgiving of an undertrained network.
+    """
+
+    steps: int = 4000
+    schedule_s: float = 0.008
+    max_beta: float = 0.999
+    loss: str = "huber"                     # huber | mse
+    channels: int = 16
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 4])
+    res_blocks: int = 1
+    groups: int = 8
+    dropout: float = 0.0
+    sampler: str = "ancestral"              # ancestral | ddim
+    sample_steps: int = 100                 # strided reverse steps; 0 = all `steps`
+    variance: str = "beta"                  # beta | posterior (ancestral sampler)
+    clip_denoised: bool = True
+    eta: float = 0.0                        # ddim: 0 = deterministic, 1 = ancestral-like noise
+    # the chapter's training defaults (epochs: see the docstring)
+    optimizer: str = "nadam"
+    lr: float = 1e-3
+    batch_size: int = 32
+    epochs: int = 30
+
+    def validate(self) -> None:
+        super().validate()
+        check_positive(self, "steps", "schedule_s", "max_beta", "channels", "channel_mult", "res_blocks", "groups")
+        check_nonnegative(self, "sample_steps", "eta")
+        check_choice("loss", self.loss, LOSSES)
+        check_choice("sampler", self.sampler, SAMPLERS)
+        check_choice("variance", self.variance, VARIANCES)
+        if self.max_beta >= 1:
+            raise ConfigError(f"config field 'max_beta' = {self.max_beta}: must be in (0, 1)")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"config field 'dropout' = {self.dropout}: must be in [0, 1)")
+        if self.steps < 2:
+            raise ConfigError(f"config field 'steps' = {self.steps}: must be >= 2")
+
+
+class DDPM(LatentModel):
+    """Denoising diffusion: a U-Net learns the noise added at a random step; sampling denoises
+    pure noise step by step. Data in [0, 1] (scaled to [-1, 1] inside); unconditional."""
+
+    name = "ddpm"
+    config_class = DDPMConfig
+    config: DDPMConfig
+
+    def __init__(self, config: DDPMConfig):
+        shape = tuple(int(d) for d in (config.input_shape or ()))
+        if len(shape) == 2:
+            shape = (1, *shape)
+        if len(shape) != 3:
+            raise DataError(f"{self.name} needs images of shape (C, H, W) or (H, W), "
+                            f"got samples of shape {tuple(config.input_shape or ())}")
+        config.input_shape = list(shape)
+        super().__init__(config)
+        c = config
+        self.net = UNet(shape[0], c.channels, tuple(c.channel_mult), c.res_blocks, c.groups, c.dropout)
+        self.diffusion = GaussianDiffusion.cosine(c.steps, c.schedule_s, c.max_beta)
+
+    def check_data(self, x, source: str = "data") -> None:
+        super().check_data(x, source)
+        if len(x):
+            lo, hi = float(x.min()), float(x.max())
+            if lo < 0.0 or hi > 1.0:
+                raise DataError(f"{source}: values lie in [{lo:.4g}, {hi:.4g}] but {self.name} models "
+                                f"images in [0, 1]; rescale the data to [0, 1]")
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> ModelOutput:
+        """The noise-prediction loss at a uniformly random step per sample.
+
+        In training mode the step and noise come from the global CPU RNG (saved in checkpoints, so
+        resuming is exact, on any device); in eval mode from a generator seeded with ``config.seed``,
+        so the validation loss of successive epochs is measured on the same (t, noise) draws.
+        """
+        x0 = x.reshape((len(x),) + self.input_shape) * 2 - 1
+        gen = None if self.training else torch.Generator().manual_seed(self.config.seed)
+        t = torch.randint(0, self.diffusion.num_steps, (len(x),), generator=gen).to(x.device)
+        noise = torch.randn(x0.shape, generator=gen).to(device=x.device, dtype=x0.dtype)
+        pred = self.net(self.diffusion.q_sample(x0, t, noise), t)
+        if self.config.loss == "huber":
+            loss = F.huber_loss(pred, noise, delta=1.0)
+        else:
+            loss = F.mse_loss(pred, noise)
+        return ModelOutput(loss=loss, parts={self.config.loss: loss}, recon=pred)
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+               truncation: float | None = None, *, sample_steps: int | None = None,
+               sampler: str | None = None, batch_size: int = 256) -> Tensor:
+        """``n`` images in [0, 1], shaped (n, *input_shape), by the reverse process.
+
+        ``sample_steps`` / ``sampler`` override the config's (0 = all ``steps``). Samples are drawn
+        ``batch_size`` at a time (the noise is drawn from ``generator`` in that order).
+        """
+        if truncation is not None:
+            raise ConfigError(f"--truncation: {self.name} has no truncation trick")
+        if labels is not None:
+            raise ConfigError(f"--label: {self.name} is unconditional; it generates without a label")
+        c = self.config
+        steps = c.sample_steps if sample_steps is None else int(sample_steps)
+        device = next(self.parameters(), torch.zeros(())).device   # (a parameter-free oracle net: CPU)
+        was = self.training
+        self.eval()
+        try:
+            parts = []
+            for i in range(0, n, batch_size):
+                m = min(batch_size, n - i)
+                x = self.diffusion.sample(self.net, (m, *self.input_shape), generator=generator, device=device,
+                                          sampler=sampler or c.sampler, sample_steps=steps,
+                                          variance=c.variance, clip=c.clip_denoised, eta=c.eta)
+                parts.append(((x + 1) / 2).clamp(0, 1))
+        finally:
+            self.train(was)
+        if not parts:
+            return torch.zeros((0, *self.input_shape), device=device)
+        return torch.cat(parts)

@@ -1,0 +1,270 @@
+"""The diffusion model (SPEC 20): the process against closed forms, the network's shapes, the
+pipeline's loss, and the samplers against an oracle noise predictor (independent of training)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentforge.config import make_config
+from latentforge.errors import ConfigError, DataError
+from latentforge.models import build_model
+from latentforge.models.ddpm import (DDPMConfig, GaussianDiffusion, UNet, cosine_alpha_bar, strided_timesteps,
+                                     timestep_embedding)
+from latentforge.train import Trainer, load_run, train
+
+TINY = dict(channels=8, channel_mult=[1, 2], steps=50, sample_steps=5, batch_size=8)
+
+
+def _f(t, T, s=0.008):
+    return np.cos(((t / T) + s) / (1 + s) * np.pi / 2) ** 2
+
+
+# ------------------------------------------------------------------------------ the process
+@pytest.mark.parametrize("T", [50, 1000, 4000])
+def test_cosine_schedule(T):
+    d = GaussianDiffusion.cosine(T)
+    ab, betas = d.alpha_bar.numpy(), d.betas.numpy()
+    assert len(ab) == len(betas) == T
+    assert ab[0] > 0.99 and ab[-1] < 1e-5                      # from ~1 to ~0
+    assert np.all(np.diff(ab) < 0)                             # strictly decreasing
+    assert np.all(betas > 0) and np.all(betas <= 0.999) and betas[-1] == pytest.approx(0.999)
+    closed = _f(np.arange(1, T + 1), T) / _f(0, T)             # alpha_bar(t) = f(t) / f(0), t = 1..T
+    np.testing.assert_allclose(ab[:-1], closed[:-1], rtol=1e-9)   # the last beta is clipped
+    np.testing.assert_allclose(cosine_alpha_bar(np.arange(T + 1), T).numpy(), _f(np.arange(T + 1), T) / _f(0, T))
+    np.testing.assert_allclose(d.alphas.numpy(), 1 - betas)
+
+
+def test_q_sample_statistics():
+    torch.manual_seed(0)
+    d = GaussianDiffusion.cosine(1000)
+    n = 200_000
+    x0 = torch.tensor([-0.9, -0.2, 0.4, 1.0]).expand(n, 4)
+    for step in (0, 100, 500, 900, 999):
+        t = torch.full((n,), step)
+        xt = d.q_sample(x0, t, torch.randn(n, 4))
+        ab = float(d.alpha_bar[step])
+        se = math.sqrt((1 - ab) / n)
+        np.testing.assert_allclose(xt.mean(0).numpy(), math.sqrt(ab) * x0[0].numpy(), atol=5 * se + 1e-6)
+        np.testing.assert_allclose(xt.var(0).numpy(), np.full(4, 1 - ab), rtol=0.02, atol=1e-6)
+
+
+def test_posterior_matches_gaussian_conditioning():
+    """q(x_{t-1} | x_t, x_0) by conditioning the joint Gaussian of (x_{t-1}, x_t) given x_0."""
+    d = GaussianDiffusion.cosine(200)
+    x0, xt = torch.tensor([[0.3, -0.7]]), torch.tensor([[1.2, 0.1]])
+    for step in (1, 7, 100, 199):
+        ab_prev, a = float(d.alpha_bar[step - 1]), float(d.alphas[step])
+        m1, v1 = math.sqrt(ab_prev) * x0, 1 - ab_prev              # x_{t-1} | x_0
+        var_t = a * v1 + (1 - a)                                  # x_t = sqrt(a) x_{t-1} + sqrt(1 - a) e
+        mean = m1 + math.sqrt(a) * v1 / var_t * (xt - math.sqrt(a) * m1)
+        var = v1 - a * v1 ** 2 / var_t
+        got_mean, got_var = d.q_posterior(x0, xt, torch.tensor([step]))
+        assert torch.allclose(got_mean, mean, atol=1e-6)
+        assert float(got_var) == pytest.approx(var, rel=1e-6)
+    # the first step is deterministic: q(x_{-1} | x_0, x_0) puts everything on x_0
+    m, v = d.q_posterior(x0, xt, torch.tensor([0]))
+    assert torch.allclose(m, x0) and float(v) == 0
+    # the unclipped reverse mean is the chapter's (x_t - beta / sqrt(1 - ab) eps) / sqrt(alpha)
+    eps = torch.tensor([[0.5, -1.5]])
+    for step in (3, 150):
+        mean, var = d.p_mean_variance(eps, xt, torch.tensor([step]), "beta", clip=False)
+        b, ab = float(d.betas[step]), float(d.alpha_bar[step])
+        assert torch.allclose(mean, (xt - b / math.sqrt(1 - ab) * eps) / math.sqrt(1 - b), atol=1e-5)
+        assert float(var) == pytest.approx(b)
+
+
+def test_respaced_process_keeps_alpha_bar():
+    d = GaussianDiffusion.cosine(100)
+    keep = strided_timesteps(100, 10)
+    assert keep[0] == 0 and keep[-1] == 99 and len(keep) == 10
+    r = d.respace(keep)
+    assert torch.allclose(r.alpha_bar, d.alpha_bar[keep]) and torch.equal(r.timestep_map, keep)
+    assert torch.equal(strided_timesteps(100, 1), torch.tensor([99]))
+    assert len(strided_timesteps(100, 500)) == 100
+
+
+# ------------------------------------------------------------------------------ the network
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 8, 8), (1, 30, 30), (2, 7, 9)])
+def test_unet_output_shape_equals_input(shape):
+    torch.manual_seed(0)
+    net = UNet(shape[0], channels=8, channel_mult=(1, 2, 4))
+    x = torch.randn(2, *shape)
+    assert net(x, torch.tensor([0, 3999])).shape == x.shape
+
+
+def test_time_embedding_distinguishes_steps():
+    t = torch.arange(4000)
+    e = timestep_embedding(t, 16)
+    assert e.shape == (4000, 16)
+    assert (e[1:] - e[:-1]).norm(dim=1).min() > 1e-3           # neighbours differ
+    assert torch.cdist(e[::37], e[::37]).add(torch.eye(len(e[::37])) * 9).min() > 1e-3
+    torch.manual_seed(0)
+    net = UNet(1, channels=8, channel_mult=(1, 2))
+    nn.init.normal_(net.conv_out.weight, std=0.1)                 # zero-initialised: make the output show t
+    x = torch.randn(1, 1, 8, 8).expand(3, 1, 8, 8)
+    out = net(x, torch.tensor([0, 1, 2000]))
+    assert not torch.allclose(out[0], out[1]) and not torch.allclose(out[1], out[2])
+
+
+def test_model_needs_images_and_unit_interval():
+    with pytest.raises(DataError, match=r"\(C, H, W\)"):
+        build_model("ddpm", input_shape=[64])
+    m = build_model("ddpm", input_shape=[8, 8], **TINY)          # (H, W) means one channel
+    assert m.input_shape == (1, 8, 8)
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        m.check_data(np.full((2, 1, 8, 8), 2.0, np.float32))
+    with pytest.raises(ConfigError, match="sampler"):
+        make_config(DDPMConfig, {"sampler": "euler"})
+    with pytest.raises(ConfigError, match="loss"):
+        make_config(DDPMConfig, {"loss": "bce"})
+    cfg = make_config(DDPMConfig, {})
+    assert (cfg.steps, cfg.loss, cfg.optimizer, cfg.batch_size) == (4000, "huber", "nadam", 32)
+
+
+# ------------------------------------------------------------------------------ the pipeline
+@pytest.mark.parametrize("loss", ["huber", "mse"])
+def test_loss_is_noise_prediction_on_scaled_data(loss):
+    torch.manual_seed(0)
+    m = build_model("ddpm", input_shape=[1, 8, 8], loss=loss, **TINY)
+    x = torch.rand(6, 1, 8, 8)
+    m.eval()                                 # eval: (t, noise) from a generator seeded with config.seed
+    out = m(x)
+    assert set(out.parts) == {loss} and torch.equal(out.parts[loss], out.loss)
+    g = torch.Generator().manual_seed(m.config.seed)
+    t = torch.randint(0, 50, (6,), generator=g)
+    noise = torch.randn(6, 1, 8, 8, generator=g)
+    xt = m.diffusion.q_sample(x * 2 - 1, t, noise)
+    with torch.no_grad():
+        pred = m.net(xt, t)
+    fn = F.huber_loss if loss == "huber" else F.mse_loss
+    assert torch.allclose(out.loss, fn(pred, noise))
+    assert torch.equal(m(x).loss, out.loss)                      # the validation loss is reproducible
+    assert torch.equal(m(x.reshape(6, 64)).loss, out.loss)       # flat samples of the right size work
+
+
+def test_tiny_training_lowers_the_loss():
+    torch.manual_seed(0)
+    base = torch.rand(4, 1, 8, 8)
+    x = (base[torch.arange(64) % 4] + 0.05 * torch.randn(64, 1, 8, 8)).clamp(0, 1)
+    m = build_model("ddpm", input_shape=[1, 8, 8], **{**TINY, "epochs": 8, "batch_size": 16})
+    tr = Trainer(m, m.config, progress=False, log=lambda s: None)
+    before = tr.evaluate(x)["loss"]
+    hist = tr.fit(x)
+    assert tr.evaluate(x)["loss"] < 0.8 * before
+    assert {"train_loss", "train_huber"} <= set(hist[-1])
+
+
+@pytest.mark.parametrize("sampler,steps,calls", [("ancestral", 0, 50), ("ancestral", 10, 10), ("ddim", 7, 7)])
+def test_sampling_shape_range_and_schedule(sampler, steps, calls):
+    torch.manual_seed(0)
+    m = build_model("ddpm", input_shape=[1, 8, 8], **TINY)
+    nn.init.normal_(m.net.conv_out.weight, std=0.1)
+    m.net = wrapped = _Wrap(m.net)                              # records the steps the network is asked
+    x = m.sample(5, generator=torch.Generator().manual_seed(0), sample_steps=steps, sampler=sampler)
+    assert x.shape == (5, 1, 8, 8) and x.min() >= 0 and x.max() <= 1 and m.training
+    assert len(wrapped.steps) == calls
+    assert int(wrapped.steps[0][0]) == 49 and int(wrapped.steps[-1][0]) == 0   # from the noisiest step down to 0
+    again = m.sample(5, generator=torch.Generator().manual_seed(0), sample_steps=steps, sampler=sampler)
+    assert torch.equal(x, again)                                # same seed, same samples
+    assert m.sample(0).shape == (0, 1, 8, 8)
+
+
+class _Wrap(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.inner, self.steps = net, []
+
+    def forward(self, x, t):
+        self.steps.append(t.clone())
+        return self.inner(x, t)
+
+
+def test_sample_refuses_truncation_and_labels():
+    m = build_model("ddpm", input_shape=[1, 8, 8], **TINY)
+    with pytest.raises(ConfigError, match="truncation"):
+        m.sample(2, truncation=0.5)
+    with pytest.raises(ConfigError, match="unconditional"):
+        m.sample(2, labels=torch.zeros(2, dtype=torch.long))
+
+
+# ------------------------------------------------------------------------------ oracle samplers
+class _OracleImage(nn.Module):
+    """The exact noise of x_t when the data is one fixed image x0: (x_t - sqrt(ab) x0) / sqrt(1 - ab)."""
+
+    def __init__(self, x0, diffusion):
+        super().__init__()
+        self.x0, self.d = x0, diffusion
+
+    def forward(self, xt, t):
+        return self.d.predict_eps(xt, t, self.x0.expand_as(xt))
+
+
+@pytest.mark.parametrize("sampler,steps,variance", [("ancestral", 0, "beta"), ("ancestral", 0, "posterior"),
+                                                    ("ancestral", 40, "beta"), ("ddim", 25, "beta")])
+def test_oracle_sampler_reproduces_a_single_image(sampler, steps, variance):
+    torch.manual_seed(0)
+    m = build_model("ddpm", input_shape=[1, 8, 8], **{**TINY, "steps": 400, "variance": variance})
+    image = torch.rand(1, 1, 8, 8)
+    m.net = _OracleImage(image * 2 - 1, m.diffusion)
+    out = m.sample(6, generator=torch.Generator().manual_seed(1), sample_steps=steps, sampler=sampler)
+    assert torch.allclose(out, image.expand(6, 1, 8, 8), atol=1e-4)
+
+
+@pytest.mark.parametrize("sampler,steps,variance,lo,hi", [
+    ("ancestral", 0, "beta", 0.97, 1.03), ("ancestral", 0, "posterior", 0.96, 1.03),   # the full chain: exact
+    ("ancestral", 100, "beta", 0.98, 1.06), ("ddim", 100, "beta", 0.93, 1.02),
+    ("ancestral", 100, "posterior", 0.88, 0.98),    # strided, the small variance loses spread (~6 %)
+])
+def test_oracle_sampler_reproduces_a_gaussian(sampler, steps, variance, lo, hi):
+    """Data N(mu, s² I): the exact E[eps | x_t] = sqrt(1-ab) (x_t - sqrt(ab) mu) / (ab s² + 1 - ab), so
+    the reverse process must give back samples with mean mu and a std near s."""
+    d = GaussianDiffusion.cosine(400)
+    mu = torch.tensor([-0.5, 0.0, 0.3, 0.6])
+    s = 0.25
+
+    def eps_fn(xt, t):
+        ab = d.alpha_bar[t].float()[:, None]
+        return (1 - ab).sqrt() * (xt - ab.sqrt() * mu) / (ab * s * s + 1 - ab)
+
+    x = d.sample(eps_fn, (8000, 4), generator=torch.Generator().manual_seed(0), sampler=sampler,
+                 sample_steps=steps, variance=variance, clip=False)
+    np.testing.assert_allclose(x.mean(0).numpy(), mu.numpy(), atol=0.015)
+    ratio = float(x.std(0).mean()) / s
+    assert lo < ratio < hi
+
+
+# ------------------------------------------------------------------------------ runs and CLI
+def test_resume_is_exact(tmp_path, tiny_images):
+    cfg = {**TINY, "sample_steps": 3}
+    straight = train("ddpm", tiny_images, out=tmp_path / "s", overrides={**cfg, "epochs": 3}, log=lambda m: None)
+    train("ddpm", tiny_images, out=tmp_path / "r", overrides={**cfg, "epochs": 2}, log=lambda m: None)
+    resumed = train("ddpm", tiny_images, out=tmp_path / "r", overrides={"epochs": 3}, resume=True, log=lambda m: None)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resume differs"
+    assert straight.history[-1]["valid_loss"] == resumed.history[-1]["valid_loss"]
+    run = load_run(tmp_path / "r")
+    x = run.model.sample(3, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (3, 1, 8, 8)
+
+
+def test_cli_train_generate_and_plot(tmp_path, run_cli, tiny_images):
+    p = tmp_path / "tiny.npz"
+    np.savez(p, x=tiny_images.x[:, 0])
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", "ddpm", "--data", p, "--epochs", "1", "--out", out, "--batch-size", "8",
+                           "--set", "steps=50", "--set", "channels=8", "--set", "channel_mult=1,2",
+                           "--set", "sample_steps=10")
+    assert code == 0, err
+    code, stdout, err = run_cli("generate", out, "-n", "4", "--out", tmp_path / "s.npy", "--grid", tmp_path / "g.png")
+    assert code == 0, err
+    s = np.load(tmp_path / "s.npy")
+    assert s.shape == (4, 8, 8) and s.min() >= 0 and s.max() <= 1 and (tmp_path / "g.png").exists()
+    code, _, err = run_cli("plot", "samples", out, "--out", tmp_path / "p.png", "-n", "4")
+    assert code == 0 and (tmp_path / "p.png").exists(), err
+    code, _, err = run_cli("generate", out, "-n", "2", "--out", tmp_path / "t.npy", "--truncation", "0.7")
+    assert code != 0 and "truncation" in err
