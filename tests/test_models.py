@@ -17,6 +17,20 @@ TINY: dict[str, dict] = {
     "linear-ae": dict(coding_size=2),
     "stacked-ae": dict(hidden_sizes=[16], coding_size=4),
     "tied-ae": dict(hidden_sizes=[16], coding_size=4),
+    "conv-ae": dict(filters=[4, 8, 8]),
+    "recurrent-ae": dict(hidden_size=8, coding_size=4),
+    "denoising-ae": dict(hidden_sizes=[16], coding_size=4),
+    "classifier": dict(hidden_sizes=[16], coding_size=4, n_classes=4),
+    "sparse-ae": dict(hidden_sizes=[16], coding_size=12),
+    "hashing-ae": dict(hidden_sizes=[16], coding_size=4),
+    "vae": dict(hidden_sizes=[16, 8], coding_size=3),
+    "conditional-vae": dict(hidden_sizes=[16, 8], coding_size=3, n_classes=2),
+    "gan": dict(g_hidden_sizes=[16], d_hidden_sizes=[16], coding_size=4),
+    "dcgan": dict(g_channels=8, d_channels=4, coding_size=4),
+    "conditional-gan": dict(g_channels=8, d_channels=4, coding_size=4, n_classes=4),
+    "ddpm": dict(channels=8, channel_mult=[1, 2], steps=50, sample_steps=5),
+    "progan": dict(channels=[8, 4], coding_size=4),
+    "stylegan": dict(channels=[4], coding_size=4, w_dim=4),
 }
 SHAPE = (1, 8, 8)
 
@@ -30,16 +44,53 @@ def _batch(n=16, seed=0):
     return torch.rand((n, *SHAPE), generator=g)
 
 
+def _labels(model, n):
+    """Labels for models trained on them (``uses_labels``), else None."""
+    if not getattr(model, "uses_labels", False):
+        return None
+    return torch.arange(n) % getattr(model.config, "n_classes", 10)
+
+
+def _label_kw(model, n):
+    """``y=labels`` for encode / decode / reconstruct of conditional models, else nothing."""
+    return {"y": _labels(model, n)} if getattr(model, "uses_labels", False) else {}
+
+
+def _names(pred) -> list[str]:
+    return sorted(n for n in REGISTRY if pred(get_model_class(n)))
+
+
+ADVERSARIAL = _names(lambda c: getattr(c, "adversarial", False))
+WITH_LOSS = _names(lambda c: not getattr(c, "adversarial", False))      # forward(x, y) -> .loss
+ENCODERS = _names(lambda c: hasattr(c, "encode"))
+GENERATIVE = _names(lambda c: hasattr(c, "sample"))
+
+
+def _build(name):
+    torch.manual_seed(0)
+    return build_model(name, input_shape=list(SHAPE), **TINY[name])
+
+
 @pytest.fixture(params=sorted(REGISTRY))
 def model(request):
-    torch.manual_seed(0)
-    return build_model(request.param, input_shape=list(SHAPE), **TINY[request.param])
+    return _build(request.param)
 
 
-def test_forward_returns_loss_and_parts(model):
+@pytest.fixture(params=WITH_LOSS)
+def loss_model(request):
+    return _build(request.param)
+
+
+@pytest.fixture(params=ENCODERS)
+def encoder_model(request):
+    return _build(request.param)
+
+
+def test_forward_returns_loss_and_parts(loss_model):
+    model = loss_model
     x = _batch()
     model.prepare(x)
-    out = model(x)
+    out = model(x, _labels(model, len(x)))
     assert isinstance(out, ModelOutput)
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
     assert out.parts and all(p.ndim == 0 and torch.isfinite(p) for p in out.parts.values())
@@ -48,31 +99,35 @@ def test_forward_returns_loss_and_parts(model):
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
 
 
-def test_encode_decode_shapes_and_range(model):
+def test_encode_decode_shapes_and_range(encoder_model):
+    model = encoder_model
     x = _batch()
     model.prepare(x)
     model.eval()
     with torch.no_grad():
-        z = model.encode(x)
+        kw = _label_kw(model, len(x))
+        z = model.encode(x, **kw)
         assert z.shape == (16, model.config.coding_size)
-        rec = model.decode(z)
+        rec = model.decode(z, **kw)
         assert rec.shape == x.shape
-        assert torch.allclose(model.reconstruct(x), rec)
+        assert torch.allclose(model.reconstruct(x, **kw), rec)
         if isinstance(model, Autoencoder) and model.needs_unit_interval:
             assert rec.min() >= 0 and rec.max() <= 1
 
 
-def test_training_lowers_the_loss(model):
+def test_training_lowers_the_loss(loss_model):
+    model = loss_model
     x = _batch(64)
     model.prepare(x)
     cfg = model.config
     cfg.epochs, cfg.batch_size = 15, 16
     if cfg.optimizer == "sgd":
         cfg.lr = min(cfg.lr, 0.5)
+    y = _labels(model, len(x))
     tr = Trainer(model, cfg, progress=False, log=lambda m: None)
-    before = tr.evaluate(x)["loss"]
-    tr.fit(x)
-    assert tr.evaluate(x)["loss"] < before
+    before = tr.evaluate(x, y)["loss"]
+    tr.fit(x, y=y)
+    assert tr.evaluate(x, y)["loss"] < before
 
 
 def test_save_load_same_outputs(model, tmp_path):
@@ -85,13 +140,49 @@ def test_save_load_same_outputs(model, tmp_path):
     load_module_state(other, split_prefix(tensors, "model"), "c")
     model.eval(), other.eval()
     with torch.no_grad():
-        assert torch.equal(model.reconstruct(x), other.reconstruct(x))
+        if hasattr(model, "reconstruct"):
+            kw = _label_kw(model, len(x))
+            assert torch.equal(model.reconstruct(x, **kw), other.reconstruct(x, **kw))
+        elif hasattr(model, "sample"):
+            y = _labels(model, 4)
+            a = model.sample(4, y, generator=torch.Generator().manual_seed(1))
+            assert torch.equal(a, other.sample(4, y, generator=torch.Generator().manual_seed(1)))
+        else:
+            y = _labels(model, len(x))
+            assert torch.equal(model(x, y).loss, other(x, y).loss)
+
+
+@pytest.mark.parametrize("name", GENERATIVE)
+def test_samples_are_images_in_unit_interval(name):
+    model = _build(name)
+    model.eval()
+    with torch.no_grad():
+        x = model.sample(5, _labels(model, 5), generator=torch.Generator().manual_seed(0))
+    assert x.shape == (5, *SHAPE) and x.min() >= 0 and x.max() <= 1
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_one_adversarial_step_trains_both_networks(name):
+    from latentforge.train.adversarial import AdversarialTrainer
+    model = _build(name)
+    tr = AdversarialTrainer(model, model.config, progress=False, log=lambda m: None)
+    g0 = [p.clone() for p in model.generator.parameters()]
+    d0 = [p.clone() for p in model.discriminator.parameters()]
+    out = tr.train_step(_batch(8), _labels(model, 8))
+    assert torch.isfinite(out.loss) and {"d_loss", "g_loss"} <= set(out.parts)
+    assert any(not torch.equal(a, b) for a, b in zip(g0, model.generator.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(d0, model.discriminator.parameters()))
 
 
 def test_wrong_shape_is_refused(model):
     with pytest.raises(DataError, match=r"shape \(1, 7, 7\)"):
         model.check_data(np.zeros((2, 1, 7, 7), np.float32))
-    model.check_data(np.zeros((2, 64), np.float32))  # the same size, flat, is fine for dense models
+    flat = np.zeros((2, 64), np.float32)
+    if model.accepts_flat:
+        model.check_data(flat)      # the same size, flat, is fine for dense models
+    else:
+        with pytest.raises(DataError, match=r"shape \(64,\)"):
+            model.check_data(flat)
 
 
 def test_sigmoid_models_refuse_data_outside_unit_interval():
@@ -124,7 +215,7 @@ def test_tied_ae_shares_kernels():
 
 def test_linear_ae_output_in_input_units():
     x = torch.randn(200, 3) * 50 + 1000
-    m = build_model("linear-ae", input_shape=[3], coding_size=3, epochs=30, batch_size=32, lr=0.1)
+    m = build_model("linear-ae", input_shape=[3], coding_size=3, epochs=30, batch_size=32, lr=1.0)
     m.prepare(x)
     Trainer(m, m.config, progress=False, log=lambda s: None).fit(x)
     with torch.no_grad():

@@ -12,6 +12,20 @@ REGISTRY: dict[str, str] = {
     "linear-ae": "latentforge.models.dense_ae:LinearAE",
     "stacked-ae": "latentforge.models.dense_ae:StackedAE",
     "tied-ae": "latentforge.models.dense_ae:TiedAE",
+    "conv-ae": "latentforge.models.conv_ae:ConvAE",
+    "recurrent-ae": "latentforge.models.recurrent_ae:RecurrentAE",
+    "denoising-ae": "latentforge.models.denoising_ae:DenoisingAE",
+    "sparse-ae": "latentforge.models.sparse_ae:SparseAE",
+    "hashing-ae": "latentforge.models.hashing_ae:HashingAE",
+    "vae": "latentforge.models.vae:VAE",
+    "conditional-vae": "latentforge.models.vae:ConditionalVAE",
+    "classifier": "latentforge.models.classifier:Classifier",
+    "gan": "latentforge.models.gan:DenseGAN",
+    "dcgan": "latentforge.models.dcgan:DCGAN",
+    "conditional-gan": "latentforge.models.dcgan:ConditionalGAN",
+    "progan": "latentforge.models.progan:ProGAN",
+    "stylegan": "latentforge.models.stylegan:StyleGAN",
+    "ddpm": "latentforge.models.ddpm:DDPM",
 }
 
 

@@ -132,6 +132,9 @@ class AdversarialTrainer(Trainer):
         G, D = m.generator, m.discriminator
         opt_d, opt_g = self.optimizers["optim_d"], self.optimizers["optim_g"]
         sig = cfg.d_output == "sigmoid"
+        hook = getattr(m, "on_train_step", None)                      # e.g. progan's per-step fade-in
+        if callable(hook):
+            hook()
         real = m.to_internal(xb)
         n = len(real)
         for _ in range(cfg.d_steps):                                   # phase 1: D

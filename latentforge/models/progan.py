@@ -1,0 +1,358 @@
+"""Progressive growing of GANs (Karras et al. 2018), SPEC 18 ``progan``.
+
+The resolution ladder
+    Training starts at 4x4 and doubles towards the data size. The ladder is found by halving the
+    data size while it stays even and >= 8, then adding 4x4 at the bottom: 32 -> 4, 8, 16, 32;
+    28 (MNIST) -> 4, 7, 14, 28; 16 -> 4, 8, 16. Every rung except (possibly) 4 divides the data
+    size, so moving between the data size and a rung is exact: G's output at rung r is
+    upsampled (nearest) to the data size, and D box-filters (average-pools) its data-sized input
+    down to r, which recovers G's r x r image exactly. The trainer therefore only ever sees
+    data-shaped images (real and fake), at every stage; ``sample``/``generate`` return data-sized
+    images whatever the stage (the current resolution, upsampled). Square images only.
+
+Fade-in
+    When rung s is added, ``alpha`` goes linearly from 0 to 1 over ``fade_epochs`` epochs (per
+    training step). G outputs ``lerp(up(toRGB_{s-1}(h_{s-1})), toRGB_s(block_s(up(h_{s-1}))), alpha)``
+    and D's input path is ``lerp(fromRGB_{s-1}(down(x)), down(block_s(fromRGB_s(x))), alpha)``. At
+    alpha = 0 the network computes exactly what the previous stage computed.
+
+The schedule is a pure function of the training progress: ``epochs_per_resolution`` (one value
+for every rung, or a list, its last value repeating) gives the epochs spent at each rung, fade
+included; the last rung trains until the run ends. ``on_epoch_start(epoch)`` (the trainer's hook)
+sets the stage and ``on_train_step()`` (called by the adversarial trainer before each step)
+advances alpha within the epoch. Both are derived from the epoch and a step counter kept in the
+``step`` buffer, and the current stage/alpha are buffers of G and D too, so a checkpoint holds
+them: resuming is exact and a loaded run samples at the resolution it was trained to.
+
+The stabilisers of the paper: a minibatch standard-deviation channel before D's last block
+(``minibatch_std``, on by default here), equalized learning rate (every conv/linear of G and D
+stores N(0, 1) weights, multiplied at run time by He's constant sqrt(2 / fan_in)), and pixel-wise
+feature normalisation after every conv of G (and on z). G's output is linear in [-1, 1] units
+(data rescaled inside the model), samples come back clamped to [0, 1].
+
+Defaults (documented deviations from the paper, chosen so 28x28 trains on a CPU in minutes):
+channels 64, 32, 16, 8 per rung (the paper: 512 ... 16), coding size 64, 2 epochs per rung with a
+1-epoch fade (10 epochs for 28x28: the last rung gets 4), WGAN-GP with a linear critic as the
+paper (no drift penalty: the shared loop has none), lr 1e-3 as the paper, but RMSprop rather than
+Adam: the shared ``TrainConfig`` has no beta fields, and PyTorch's Adam (beta1 = 0.9) let the
+critic diverge on MNIST (grey blobs after 9 epochs), while RMSprop (no momentum, rho 0.9) is the
+nearest available to the paper's Adam(beta1 = 0, beta2 = 0.99) and gives stroke-like digits.
+``--set loss=bce --set d_output=sigmoid`` collapsed to one blob pattern in the same budget.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import check_positive
+from ..errors import ConfigError, DataError
+from .gan import GAN, GANConfig, MinibatchDiscrimination, MinibatchStd
+
+HE_GAIN = math.sqrt(2.0)
+
+
+# ----------------------------------------------------------------------------- shared pieces
+def resolution_ladder(size: int) -> list[int]:
+    """The rungs from 4 up to ``size``: halve while even and >= 8, then add 4 (see module doc)."""
+    if size < 4:
+        raise DataError(f"progressive growing starts at 4x4: images of {size}x{size} are too small")
+    sizes = [size]
+    while sizes[-1] % 2 == 0 and sizes[-1] // 2 >= 4:
+        sizes.append(sizes[-1] // 2)
+    if sizes[-1] != 4:
+        sizes.append(4)
+    return sizes[::-1]
+
+
+def stage_channels(channels: list[int], n_stages: int) -> list[int]:
+    """Channels per rung (4x4 first); the list's last value repeats for further rungs."""
+    return [channels[min(i, len(channels) - 1)] for i in range(n_stages)]
+
+
+def image_shape(name: str, config: GANConfig) -> tuple[int, int, int]:
+    """(C, H, W) from the config's input shape (a 2-D shape gets one channel); square, >= 4."""
+    shape = tuple(int(d) for d in (config.input_shape or ()))
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3 or shape[1] != shape[2] or shape[1] < 4:
+        raise DataError(f"{name} needs square images of shape (C, H, H) with H >= 4, "
+                        f"got samples of shape {tuple(config.input_shape or ())}")
+    return shape
+
+
+def resize(x: Tensor, size: int) -> Tensor:
+    """Nearest upsampling (size larger) or box-filter downsampling (size smaller) to size x size."""
+    h = x.shape[-1]
+    if h == size:
+        return x
+    if size > h:
+        return F.interpolate(x, size=(size, size), mode="nearest")
+    if h % size == 0:
+        return F.avg_pool2d(x, h // size)
+    return F.adaptive_avg_pool2d(x, size)
+
+
+class EqualizedLinear(nn.Linear):
+    """Equalized learning rate: weights stored N(0, 1/lr_mul^2), used as ``weight * scale`` with
+    ``scale = gain / sqrt(fan_in) * lr_mul`` (He's constant sqrt(2 / fan_in) for the default gain),
+    so every layer learns at the same speed under Adam. The bias is used as ``bias * lr_mul``."""
+
+    def __init__(self, n_in: int, n_out: int, gain: float = HE_GAIN, lr_mul: float = 1.0, bias_init: float = 0.0):
+        super().__init__(n_in, n_out)
+        self.lr_mul = lr_mul
+        self.scale = gain / math.sqrt(n_in) * lr_mul
+        with torch.no_grad():
+            self.weight.normal_(0.0, 1.0 / lr_mul)
+            self.bias.fill_(bias_init / lr_mul)
+
+    def runtime_weight(self) -> Tensor:
+        return self.weight * self.scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
+
+
+class EqualizedConv2d(nn.Conv2d):
+    """A 'same' convolution with equalized learning rate: N(0, 1) weights times sqrt(2 / fan_in)."""
+
+    def __init__(self, n_in: int, n_out: int, kernel_size: int, gain: float = HE_GAIN, bias: bool = True):
+        super().__init__(n_in, n_out, kernel_size, padding=kernel_size // 2, bias=bias)
+        self.scale = gain / math.sqrt(n_in * kernel_size * kernel_size)
+        with torch.no_grad():
+            self.weight.normal_(0.0, 1.0)
+            if self.bias is not None:
+                self.bias.zero_()
+
+    def runtime_weight(self) -> Tensor:
+        return self.weight * self.scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.weight * self.scale, self.bias)
+
+
+class PixelNorm(nn.Module):
+    """Pixel-wise feature vector normalisation: each pixel's feature vector scaled to unit mean square."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.rsqrt(x.square().mean(1, keepdim=True) + 1e-8)
+
+
+# ----------------------------------------------------------------------------- config
+@dataclass
+class ProGANConfig(GANConfig):
+    coding_size: int = 64
+    channels: list[int] = field(default_factory=lambda: [64, 32, 16, 8])  # per rung from 4x4; last repeats
+    epochs_per_resolution: list[int] = field(default_factory=lambda: [2])   # per rung, fade included; last repeats
+    fade_epochs: float = 1.0        # epochs over which alpha goes 0 -> 1 when a rung is added (0 = no fade)
+    leaky_slope: float = 0.2
+    minibatch_std: bool = True      # the paper's minibatch-std channel at the end of D
+    # the paper's loss and lr; RMSprop ~ the paper's Adam(beta1=0, beta2=0.99) (see the module doc)
+    loss: str = "wgan-gp"
+    d_output: str = "linear"
+    optimizer: str = "rmsprop"
+    lr: float = 1e-3
+    batch_size: int = 32
+    epochs: int = 10                # 28x28 / 32x32: rungs 4, 7|8, 14|16 for 2 epochs each, then 4 at full size
+
+    def validate(self) -> None:
+        super().validate()
+        check_positive(self, "channels", "epochs_per_resolution", "leaky_slope")
+        if not (self.fade_epochs >= 0 and math.isfinite(self.fade_epochs)):
+            raise ConfigError(f"config field 'fade_epochs' = {self.fade_epochs!r}: must be >= 0")
+
+
+# ----------------------------------------------------------------------------- networks
+class _Progressive(nn.Module):
+    """Holds the stage and alpha as buffers (so they travel with checkpoints and the EMA copy)."""
+
+    def __init__(self, shape: tuple[int, int, int], cfg: ProGANConfig):
+        super().__init__()
+        self.shape = shape
+        self.res = resolution_ladder(shape[1])
+        self.ch = stage_channels(cfg.channels, len(self.res))
+        self.slope = cfg.leaky_slope
+        self.register_buffer("stage", torch.tensor(0, dtype=torch.long))
+        self.register_buffer("alpha", torch.tensor(1.0))
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.res)
+
+    def _act(self) -> nn.Module:
+        return nn.LeakyReLU(self.slope)
+
+
+class ProGenerator(_Progressive):
+    """z -> pixel norm -> dense 4x4 -> conv, then one block (upsample, 2 convs) per further rung;
+    pixel norm after every conv; a 1x1 toRGB per rung; output upsampled to the data size."""
+
+    def __init__(self, cfg: ProGANConfig, shape: tuple[int, int, int]):
+        super().__init__(shape, cfg)
+        c, ch = shape[0], self.ch
+        self.pixel_norm = PixelNorm()
+        self.fc = EqualizedLinear(cfg.coding_size, ch[0] * 16)
+        blocks = [nn.Sequential(EqualizedConv2d(ch[0], ch[0], 3), self._act(), PixelNorm())]
+        for s in range(1, self.n_stages):
+            blocks.append(nn.Sequential(EqualizedConv2d(ch[s - 1], ch[s], 3), self._act(), PixelNorm(),
+                                        EqualizedConv2d(ch[s], ch[s], 3), self._act(), PixelNorm()))
+        self.blocks = nn.ModuleList(blocks)
+        self.to_rgb = nn.ModuleList(EqualizedConv2d(ch[s], c, 1, gain=1.0) for s in range(self.n_stages))
+
+    def features(self, z: Tensor, stage: int) -> list[Tensor]:
+        """The feature maps of rungs 0..stage (rung s at res[s] x res[s])."""
+        h = F.leaky_relu(self.fc(self.pixel_norm(z)), self.slope).view(len(z), self.ch[0], 4, 4)
+        out = [self.blocks[0](self.pixel_norm(h))]
+        for s in range(1, stage + 1):
+            out.append(self.blocks[s](resize(out[-1], self.res[s])))
+        return out
+
+    def forward(self, z: Tensor, y: Tensor | None = None, stage: int | None = None,
+                alpha: float | None = None) -> Tensor:     # (N, coding) -> (N, C, H, H), data-sized
+        stage = int(self.stage) if stage is None else stage
+        alpha = float(self.alpha) if alpha is None else alpha
+        feats = self.features(z, stage)
+        img = self.to_rgb[stage](feats[stage])
+        if stage > 0 and alpha < 1.0:                      # fade-in: blend with the previous rung's image
+            old = resize(self.to_rgb[stage - 1](feats[stage - 1]), self.res[stage])
+            img = torch.lerp(old, img, alpha)
+        return resize(img, self.shape[1])
+
+
+class ProDiscriminator(_Progressive):
+    """data-sized x -> box-filtered to the current rung -> 1x1 fromRGB -> one block (2 convs,
+    downsample) per rung above 4x4 -> minibatch std -> conv -> dense -> dense 1 (a score).
+
+    ``growing=False`` builds only the full-resolution input path (StyleGAN's D)."""
+
+    def __init__(self, cfg: GANConfig, shape: tuple[int, int, int], growing: bool = True):
+        super().__init__(shape, cfg)
+        c, ch, n = shape[0], self.ch, self.n_stages
+        self.from_rgb = nn.ModuleList(
+            nn.Sequential(EqualizedConv2d(c, ch[s], 1), self._act()) if growing or s == n - 1 else nn.Identity()
+            for s in range(n))
+        self.blocks = nn.ModuleList([nn.Identity()] + [
+            nn.Sequential(EqualizedConv2d(ch[s], ch[s], 3), self._act(), EqualizedConv2d(ch[s], ch[s - 1], 3), self._act())
+            for s in range(1, n)])
+        extra = 1 if cfg.minibatch_std else 0
+        self.mbstd = MinibatchStd() if cfg.minibatch_std else nn.Identity()
+        self.final = nn.Sequential(EqualizedConv2d(ch[0] + extra, ch[0], 3), self._act(), nn.Flatten(),
+                                   EqualizedLinear(ch[0] * 16, ch[0]), self._act())
+        n_feat = ch[0]
+        self.mbd = None
+        if cfg.minibatch_discrimination:
+            self.mbd = MinibatchDiscrimination(n_feat, cfg.minibatch_discrimination, cfg.minibatch_kernel_dim)
+            n_feat += cfg.minibatch_discrimination
+        self.out = EqualizedLinear(n_feat, 1, gain=1.0)
+        if not growing:
+            self.stage.fill_(n - 1)
+
+    def forward(self, x: Tensor, y: Tensor | None = None, stage: int | None = None,
+                alpha: float | None = None) -> Tensor:     # (N, C, H, H) -> (N,) scores
+        stage = int(self.stage) if stage is None else stage
+        alpha = float(self.alpha) if alpha is None else alpha
+        x = resize(x, self.res[stage])
+        h = self.from_rgb[stage](x)
+        if stage > 0:
+            h = resize(self.blocks[stage](h), self.res[stage - 1])
+            if alpha < 1.0:                                 # fade-in: blend with the previous rung's input path
+                h = torch.lerp(self.from_rgb[stage - 1](resize(x, self.res[stage - 1])), h, alpha)
+            for s in range(stage - 1, 0, -1):
+                h = resize(self.blocks[s](h), self.res[s - 1])
+        h = self.final(self.mbstd(h))
+        if self.mbd is not None:
+            h = self.mbd(h)
+        return self.out(h).squeeze(1)
+
+
+# ----------------------------------------------------------------------------- the model
+class ProGAN(GAN):
+    """Progressive growing with fade-in, minibatch std, equalized lr and pixel norm (see module doc)."""
+
+    name = "progan"
+    config_class = ProGANConfig
+    config: ProGANConfig
+    g_range = "symmetric"
+    accepts_flat = False
+
+    def __init__(self, config: ProGANConfig):
+        config.input_shape = list(image_shape(self.name, config))
+        super().__init__(config)
+        self.resolutions = resolution_ladder(self.input_shape[1])
+        n = len(self.resolutions)
+        per = self.stage_epochs()
+        if n > 1 and config.fade_epochs > min(per[1:]):
+            raise ConfigError(f"config field 'fade_epochs' = {config.fade_epochs}: longer than the "
+                              f"{min(per[1:])} epochs of a resolution (epochs_per_resolution)")
+        # training steps taken so far (the fade's clock); a buffer, so a resumed run continues it
+        self.register_buffer("step", torch.tensor(0, dtype=torch.long))
+        self._epoch: int | None = None
+        self._epoch_first_step = 0
+        self._steps_per_epoch = 0
+
+    def build_generator(self) -> nn.Module:
+        return ProGenerator(self.config, self.input_shape)
+
+    def build_discriminator(self) -> nn.Module:
+        return ProDiscriminator(self.config, self.input_shape)
+
+    # -- the schedule ------------------------------------------------------------------------
+    def stage_epochs(self) -> list[int]:
+        """Epochs at each rung (fade included); the last rung also trains beyond its share."""
+        e = self.config.epochs_per_resolution
+        return [int(e[min(i, len(e) - 1)]) for i in range(len(self.resolutions))]
+
+    def schedule(self, epoch: int, frac: float = 0.0) -> tuple[int, float]:
+        """(stage, alpha) at ``frac`` (in [0, 1)) of the way through epoch ``epoch`` (0-based)."""
+        start = 0
+        per = self.stage_epochs()
+        stage = 0
+        for s in range(1, len(per)):
+            if epoch < start + per[s - 1]:
+                break
+            start += per[s - 1]
+            stage = s
+        if stage == 0 or self.config.fade_epochs == 0:
+            return stage, 1.0
+        return stage, min(1.0, (epoch - start + frac) / self.config.fade_epochs)
+
+    @property
+    def stage(self) -> int:
+        return int(self.generator.stage)
+
+    @property
+    def alpha(self) -> float:
+        return float(self.generator.alpha)
+
+    @property
+    def resolution(self) -> int:
+        """The resolution G currently generates at (before upsampling to the data size)."""
+        return self.resolutions[self.stage]
+
+    def set_progress(self, stage: int, alpha: float) -> None:
+        """Set the stage and fade-in alpha of G, D (and G's EMA copy)."""
+        if not 0 <= stage < len(self.resolutions):
+            raise ValueError(f"stage {stage} outside 0..{len(self.resolutions) - 1}")
+        for net in (self.generator, self.discriminator, getattr(self, "g_ema", None)):
+            if net is not None:
+                net.stage.fill_(stage)
+                net.alpha.fill_(float(alpha))
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """The trainer's hook: the stage of this epoch; alpha at its first step."""
+        step = int(self.step)
+        self._epoch, self._epoch_first_step = epoch, step
+        self._steps_per_epoch = step // epoch if epoch else 0       # every epoch has as many steps
+        self.set_progress(*self.schedule(epoch, 0.0))
+
+    def on_train_step(self) -> None:
+        """The adversarial trainer's hook, before each step: advance the fade within the epoch."""
+        if self._epoch is not None:
+            frac = 0.0
+            if self._steps_per_epoch:
+                frac = min(1.0, (int(self.step) - self._epoch_first_step) / self._steps_per_epoch)
+            self.set_progress(*self.schedule(self._epoch, frac))
+        self.step += 1

@@ -1,0 +1,241 @@
+"""StyleGAN (Karras et al. 2019), SPEC 19 ``stylegan``, small enough for 28x28 / 32x32 on a CPU.
+
+Generator
+    mapping network: z -> pixel norm -> ``mapping_layers`` (8) equalized dense layers of width
+    ``w_dim`` (LeakyReLU, learning-rate multiplier ``mapping_lr_mul`` = 0.01 as the paper) -> w.
+    synthesis network: a learned constant 4x4 block, then one block per rung of the resolution
+    ladder (the same ladder as ``progan``: 32 -> 4, 8, 16, 32; 28 -> 4, 7, 14, 28; bilinear
+    upsampling between rungs) up to the data size, then a 1x1 toRGB (linear, [-1, 1] units).
+    Each rung has two style layers; each style layer is [3x3 conv] -> + per-pixel noise (one
+    noise image per sample, times a learned per-channel scale, initialised to 0) -> + bias ->
+    LeakyReLU -> AdaIN: instance normalisation, then a per-channel scale and bias computed from
+    w by a learned affine layer (initialised to scale 1, bias 0). 2 x (number of rungs) styles.
+    Noise is random while training; in eval mode (``sample``, ``generate``, sample grids) each
+    layer uses a fixed noise image stored with the model, so a seed always gives the same images.
+
+Style mixing regularisation: while training, with probability ``style_mixing`` (0.9) a batch uses
+two latents: the styles of layers below a random crossover layer come from w1, the rest from w2.
+
+Truncation trick: a running mean ``w_avg`` of the mapped w (a buffer, updated while training with
+decay ``w_avg_beta``) gives ``w' = w_avg + psi (w - w_avg)``; ``sample(..., truncation=psi)`` and
+``generate --truncation PSI`` use it (psi = 1: no truncation; psi = 0: every sample is w_avg's image).
+
+Discriminator: progan's (equalized lr, minibatch-std channel, box-filter downsampling), at the full
+resolution only. Training defaults: the non-saturating logistic loss (``bce``) with the R1 penalty
+(gamma 10), StyleGAN's FFHQ setup; RMSprop at lr 5e-4 rather than the paper's Adam(beta1 = 0,
+beta2 = 0.99) at 1e-3 (the shared ``TrainConfig`` has no beta fields; RMSprop is Adam without
+momentum). On MNIST-4k in 6-8 epochs, at lr 1e-3 (with or without R1) the samples collapsed to
+mostly one shape; with these defaults they vary more but stay blobby with grey backgrounds (likely
+StyleGAN's AdaIN "droplet" artefact, worse with so few channels at full resolution). ``progan``
+gives cleaner digits in less time on this data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import check_positive
+from ..errors import ConfigError
+from .gan import GAN, GANConfig
+from .progan import (EqualizedConv2d, EqualizedLinear, PixelNorm, ProDiscriminator, image_shape,
+                     resolution_ladder, stage_channels)
+
+
+@dataclass
+class StyleGANConfig(GANConfig):
+    coding_size: int = 64           # z
+    w_dim: int = 64                 # the mapping network's width and the size of w
+    mapping_layers: int = 8
+    mapping_lr_mul: float = 0.01    # the mapping network learns 100x slower (the paper)
+    channels: list[int] = field(default_factory=lambda: [64, 32, 16, 8])  # per rung from 4x4; last repeats
+    style_mixing: float = 0.9       # probability of mixing two latents in a training batch
+    w_avg_beta: float = 0.995       # decay of the running mean of w (the truncation trick's centre)
+    leaky_slope: float = 0.2
+    minibatch_std: bool = True      # D's minibatch-std channel
+    loss: str = "bce"               # the non-saturating logistic loss ...
+    d_output: str = "sigmoid"
+    r1: float = 10.0                # ... with the R1 penalty, as StyleGAN (FFHQ)
+    optimizer: str = "rmsprop"      # ~ Adam(beta1=0): see the module doc
+    lr: float = 5e-4
+    batch_size: int = 32
+    epochs: int = 8
+
+    def validate(self) -> None:
+        super().validate()
+        check_positive(self, "w_dim", "mapping_layers", "mapping_lr_mul", "channels", "leaky_slope")
+        if not 0 <= self.style_mixing <= 1:
+            raise ConfigError(f"config field 'style_mixing' = {self.style_mixing}: must be in [0, 1]")
+        if not 0 <= self.w_avg_beta < 1:
+            raise ConfigError(f"config field 'w_avg_beta' = {self.w_avg_beta}: must be in [0, 1)")
+
+
+# ----------------------------------------------------------------------------- layers
+class NoiseInjection(nn.Module):
+    """x + scale[c] * noise: one N(0, 1) noise image per sample, broadcast over channels with a
+    learned per-channel scale (0 at first). Eval mode uses the stored constant noise image."""
+
+    def __init__(self, channels: int, size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("const", torch.randn(1, 1, size, size))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            noise = torch.randn(len(x), 1, *x.shape[2:], device=x.device, dtype=x.dtype)
+        else:
+            noise = self.const
+        return x + self.weight.view(1, -1, 1, 1) * noise
+
+
+class AdaIN(nn.Module):
+    """Adaptive instance normalisation: normalise each channel of each sample to mean 0 / std 1,
+    then scale and shift it by the style ``(y_s, y_b) = affine(w)``."""
+
+    def __init__(self, channels: int, w_dim: int, eps: float = 1e-8):
+        super().__init__()
+        self.eps = eps
+        self.affine = EqualizedLinear(w_dim, 2 * channels, gain=1.0)
+        with torch.no_grad():
+            self.affine.bias[:channels].fill_(1.0)       # scale 1, bias 0 at first
+
+    def style(self, w: Tensor) -> tuple[Tensor, Tensor]:
+        ys, yb = self.affine(w).chunk(2, dim=1)
+        return ys, yb
+
+    def forward(self, x: Tensor, w: Tensor) -> Tensor:
+        ys, yb = self.style(w)
+        mean = x.mean((2, 3), keepdim=True)
+        var = x.var((2, 3), keepdim=True, unbiased=False)
+        x = (x - mean) * torch.rsqrt(var + self.eps)
+        return ys[:, :, None, None] * x + yb[:, :, None, None]
+
+
+class StyleLayer(nn.Module):
+    """[3x3 conv] -> noise -> bias -> LeakyReLU -> AdaIN(w)."""
+
+    def __init__(self, n_in: int, n_out: int, w_dim: int, size: int, slope: float, conv: bool = True):
+        super().__init__()
+        self.conv = EqualizedConv2d(n_in, n_out, 3, bias=False) if conv else None
+        self.noise = NoiseInjection(n_out, size)
+        self.bias = nn.Parameter(torch.zeros(n_out))
+        self.adain = AdaIN(n_out, w_dim)
+        self.slope = slope
+
+    def forward(self, x: Tensor, w: Tensor) -> Tensor:
+        if self.conv is not None:
+            x = self.conv(x)
+        x = self.noise(x)
+        x = F.leaky_relu(x + self.bias.view(1, -1, 1, 1), self.slope)
+        return self.adain(x, w)
+
+
+class Synthesis(nn.Module):
+    """Learned constant 4x4 -> two style layers per rung (upsampling between rungs) -> toRGB."""
+
+    def __init__(self, cfg: StyleGANConfig, shape: tuple[int, int, int]):
+        super().__init__()
+        c, size = shape[0], shape[1]
+        self.res = resolution_ladder(size)
+        ch = stage_channels(cfg.channels, len(self.res))
+        self.const = nn.Parameter(torch.ones(1, ch[0], 4, 4))
+        layers = [StyleLayer(ch[0], ch[0], cfg.w_dim, 4, cfg.leaky_slope, conv=False),
+                  StyleLayer(ch[0], ch[0], cfg.w_dim, 4, cfg.leaky_slope)]
+        for s in range(1, len(self.res)):
+            layers += [StyleLayer(ch[s - 1], ch[s], cfg.w_dim, self.res[s], cfg.leaky_slope),
+                       StyleLayer(ch[s], ch[s], cfg.w_dim, self.res[s], cfg.leaky_slope)]
+        self.layers = nn.ModuleList(layers)
+        self.to_rgb = EqualizedConv2d(ch[-1], c, 1, gain=1.0)
+
+    @property
+    def n_styles(self) -> int:
+        return len(self.layers)
+
+    def forward(self, ws: Tensor) -> Tensor:                  # (N, n_styles, w_dim) -> (N, C, H, H)
+        x = self.const.expand(len(ws), -1, -1, -1)
+        for i, layer in enumerate(self.layers):
+            if i >= 2 and i % 2 == 0:                         # the first layer of a new rung
+                r = self.res[i // 2]
+                x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
+            x = layer(x, ws[:, i])
+        return self.to_rgb(x)
+
+
+class StyleGenerator(nn.Module):
+    """G(z): mapping network -> per-layer styles (style mixing while training) -> synthesis."""
+
+    def __init__(self, cfg: StyleGANConfig, shape: tuple[int, int, int]):
+        super().__init__()
+        layers: list[nn.Module] = [PixelNorm()]
+        for i in range(cfg.mapping_layers):
+            layers += [EqualizedLinear(cfg.coding_size if i == 0 else cfg.w_dim, cfg.w_dim, lr_mul=cfg.mapping_lr_mul),
+                       nn.LeakyReLU(cfg.leaky_slope)]
+        self.mapping = nn.Sequential(*layers)
+        self.synthesis = Synthesis(cfg, shape)
+        self.style_mixing, self.w_avg_beta = cfg.style_mixing, cfg.w_avg_beta
+        self.register_buffer("w_avg", torch.zeros(cfg.w_dim))
+        self.last_crossover: int | None = None                # the last training batch's crossover layer
+
+    def styles(self, z: Tensor) -> Tensor:
+        """z -> per-layer styles (N, n_styles, w_dim). Training mode updates ``w_avg`` and, with
+        probability ``style_mixing``, switches to a second latent's w at a random layer."""
+        w = self.mapping(z)
+        n = self.synthesis.n_styles
+        ws = w.unsqueeze(1).repeat(1, n, 1)
+        self.last_crossover = None
+        if self.training:
+            with torch.no_grad():
+                self.w_avg.lerp_(w.detach().mean(0), 1.0 - self.w_avg_beta)
+            if self.style_mixing > 0 and n > 1 and float(torch.rand(())) < self.style_mixing:
+                cut = int(torch.randint(1, n, ()))
+                w2 = self.mapping(torch.randn_like(z))
+                ws[:, cut:] = w2.unsqueeze(1)
+                self.last_crossover = cut
+        return ws
+
+    def truncate(self, ws: Tensor, psi: float) -> Tensor:
+        """The truncation trick: w_avg + psi (w - w_avg)."""
+        return torch.lerp(self.w_avg.expand_as(ws), ws, float(psi))
+
+    def forward(self, z: Tensor, y: Tensor | None = None, truncation: float | None = None) -> Tensor:
+        ws = self.styles(z)
+        if truncation is not None:
+            ws = self.truncate(ws, truncation)
+        return self.synthesis(ws)
+
+
+class StyleGAN(GAN):
+    """Mapping network, AdaIN styles, noise inputs, style mixing and truncation (see module doc)."""
+
+    name = "stylegan"
+    config_class = StyleGANConfig
+    config: StyleGANConfig
+    g_range = "symmetric"
+    accepts_flat = False
+
+    def __init__(self, config: StyleGANConfig):
+        config.input_shape = list(image_shape(self.name, config))
+        super().__init__(config)
+
+    def build_generator(self) -> nn.Module:
+        return StyleGenerator(self.config, self.input_shape)
+
+    def build_discriminator(self) -> nn.Module:
+        return ProDiscriminator(self.config, self.input_shape, growing=False)
+
+    @torch.no_grad()
+    def decode(self, z: Tensor, labels: Tensor | None = None, truncation: float | None = None) -> Tensor:
+        g = self.sampling_generator
+        was = g.training
+        g.eval()
+        out = self.from_internal(g(z, labels, truncation=truncation))
+        g.train(was)
+        return out.reshape((len(z),) + self.input_shape)
+
+    def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+               truncation: float | None = None) -> Tensor:
+        if truncation is not None and not (truncation >= 0 and float(truncation) < float("inf")):
+            raise ConfigError(f"--truncation {truncation}: must be a number >= 0 (1 = no truncation)")
+        return self.decode(self.latent(n, generator), labels, truncation)

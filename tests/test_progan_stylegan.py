@@ -1,0 +1,303 @@
+"""progan (SPEC 18) and stylegan (SPEC 19): each mechanism checked on its own, then a full
+progressive schedule and a StyleGAN run with exact resume, on tiny images."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentforge.errors import ConfigError, DataError
+from latentforge.models import build_model
+from latentforge.models.gan import MinibatchStd
+from latentforge.models.progan import EqualizedConv2d, EqualizedLinear, PixelNorm, resize, resolution_ladder
+from latentforge.models.stylegan import AdaIN
+from latentforge.train import load_run, train
+from latentforge.train.adversarial import AdversarialTrainer
+
+PG = {"channels": [8, 8, 4], "coding_size": 8, "batch_size": 8, "sample_every": 0}
+SG = {"channels": [8, 4], "coding_size": 8, "w_dim": 8, "batch_size": 8, "sample_every": 0}
+QUIET = {"log": lambda m: None}
+
+
+def _images(n=32, size=16, seed=0):
+    """n 'images' (N, 1, size, size) in [0, 1]: blurred blobs, as a Dataset."""
+    from latentforge.data import Dataset
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 1, size, size)).astype(np.float32)
+    x = np.clip(0.5 * x + 0.5 * x[:, :, ::-1], 0, 1).astype(np.float32)
+    return Dataset(x=x, y=None, name="tiny16", sample_shape=(size, size), is_image=True)
+
+
+def _progan(size=16, **kw):
+    torch.manual_seed(0)
+    return build_model("progan", input_shape=[1, size, size], **{**PG, **kw})
+
+
+# ============================================================================== progan
+def test_resolution_ladder_and_shapes_refused():
+    assert resolution_ladder(28) == [4, 7, 14, 28]
+    assert resolution_ladder(32) == [4, 8, 16, 32]
+    assert resolution_ladder(16) == [4, 8, 16] and resolution_ladder(8) == [4, 8] and resolution_ladder(4) == [4]
+    with pytest.raises(DataError, match="square"):
+        build_model("progan", input_shape=[1, 16, 12])
+    with pytest.raises(DataError, match="square"):
+        build_model("stylegan", input_shape=[64])
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_shapes_at_every_stage(shape):
+    torch.manual_seed(0)
+    m = build_model("progan", input_shape=list(shape), channels=[8, 8, 4, 4], coding_size=8)
+    z, x = torch.randn(3, 8), torch.rand(3, *shape)
+    for s, r in enumerate(m.resolutions):
+        for alpha in (0.0, 0.5, 1.0):
+            m.set_progress(s, alpha)
+            assert m.resolution == r
+            out = m.generator(z)
+            assert out.shape == (3, *shape)                          # always data-sized
+            assert m.discriminator(m.to_internal(x)).shape == (3,)
+        feats = m.generator.features(z, s)
+        assert [f.shape[-1] for f in feats] == m.resolutions[:s + 1]
+        m.set_progress(s, 1.0)
+        out = m.generator(z)                                         # the r x r image, upsampled
+        assert torch.allclose(out, resize(resize(out, r), shape[1]), atol=1e-6)
+        imgs = m.sample(3, generator=torch.Generator().manual_seed(0))
+        assert imgs.shape == (3, *shape) and imgs.min() >= 0 and imgs.max() <= 1
+
+
+def test_generator_fade_in():
+    m = _progan()
+    g, z = m.generator, torch.randn(4, 8)
+    for s in (1, 2):
+        prev = g(z, stage=s - 1, alpha=1.0)
+        assert torch.allclose(g(z, stage=s, alpha=0.0), prev, atol=1e-6)      # the upsampled old output
+        new = resize(g.to_rgb[s](g.features(z, s)[s]), 16)
+        assert torch.allclose(g(z, stage=s, alpha=1.0), new, atol=1e-6)      # the new block's output
+        assert torch.allclose(g(z, stage=s, alpha=0.25), 0.75 * prev + 0.25 * new, atol=1e-5)
+
+
+def test_discriminator_fade_in():
+    m = _progan()
+    d, x = m.discriminator, torch.rand(6, 1, 16, 16) * 2 - 1
+    for s in (1, 2):
+        assert torch.allclose(d(x, stage=s, alpha=0.0), d(x, stage=s - 1, alpha=1.0), atol=1e-5)
+        full = d(x, stage=s, alpha=1.0)
+        assert not torch.allclose(full, d(x, stage=s, alpha=0.0))
+        with torch.no_grad():                                        # alpha = 1: the old input path is unused
+            for p in d.from_rgb[s - 1].parameters():
+                p.zero_()
+        assert torch.equal(d(x, stage=s, alpha=1.0), full)
+
+
+def test_equalized_learning_rate_everywhere():
+    torch.manual_seed(0)
+    for name, kw in (("progan", PG), ("stylegan", SG)):
+        m = build_model(name, input_shape=[1, 16, 16], **kw)
+        layers = [mod for net in (m.generator, m.discriminator) for mod in net.modules()
+                  if isinstance(mod, (nn.Linear, nn.Conv2d))]
+        assert layers and all(isinstance(mod, (EqualizedLinear, EqualizedConv2d)) for mod in layers)
+        unit = _unit_gain(m)
+        for mod in layers:
+            fan_in = mod.weight[0].numel()
+            gain = 1.0 if mod in unit else math.sqrt(2)
+            assert mod.scale == pytest.approx(gain / math.sqrt(fan_in) * getattr(mod, "lr_mul", 1.0))
+            assert torch.equal(mod.runtime_weight(), mod.weight * mod.scale)
+    # He's constant for the hidden layers, stored weights N(0, 1), and forward uses the scaled weights
+    conv = EqualizedConv2d(32, 64, 3)
+    assert conv.scale == pytest.approx(math.sqrt(2 / (32 * 9)))
+    assert abs(conv.weight.std().item() - 1) < 0.05 and abs(conv.weight.mean().item()) < 0.05
+    x = torch.randn(2, 32, 5, 5)
+    assert torch.allclose(conv(x), F.conv2d(x, conv.weight * math.sqrt(2 / 288), conv.bias, padding=1), atol=1e-5)
+    lin = EqualizedLinear(100, 7)
+    assert torch.allclose(lin(torch.ones(1, 100)), torch.ones(1, 100) @ (lin.weight * math.sqrt(2 / 100)).T + lin.bias)
+
+
+def _unit_gain(m):
+    """Layers with gain 1 (linear outputs: toRGB, D's score; StyleGAN's style affines)."""
+    g = m.generator
+    rgb = list(g.to_rgb) if hasattr(g, "to_rgb") else [g.synthesis.to_rgb]
+    affines = [mod.affine for mod in g.modules() if isinstance(mod, AdaIN)]
+    return set(rgb + affines + [m.discriminator.out])
+
+
+def test_pixel_norm_unit_mean_square_per_pixel():
+    x = torch.randn(3, 5, 4, 4) * 7 + 2
+    y = PixelNorm()(x)
+    assert torch.allclose(y.square().mean(1), torch.ones(3, 4, 4), atol=1e-5)
+    m = _progan()
+    for h in m.generator.features(torch.randn(2, 8), 2):            # after every conv block of G
+        assert torch.allclose(h.square().mean(1), torch.ones(2, h.shape[-1], h.shape[-1]), atol=1e-4)
+
+
+def test_minibatch_std_at_the_end_of_d():
+    m = _progan()
+    d = m.discriminator
+    assert isinstance(d.mbstd, MinibatchStd) and d.final[0].in_channels == m.generator.ch[0] + 1
+    x = torch.rand(4, 1, 16, 16)
+    other = x.clone()
+    other[1:] = torch.rand(3, 1, 16, 16)
+    assert not torch.allclose(d(x)[0], d(other)[0])                  # a score depends on the batch
+    off = _progan(minibatch_std=False).discriminator
+    assert not isinstance(off.mbstd, MinibatchStd)
+
+
+def test_schedule_is_a_pure_function_of_progress():
+    m = _progan(epochs_per_resolution=[2, 3], fade_epochs=2)
+    assert m.stage_epochs() == [2, 3, 3]
+    assert m.schedule(0) == (0, 1.0) and m.schedule(1, 0.5) == (0, 1.0)
+    assert m.schedule(2) == (1, 0.0) and m.schedule(2, 0.5) == (1, 0.25) and m.schedule(3, 0.5) == (1, 0.75)
+    assert m.schedule(4) == (1, 1.0) and m.schedule(5) == (2, 0.0) and m.schedule(50) == (2, 1.0)
+    assert _progan(fade_epochs=0).schedule(2) == (1, 1.0) and _progan().schedule(2, 0.5) == (1, 0.5)
+    with pytest.raises(ConfigError, match="fade_epochs"):
+        _progan(epochs_per_resolution=[2, 1], fade_epochs=2)
+    # the hooks: the stage per epoch, alpha per step (steps per epoch learnt from the step counter)
+    m = _progan(epochs_per_resolution=[1], fade_epochs=1)
+    seen = []
+    for epoch in range(3):
+        m.on_epoch_start(epoch)
+        for _ in range(4):
+            m.on_train_step()
+            seen.append((m.stage, m.alpha))
+    assert seen[:4] == [(0, 1.0)] * 4
+    assert seen[4:] == [(1, 0.0), (1, 0.25), (1, 0.5), (1, 0.75), (2, 0.0), (2, 0.25), (2, 0.5), (2, 0.75)]
+    assert int(m.step) == 12
+
+
+def test_schedule_through_every_resolution_resumes_exactly(tmp_path):
+    data = _images()
+    cfg = {**PG, "epochs_per_resolution": [1], "fade_epochs": 0.5, "sample_every": 1}
+    straight = train("progan", data, out=tmp_path / "s", overrides={**cfg, "epochs": 4}, **QUIET)
+    train("progan", data, out=tmp_path / "r", overrides={**cfg, "epochs": 2}, **QUIET)
+    mid = load_run(tmp_path / "r").model
+    assert (mid.stage, mid.alpha) == (1, 1.0)                        # epoch 2 faded 8x8 in fully
+    resumed = train("progan", data, out=tmp_path / "r", overrides={"epochs": 4}, resume=True, **QUIET)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resume differs from the uninterrupted run"
+    m = straight.model
+    assert (m.stage, m.alpha, int(m.step)) == (2, 1.0, 16)         # 4 epochs x 4 steps; last rung
+    assert len(list((tmp_path / "s" / "samples").iterdir())) == 4
+    run = load_run(tmp_path / "s")
+    assert (run.model.stage, run.model.alpha) == (2, 1.0)           # the stage travels with the checkpoint
+    x = run.model.sample(5, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (5, 1, 16, 16) and 0 <= x.min() and x.max() <= 1
+    with pytest.raises(ConfigError, match="truncation"):
+        run.model.sample(2, truncation=0.5)
+
+
+# ============================================================================== stylegan
+def _stylegan(**kw):
+    torch.manual_seed(0)
+    return build_model("stylegan", input_shape=[1, 16, 16], **{**SG, **kw})
+
+
+def test_mapping_network_and_styles_shapes():
+    m = _stylegan()
+    g = m.generator
+    lins = [mod for mod in g.mapping if isinstance(mod, EqualizedLinear)]
+    assert len(lins) == 8 and all(lin.out_features == 8 for lin in lins)
+    z = torch.randn(5, 8)
+    assert g.mapping(z).shape == (5, 8)
+    g.eval()
+    ws = g.styles(z)
+    assert ws.shape == (5, 2 * 3, 8) and torch.equal(ws[:, 0], ws[:, -1])   # 2 styles per rung 4, 8, 16
+    assert g.synthesis.const.shape == (1, 8, 4, 4)
+    for shape in ((1, 28, 28), (3, 32, 32)):
+        s = build_model("stylegan", input_shape=list(shape), **SG)
+        assert s.sample(2).shape == (2, *shape)
+
+
+def test_adain_normalises_then_applies_the_style():
+    torch.manual_seed(0)
+    ada = AdaIN(6, w_dim=4)
+    with torch.no_grad():
+        ada.affine.weight.normal_()
+    x, w = torch.randn(3, 6, 5, 5) * 4 + 3, torch.randn(3, 4)
+    ys, yb = ada.style(w)
+    out = ada(x, w)
+    assert torch.allclose(out.mean((2, 3)), yb, atol=1e-4)
+    assert torch.allclose(out.std((2, 3), unbiased=False), ys.abs(), atol=1e-4)
+    fresh = AdaIN(6, w_dim=4)                                        # initial style: scale 1, bias 0
+    ys0, yb0 = fresh.style(torch.zeros(1, 4))
+    assert torch.allclose(ys0, torch.ones(1, 6)) and torch.allclose(yb0, torch.zeros(1, 6))
+
+
+def test_noise_changes_the_output_only_with_a_nonzero_scale():
+    m = _stylegan(style_mixing=0.0)
+    g, z = m.generator, torch.randn(3, 8)
+    g.train()
+    assert torch.equal(g(z), g(z))                                   # scales start at 0
+    with torch.no_grad():
+        g.synthesis.layers[3].noise.weight.fill_(0.5)
+    assert not torch.allclose(g(z), g(z))                            # fresh noise at each call
+    g.eval()
+    assert torch.equal(g(z), g(z))                                   # eval: the stored constant noise
+
+
+def test_style_mixing_in_training_only():
+    m = _stylegan(style_mixing=1.0)
+    g, z = m.generator, torch.randn(4, 8)
+    g.train()
+    ws = g.styles(z)
+    k = g.last_crossover
+    w1 = g.mapping(z)
+    assert 1 <= k < 6
+    assert all(torch.allclose(ws[:, i], w1) for i in range(k))
+    assert all(not torch.allclose(ws[:, i], w1) and torch.equal(ws[:, i], ws[:, k]) for i in range(k, 6))
+    g.eval()
+    assert torch.equal(g.styles(z), w1.unsqueeze(1).expand(-1, 6, -1)) and g.last_crossover is None
+    g.train()
+    off = _stylegan(style_mixing=0.0).generator.train()
+    off.styles(z)
+    assert off.last_crossover is None
+    tr = AdversarialTrainer(m, m.config, progress=False, **QUIET)    # used by the training loop
+    tr.train_step(torch.rand(8, 1, 16, 16), None)
+    assert m.generator.last_crossover is not None
+
+
+def test_w_avg_and_truncation():
+    m = _stylegan()
+    g = m.generator
+    z = torch.randn(6, 8)
+    g.train()
+    before = g.w_avg.clone()
+    g.styles(z)
+    expected = before + (1 - 0.995) * (g.mapping(z).detach().mean(0) - before)
+    assert torch.allclose(g.w_avg, expected, atol=1e-6) and not torch.equal(g.w_avg, before)
+    tr = AdversarialTrainer(m, m.config, progress=False, **QUIET)
+    for _ in range(3):
+        tr.train_step(torch.rand(8, 1, 16, 16), None)
+    with torch.no_grad():                                            # make every layer's noise matter
+        for layer in g.synthesis.layers:
+            layer.noise.weight.fill_(0.3)
+    gen = lambda: torch.Generator().manual_seed(3)                  # noqa: E731
+    plain = m.sample(4, generator=gen())
+    assert torch.equal(m.sample(4, generator=gen(), truncation=1.0), plain)
+    zero = m.sample(4, generator=gen(), truncation=0.0)
+    assert torch.equal(zero, zero[:1].expand_as(zero))               # psi = 0: every sample is w_avg's image
+    g.eval()
+    w_avg_image = m.from_internal(g.synthesis(g.w_avg.expand(1, 6, -1)))
+    assert torch.allclose(zero[:1], w_avg_image, atol=1e-6)
+    ws = torch.randn(4, 6, 8)
+    assert torch.allclose(g.truncate(ws, 0.5), g.w_avg + 0.5 * (ws - g.w_avg), atol=1e-6)
+    with pytest.raises(ConfigError, match="truncation"):
+        m.sample(2, truncation=-1.0)
+
+
+def test_stylegan_trains_resumes_and_generates_with_truncation(tmp_path, tiny_images, run_cli):
+    cfg = {**SG, "channels": [4], "sample_every": 1}
+    straight = train("stylegan", tiny_images, out=tmp_path / "s", overrides={**cfg, "epochs": 3}, **QUIET)
+    train("stylegan", tiny_images, out=tmp_path / "r", overrides={**cfg, "epochs": 2}, **QUIET)
+    resumed = train("stylegan", tiny_images, out=tmp_path / "r", overrides={"epochs": 3}, resume=True, **QUIET)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resume differs from the uninterrupted run"
+    assert straight.model.generator.w_avg.abs().sum() > 0
+    assert sorted(p.name for p in (tmp_path / "s" / "samples").iterdir()) == [f"epoch_00{i}.png" for i in (1, 2, 3)]
+    out = tmp_path / "g.npy"
+    code, _, err = run_cli("generate", tmp_path / "s", "--n", "4", "--out", out, "--truncation", "0.7")
+    assert code == 0, err
+    arr = np.load(out)
+    assert arr.shape == (4, 8, 8) and arr.min() >= 0 and arr.max() <= 1
