@@ -168,6 +168,12 @@ def train_cmd(
     greedy: bool = typer.Option(False, "--greedy", help="Greedy layer-wise training (stacked-ae, tied-ae)."),
     finetune_epochs: Optional[int] = typer.Option(None, "--finetune-epochs",
                                                   help="With --greedy: fine-tune the whole stack for N epochs."),
+    labeled: Optional[int] = typer.Option(None, "--labeled", help="classifier: train on N labelled samples "
+                                          "(stratified, seeded); the held-out validation split stays."),
+    encoder_from: Optional[Path] = typer.Option(None, "--encoder-from", help="classifier: start from the encoder "
+                                                "of this autoencoder run (stacked-ae, tied-ae, denoising-ae...)."),
+    freeze_epochs: Optional[int] = typer.Option(None, "--freeze-epochs", help="classifier: keep the encoder "
+                                                "frozen for the first E epochs, then fine-tune."),
     valid_fraction: Optional[float] = typer.Option(None, "--valid-fraction",
                                                    help="Held-out share for validation (default 0.1; 0 = none)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N samples."),
@@ -178,18 +184,33 @@ def train_cmd(
                                             help="Progress bar (default: on a terminal, not under CI)."),
 ) -> None:
     """Train MODEL on --data into a run folder (checkpoint, run.json, history.json)."""
+    from .errors import ConfigError
     from .models import get_model_class
     from .train import train
     get_model_class(model)  # an unknown model is reported before any data is read
+    pretraining = {"--labeled": labeled, "--encoder-from": encoder_from, "--freeze-epochs": freeze_epochs}
+    used = [flag for flag, v in pretraining.items() if v is not None]
+    if used and model != "classifier":
+        raise ConfigError(f"{', '.join(used)}: only for `train classifier` (pretraining a classifier)")
+    if greedy and model == "classifier":
+        raise ConfigError("--greedy: the classifier has no layer-wise stages (pretrain an AE with --greedy, "
+                          "then use --encoder-from)")
     if dry_run:
         epochs = 1
         limit = min(limit or 256, 256)
     values = _overrides(sets, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, finetune_epochs=finetune_epochs)
     ds = _load(data, labels, limit)
-    run = train(model, ds, out=out, overrides=values, config_file=config, resume=resume, greedy=greedy,
-                valid_fraction=valid_fraction, progress=progress, device=device, overwrite=overwrite)
+    if model == "classifier":
+        from .train.pretraining import train_classifier
+        run = train_classifier(ds, labeled=labeled, encoder_from=encoder_from, freeze_epochs=freeze_epochs, out=out,
+                               overrides=values, config_file=config, valid_fraction=valid_fraction, resume=resume,
+                               progress=progress, device=device, overwrite=overwrite)
+    else:
+        run = train(model, ds, out=out, overrides=values, config_file=config, resume=resume, greedy=greedy,
+                    valid_fraction=valid_fraction, progress=progress, device=device, overwrite=overwrite)
     last = run.history[-1] if run.history else {}
-    shown = " ".join(f"{k}={v:.4f}" for k, v in last.items() if k.endswith("loss") and isinstance(v, float))
+    shown = " ".join(f"{k}={v:.4f}" for k, v in last.items()
+                     if k.endswith(("loss", "accuracy")) and isinstance(v, float))
     print(f"trained {model} -> {run.run_dir} ({shown})")
 
 

@@ -272,3 +272,15 @@ def test_conditional_models_get_the_datas_labels(tmp_path, digits_npy, run_cli):
     np.save(unlabelled, np.load(digits_npy)["x"])
     code, _, err = run_cli("encode", out, "--data", unlabelled, "--out", codes)
     assert code == 2 and "needs the data's labels" in err
+
+
+def test_train_classifier_with_pretrained_encoder(tmp_path, digits_npy, run_cli):
+    ae, clf = tmp_path / "ae", tmp_path / "clf"
+    assert run_cli("train", "stacked-ae", "--data", digits_npy, "--epochs", "1", "--out", ae, *TINY)[0] == 0
+    code, out, err = run_cli("train", "classifier", "--data", digits_npy, "--labeled", "50", "--encoder-from", ae,
+                             "--freeze-epochs", "1", "--epochs", "2", "--out", clf)
+    assert code == 0, err
+    info = json.loads(run_cli("info", clf)[1])
+    assert info["config"]["encoder_from"] and info["config"]["freeze_epochs"] == 1
+    code, _, err = run_cli("train", "stacked-ae", "--data", digits_npy, "--labeled", "5", "--out", tmp_path / "x")
+    assert code == 2 and "only for `train classifier`" in err and not (tmp_path / "x").exists()

@@ -26,7 +26,8 @@ them: resuming is exact and a loaded run samples at the resolution it was traine
 
 The stabilisers of the paper: a minibatch standard-deviation channel before D's last block
 (``minibatch_std``, on by default here), equalized learning rate (every conv/linear of G and D
-stores N(0, 1) weights, multiplied at run time by He's constant sqrt(2 / fan_in)), and pixel-wise
+stores N(0, 1) weights, multiplied at run time by He's constant sqrt(2 / fan_in); the linear
+output layers, toRGB and D's score, use sqrt(1 / fan_in) as the paper's code), and pixel-wise
 feature normalisation after every conv of G (and on z). G's output is linear in [-1, 1] units
 (data rescaled inside the model), samples come back clamped to [0, 1].
 
@@ -235,7 +236,8 @@ class ProDiscriminator(_Progressive):
             nn.Sequential(EqualizedConv2d(c, ch[s], 1), self._act()) if growing or s == n - 1 else nn.Identity()
             for s in range(n))
         self.blocks = nn.ModuleList([nn.Identity()] + [
-            nn.Sequential(EqualizedConv2d(ch[s], ch[s], 3), self._act(), EqualizedConv2d(ch[s], ch[s - 1], 3), self._act())
+            nn.Sequential(EqualizedConv2d(ch[s], ch[s], 3), self._act(),
+                          EqualizedConv2d(ch[s], ch[s - 1], 3), self._act())
             for s in range(1, n)])
         extra = 1 if cfg.minibatch_std else 0
         self.mbstd = MinibatchStd() if cfg.minibatch_std else nn.Identity()
