@@ -272,7 +272,6 @@ def evaluate_cmd(
 
     import time
 
-    import numpy as np
     import torch
     from ..eval import reconstruction_metrics
     from ..train import load_run

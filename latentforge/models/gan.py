@@ -14,12 +14,10 @@ penalty and the D/G step ratio.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import TrainConfig, check_choice, check_nonnegative, check_positive

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,8 +33,8 @@ from ..errors import ConfigError, DataError
 from ..models import get_model_class
 from ..models.classifier import Classifier, ClassifierConfig, dense_encoder_spec, init_from_autoencoder
 from .checkpoint import atomic_write_json
-from .run import (CHECKPOINT, HISTORY_JSON, RUN_JSON, Run, _default_run_dir, _hardware, fingerprint,
-                  load_run, resolve_config, resolve_device)
+from .run import (HISTORY_JSON, RUN_JSON, Run, _hardware, describe_data, load_run,
+                  prepare_run_dir, resolve_config, resolve_device)
 from .trainer import Trainer
 
 Log = Callable[[str], None]
@@ -81,31 +80,9 @@ def labeled_subset(ds, n: int, seed: int = 0):
     return ds.subset(np.sort(np.concatenate(picked)))
 
 
-def _data_info(ds, train_ds, valid_ds, valid_fraction: float | None, **extra) -> dict[str, Any]:
-    return {"source": ds.name, "n_train": len(train_ds), "n_valid": len(valid_ds) if valid_ds is not None else 0,
-            "sample_shape": list(ds.sample_shape), "is_image": ds.is_image, "labels": ds.y is not None,
-            "class_names": ds.class_names, "valid_fraction": valid_fraction, "fingerprint": fingerprint(ds.x),
-            "range": [float(ds.x.min()), float(ds.x.max())], **extra}
-
-
 # ------------------------------------------------------------------------------------ training
 def _prepare_run_dir(out: str | Path | None, name: str, overwrite: bool) -> Path:
-    run_dir = Path(out) if out is not None else _default_run_dir(name)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise DataError(f"{run_dir}: exists and is not a folder")
-    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
-        raise ConfigError(f"{run_dir}: run folder exists and is not empty; use --overwrite to replace it, "
-                          f"or another --out")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise DataError(f"{run_dir}: cannot write the run folder: {e.strerror or e}") from None
-    for stale in (CHECKPOINT, RUN_JSON, HISTORY_JSON):
-        (run_dir / stale).unlink(missing_ok=True)
-    return run_dir
+    return prepare_run_dir(out, name, overwrite=overwrite)[0]
 
 
 def fit_model(name: str, config, train_ds, valid_ds=None, *, data_info: dict[str, Any] | None = None,
@@ -252,7 +229,7 @@ def train_classifier(data, labeled: int | None = None, encoder_from: str | Path 
         raise DataError(f"--labeled {labeled}: larger than the {len(pool)} training samples of {ds.name}"
                         + (f" ({len(ds)} less the {len(valid)} held out for validation)" if valid is not None else ""))
     sub = labeled_subset(pool, labeled, seed=config.seed)
-    info = _data_info(ds, sub, valid, vf, labeled=labeled, n_pool=len(pool))
+    info = describe_data(ds, sub, valid, vf, labeled=labeled, n_pool=len(pool))
     setup = (lambda net: init_from_autoencoder(net, ae_run)) if ae_run is not None else None
     extra = {"pretraining": _provenance(ae_run)} if ae_run is not None else None
     return fit_model("classifier", config, sub, valid, data_info=info, out=out, setup=setup, extra_meta=extra,
@@ -360,7 +337,7 @@ def pretraining_experiment(data, *, labeled: int = 500, ae: str = "stacked-ae", 
         sdir = (out / f"seed-{seed}") if out is not None else None
         t0 = time.perf_counter()
         ae_cfg = make_model_config(ae, {**ae_values, "seed": seed})
-        ae_info = _data_info(ds, unlabelled, None, 0.0, role="unlabelled training images", test_fraction=test_fraction,
+        ae_info = describe_data(ds, unlabelled, None, 0.0, role="unlabelled training images", test_fraction=test_fraction,
                              test_seed=base_seed)
         ae_run = fit_model(ae, ae_cfg, unlabelled, None, data_info=ae_info, out=sdir / "ae" if sdir else None,
                            save=sdir is not None, overwrite=True, progress=progress, log=quiet, device=device,
@@ -369,7 +346,7 @@ def pretraining_experiment(data, *, labeled: int = 500, ae: str = "stacked-ae", 
         t_ae = time.perf_counter() - t0
         sub = labeled_subset(pool, labeled, seed=seed)
         # valid_fraction None: the validation set is the experiment's test split (test_seed, not the run's seed)
-        info = _data_info(ds, sub, test, None, labeled=labeled, n_pool=len(pool), test_fraction=test_fraction,
+        info = describe_data(ds, sub, test, None, labeled=labeled, n_pool=len(pool), test_fraction=test_fraction,
                           test_seed=base_seed, role="validation = the experiment's test split")
         row: dict[str, Any] = {"seed": seed, "ae_loss": ae_loss, "ae_seconds": t_ae}
         for variant in ("scratch", "pretrained"):

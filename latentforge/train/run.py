@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import math
 import os
 import platform
 import shutil
@@ -199,6 +198,41 @@ def _default_run_dir(name: str) -> Path:
     return path
 
 
+def describe_data(ds, train_ds, valid_ds, valid_fraction: float | None, **extra) -> dict[str, Any]:
+    """What a run records about its data (and what ``--resume`` checks it against)."""
+    return {"source": ds.name, "n_train": len(train_ds), "n_valid": len(valid_ds) if valid_ds is not None else 0,
+            "sample_shape": list(ds.sample_shape), "is_image": ds.is_image, "labels": ds.y is not None,
+            "class_names": ds.class_names, "valid_fraction": valid_fraction, "fingerprint": fingerprint(ds.x),
+            "range": [float(ds.x.min()), float(ds.x.max())], **extra}
+
+
+def prepare_run_dir(out: str | Path | None, name: str, *, resume: bool = False,
+                    overwrite: bool = False) -> tuple[Path, bool]:
+    """Create (or reuse, when resuming) the run folder; returns it and whether it was created.
+
+    Refuses a non-empty folder unless resuming or ``overwrite``; checks that it is writable;
+    removes a previous run's files when starting afresh.
+    """
+    run_dir = Path(out) if out is not None else _default_run_dir(name)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise DataError(f"{run_dir}: exists and is not a folder")
+    if not resume and run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise ConfigError(f"{run_dir}: run folder exists and is not empty; use --resume to continue it, "
+                          f"--overwrite to replace it, or another --out")
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise DataError(f"{run_dir}: cannot write the run folder: {e.strerror or e}") from None
+    if not resume:
+        for stale in (CHECKPOINT, RUN_JSON, HISTORY_JSON):
+            (run_dir / stale).unlink(missing_ok=True)
+    return run_dir, created
+
+
 def _hardware(device: torch.device) -> dict[str, Any]:
     info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
             "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
@@ -264,11 +298,7 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
     if config.batch_size > len(train_ds):
         raise ConfigError(f"config field 'batch_size' = {config.batch_size}: larger than the "
                           f"{len(train_ds)} training samples")
-    data_info = {"source": ds.name, "n_train": len(train_ds), "n_valid": len(valid_ds) if valid_ds else 0,
-                 "sample_shape": list(ds.sample_shape), "is_image": ds.is_image, "labels": ds.y is not None,
-                 "class_names": ds.class_names, "valid_fraction": valid_fraction,
-                 "fingerprint": fingerprint(ds.x),
-                 "range": [float(ds.x.min()), float(ds.x.max())]}
+    data_info = describe_data(ds, train_ds, valid_ds, valid_fraction)
     if saved_meta is not None and saved_meta.get("data", {}).get("fingerprint") != data_info["fingerprint"]:
         raise DataError(f"{ds.name}: this is not the data the run in {out} was trained on; "
                         f"--resume needs the same --data")
@@ -278,21 +308,7 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
     net.check_data(train_ds.x, ds.name)
 
     # everything is validated: from here on, write
-    run_dir = Path(out) if out is not None else _default_run_dir(model)
-    if not resume and run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
-        raise ConfigError(f"{run_dir}: run folder exists and is not empty; use --resume to continue it, "
-                          f"--overwrite to replace it, or another --out")
-    created = not run_dir.exists()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise DataError(f"{run_dir}: cannot write the run folder: {e.strerror or e}") from None
-    if not resume:
-        for stale in (CHECKPOINT, RUN_JSON, HISTORY_JSON):
-            (run_dir / stale).unlink(missing_ok=True)
+    run_dir, created = prepare_run_dir(out, model, resume=resume, overwrite=overwrite)
 
     net.to(dev)
     x = torch.from_numpy(train_ds.x)

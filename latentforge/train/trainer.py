@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import __version__
-from ..config import TrainConfig, config_to_dict
+from ..config import TrainConfig
 from ..errors import CheckpointError, TrainingError
 from .checkpoint import (load_module_state, load_optimizer_state, optimizer_state, save_checkpoint,
                          split_prefix)
