@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from latentforge.errors import ConfigError, DataError
-from latentforge.models import REGISTRY, build_model
+from latentforge.models import build_model
 from latentforge.models.classifier import dense_encoder_spec, init_from_autoencoder
 from latentforge.train import Trainer, load_run
 from latentforge.train.pretraining import fit_model, labeled_subset, predict, train_classifier
