@@ -68,6 +68,15 @@ def dense(n_in: int, n_out: int, init: str = "glorot_uniform") -> nn.Linear:
     return layer
 
 
+def fit_normalizer(shift: Tensor, scale: Tensor, x: Tensor, rms: float) -> None:
+    """Fill the normalisation buffers in place: centre each feature, then scale all of them by one
+    factor so that the data's global RMS becomes ``rms`` (one factor keeps PCA's geometry)."""
+    flat = x.reshape(len(x), -1).double()
+    mean = flat.mean(0)
+    shift.copy_(mean.float())
+    scale.copy_(((flat - mean).pow(2).mean().sqrt() / rms).clamp_min(1e-12).float())
+
+
 class LatentModel(nn.Module):
     """Base of every model: holds the validated config and states the contract."""
 
@@ -162,11 +171,7 @@ class Autoencoder(LatentModel):
 
     def prepare(self, x: Tensor) -> None:
         if self.config.output_activation == "linear" and self.config.normalize:
-            flat = x.reshape(len(x), -1).double()
-            shift = flat.mean(0)
-            scale = ((flat - shift).pow(2).mean().sqrt() / self.config.normalize_rms).clamp_min(1e-12)
-            self.data_shift.copy_(shift.float())
-            self.data_scale.copy_(scale.float())
+            fit_normalizer(self.data_shift, self.data_scale, x, self.config.normalize_rms)
 
     # -- internal <-> data units ----------------------------------------------------------
     def to_internal(self, x: Tensor) -> Tensor:

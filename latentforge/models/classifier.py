@@ -26,7 +26,8 @@ from torch import Tensor, nn
 
 from ..config import TrainConfig, check_nonnegative, check_positive
 from ..errors import ConfigError, DataError
-from .base import ACTIVATIONS, INITS, Autoencoder, LatentModel, ModelOutput, activation, check_choice, dense, init_weight
+from .base import (ACTIVATIONS, INITS, Autoencoder, LatentModel, ModelOutput, activation, check_choice, dense,
+                   fit_normalizer, init_weight)
 
 
 @dataclass
@@ -161,11 +162,7 @@ class Classifier(LatentModel):
             from ..train.run import load_run
             init_from_autoencoder(self, load_run(self.config.encoder_from))
         elif self.config.normalize:
-            flat = x.reshape(len(x), -1).double()
-            shift = flat.mean(0)
-            scale = ((flat - shift).pow(2).mean().sqrt() / self.config.normalize_rms).clamp_min(1e-12)
-            self.data_shift.copy_(shift.float())
-            self.data_scale.copy_(scale.float())
+            fit_normalizer(self.data_shift, self.data_scale, x, self.config.normalize_rms)
 
     def to_internal(self, x: Tensor) -> Tensor:
         """Data units -> the network's input: flat (dense) or (N, C, H, W) (conv), normalised."""
