@@ -91,22 +91,6 @@ def _data_labels(model, ds, name: str):
     return ds.y
 
 
-def _batched(fn, x, y=None, batch_size: int = 4096, device=None):
-    """``fn(xb[, y=yb])`` over batches under inference mode; a numpy array."""
-    import numpy as np
-    import torch
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(x), batch_size):
-            xb = torch.as_tensor(np.ascontiguousarray(x[i:i + batch_size]), dtype=torch.float32).to(device)
-            if y is None:
-                r = fn(xb)
-            else:
-                r = fn(xb, y=torch.as_tensor(np.ascontiguousarray(y[i:i + batch_size])).to(device))
-            out.append(r.float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0,), np.float32)
-
-
 def _finite(v: Any) -> Any:
     return v if not isinstance(v, float) or math.isfinite(v) else None
 
@@ -223,7 +207,7 @@ def interpolate_cmd(
     x = ds.x[idx]
     dev = run.device
     cond = y_all[idx] if y_all is not None else None
-    codes = _batched(model.encode, x, cond, device=dev)                                     # (2K, ...)
+    codes = run.batched(model.encode, x, 4096, y=cond)                                     # (2K, ...)
     code_shape = codes.shape[1:]
     flat = codes.reshape(len(codes), -1)
     path = np.concatenate([interpolate_codes(flat[2 * i], flat[2 * i + 1], steps, method) for i in range(pairs)])
@@ -292,7 +276,7 @@ def evaluate_cmd(
     cond = cond[:len(x)] if cond is not None else None
     model.eval()
     t0 = time.perf_counter()
-    recon = _batched(model.reconstruct, x, cond, batch_size, run.device)
+    recon = run.batched(model.reconstruct, x, batch_size, y=cond)
     result: dict[str, Any] = {
         "run_dir": str(run.run_dir), "model": run.name, "data": ds.name,
         "split": "held-out" if own and info.get("valid_fraction") and info.get("n_valid") else "all",
@@ -301,8 +285,8 @@ def evaluate_cmd(
     result.update(reconstruction_metrics(x, recon.reshape(x.shape)))
     if callable(getattr(model, "log_likelihood", None)):
         gen = torch.Generator().manual_seed(seed)
-        ll = _batched(lambda xb, **kw: model.log_likelihood(xb, k=k, generator=gen, **kw), x, cond,
-                      max(1, min(batch_size, 65536 // k)), run.device)
+        ll = run.batched(lambda xb, **kw: model.log_likelihood(xb, k=k, generator=gen, **kw), x,
+                          max(1, min(batch_size, 65536 // k)), y=cond)
         result["iw_nll"] = float(-ll.mean())
         result["iw_nll_k"] = k
         result["iw_nll_units"] = "nats per image (Bernoulli likelihood summed over the values)"

@@ -252,7 +252,7 @@ def predict(run: Run, x: np.ndarray, *, proba: bool = False, batch_size: int = 4
         raise ConfigError(f"model {run.name!r} is not a classifier: it has no predict() "
                           f"(train one with `latentforge train-classifier`)")
     model.check_data(x)
-    p = run._batched(model.predict_proba, x, batch_size, progress, "predict")
+    p = run.batched(model.predict_proba, x, batch_size, progress, "predict")
     if proba:
         return p.astype(np.float32).reshape(len(x), -1)
     return p.reshape(len(x), -1).argmax(1).astype(np.int64)

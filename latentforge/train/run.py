@@ -84,8 +84,9 @@ class Run:
         return next(iter(self.model.state_dict().values())).device
 
     # -- batched inference in the data's units, as numpy ---------------------------------------
-    def _batched(self, fn: Callable[..., torch.Tensor], x: np.ndarray, batch_size: int,
+    def batched(self, fn: Callable[..., torch.Tensor], x: np.ndarray, batch_size: int,
                  progress: bool | None = None, desc: str = "", y: np.ndarray | None = None) -> np.ndarray:
+        """``fn(xb[, y=yb])`` over batches of ``x`` in eval and inference mode, as one numpy array."""
         from .trainer import progress_enabled
         self.model.eval()
         out: list[np.ndarray] = []
@@ -124,18 +125,18 @@ class Run:
         """Codes of ``x`` (``y``: labels, for conditional models)."""
         self._require("encode")
         self.model.check_data(x)
-        return self._batched(self.model.encode, x, batch_size, progress, "encode", self._labels_for(y, len(x)))
+        return self.batched(self.model.encode, x, batch_size, progress, "encode", self._labels_for(y, len(x)))
 
     def decode(self, codes: np.ndarray, batch_size: int = 4096, progress: bool | None = None,
                y: np.ndarray | None = None) -> np.ndarray:
         self._require("decode")
-        return self._batched(self.model.decode, codes, batch_size, progress, "decode", self._labels_for(y, len(codes)))
+        return self.batched(self.model.decode, codes, batch_size, progress, "decode", self._labels_for(y, len(codes)))
 
     def reconstruct(self, x: np.ndarray, batch_size: int = 4096, progress: bool | None = None,
                     y: np.ndarray | None = None) -> np.ndarray:
         self._require("reconstruct")
         self.model.check_data(x)
-        return self._batched(self.model.reconstruct, x, batch_size, progress, "reconstruct",
+        return self.batched(self.model.reconstruct, x, batch_size, progress, "reconstruct",
                              self._labels_for(y, len(x)))
 
 
