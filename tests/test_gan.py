@@ -186,5 +186,7 @@ def test_cli_gan_samples_and_conditional_label(tmp_path, run_cli, tiny_images):
     assert code == 0 and (tmp_path / "s.png").exists(), err
     code, _, err = run_cli("plot", "samples", out, "--out", tmp_path / "s3.png", "--label", "3")
     assert code == 0, err
+    code, _, err = run_cli("plot", "samples", out, "--out", tmp_path / "s9.png", "--label", "9")
+    assert code == 2 and "out of range" in err and not (tmp_path / "s9.png").exists()
     code, _, err = run_cli("train", "gan", "--data", p, "--set", "loss=wgan-gp", "--out", tmp_path / "bad")
     assert code == 2 and "unbounded critic" in err and len(err.strip().splitlines()) == 1

@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from ..cli import _out_dir_ok, plot_app
+from .generative import _check_label
 
 
 @plot_app.command("samples")
@@ -30,6 +31,8 @@ def plot_samples_cmd(run_dir: Path = typer.Argument(..., help="A run folder of a
     labels = None
     if getattr(run.model, "uses_labels", False):
         k = run.model.config.n_classes
+        if label is not None:
+            _check_label(run.model, label, run.name)
         labels = torch.full((n,), label) if label is not None else torch.arange(n) % k
         labels = labels.to(run.device)
     elif label is not None:
