@@ -7,7 +7,6 @@ from typing import Optional
 import typer
 
 from ..cli import _out_dir_ok, plot_app
-from .generative import _check_label
 
 
 @plot_app.command("samples")
@@ -32,6 +31,7 @@ def plot_samples_cmd(run_dir: Path = typer.Argument(..., help="A run folder of a
     if getattr(run.model, "uses_labels", False):
         k = run.model.config.n_classes
         if label is not None:
+            from .generative import _check_label   # here: generative imports cli, which loads this module
             _check_label(run.model, label, run.name)
         labels = torch.full((n,), label) if label is not None else torch.arange(n) % k
         labels = labels.to(run.device)
