@@ -182,6 +182,15 @@ def train_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                             help="Progress bar (default: on a terminal, not under CI)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="32 (default), bf16 or 16-mixed "
+                                            "(autocast; a GradScaler for 16-mixed)."),
+    nan_policy: Optional[str] = typer.Option(None, "--nan-policy", help="On a NaN/Inf loss: stop (default: keep "
+                                             "the last good checkpoint and exit), skip (drop that batch's "
+                                             "update) or raise (stop at once with a traceback-free error)."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard scalars and image "
+                                     "grids to RUN_DIR/tensorboard (needs the tensorboard package)."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="Train with N processes "
+                                        "(DistributedDataParallel via torchrun: gloo on CPU, nccl on GPU)."),
 ) -> None:
     """Train MODEL on --data into a run folder (checkpoint, run.json, history.json)."""
     from .errors import ConfigError
@@ -198,7 +207,8 @@ def train_cmd(
     if dry_run:
         epochs = 1
         limit = min(limit or 256, 256)
-    values = _overrides(sets, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, finetune_epochs=finetune_epochs)
+    values = _overrides(sets, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, finetune_epochs=finetune_epochs,
+                        precision=precision, nan_policy=nan_policy)
     ds = _load(data, labels, limit)
     if model == "classifier":
         from .train.pretraining import train_classifier

@@ -19,6 +19,8 @@ from .errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "nadam")
 LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("32", "bf16", "16-mixed")
+NAN_POLICIES = ("skip", "stop", "raise")
 
 
 @dataclass
@@ -39,6 +41,8 @@ class TrainConfig:
     seed: int = 42
     fused_step: bool = True         # use a model's hand-fused SGD step where it has one (same result, faster)
     input_shape: list[int] | None = None  # per-sample shape (C,H,W) or (D,); set from the data
+    precision: str = "32"           # 32 | bf16 | 16-mixed (autocast; GradScaler for 16-mixed)
+    nan_policy: str = "stop"        # skip | stop | raise: what a NaN/Inf loss does
 
     def validate(self) -> None:
         """Raise ConfigError for values out of range. Subclasses extend it (call super)."""
@@ -50,6 +54,8 @@ class TrainConfig:
         _check(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
         _check(self.early_stopping >= 0, "early_stopping", self.early_stopping, "must be >= 0")
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("nan_policy", self.nan_policy, NAN_POLICIES)
         if self.input_shape is not None:
             _check(len(self.input_shape) >= 1 and all(int(d) >= 1 for d in self.input_shape),
                    "input_shape", self.input_shape, "must be a list of positive sizes")

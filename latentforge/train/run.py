@@ -33,7 +33,7 @@ from .trainer import CHECKPOINT, Trainer
 RUN_JSON = "run.json"
 HISTORY_JSON = "history.json"
 #: config fields that may change when a run is resumed (how long it trains, not what it is)
-RESUMABLE_CHANGES = ("epochs", "finetune_epochs", "early_stopping")
+RESUMABLE_CHANGES = ("epochs", "finetune_epochs", "early_stopping", "nan_policy")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -247,11 +247,13 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
           config_file: str | Path | None = None, resume: bool = False, greedy: bool = False,
           valid_fraction: float | None = None, labels: str | Path | None = None,
           progress: bool | None = None, log: Callable[[str], None] | None = None,
-          device: str = "auto", overwrite: bool = False) -> Run:
+          device: str = "auto", overwrite: bool = False,
+          callbacks: list[Callable[[Trainer, dict[str, Any]], None]] | None = None) -> Run:
     """Train registered ``model`` on ``data`` (a source name/path or a ``Dataset``) into a run folder.
 
     ``overrides`` are config values (e.g. ``{"epochs": 5, "lr": 0.1}``); ``resume`` continues the
     run in ``out`` exactly where its last checkpoint left off (only epochs-like fields may change).
+    ``callbacks`` are called as ``cb(trainer, record)`` after every epoch (logging, e.g. TensorBoard).
     All input is validated before anything is written.
     """
     from ..data import Dataset, load_data, train_valid_split
@@ -323,7 +325,8 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
     t_start = time.perf_counter()
     try:
         trainer = _fit(net, config, x, xv, y, yv, run_dir=run_dir, meta=meta, greedy=greedy,
-                       saved=(tensors, saved_meta) if resume else None, dev=dev, progress=progress, log=log)
+                       saved=(tensors, saved_meta) if resume else None, dev=dev, progress=progress, log=log,
+                       callbacks=callbacks or [])
     except BaseException:
         # a run that failed before its first checkpoint leaves nothing behind
         if created and not (run_dir / CHECKPOINT).exists():
@@ -348,7 +351,7 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
     return Run(run_dir=run_dir, name=model, model=net, meta=meta)
 
 
-def _fit(net, config, x, xv, y, yv, *, run_dir, meta, greedy, saved, dev, progress, log) -> Trainer:
+def _fit(net, config, x, xv, y, yv, *, run_dir, meta, greedy, saved, dev, progress, log, callbacks) -> Trainer:
     """Greedy stages (if asked and not done yet), then the trainer from its checkpoint (if resuming)."""
     saved_meta = saved[1] if saved else None
     greedy_info = saved_meta.get("greedy") if saved_meta else None
@@ -359,7 +362,8 @@ def _fit(net, config, x, xv, y, yv, *, run_dir, meta, greedy, saved, dev, progre
     epochs = config.finetune_epochs if greedy else config.epochs
     trainer_cls = AdversarialTrainer if getattr(net, "adversarial", False) else Trainer
     trainer = trainer_cls(net, config, run_dir=run_dir, epochs=epochs, checkpoint_meta=meta,
-                          progress=progress, log=log, device=dev, desc="finetune" if greedy else "train")
+                          progress=progress, log=log, device=dev, desc="finetune" if greedy else "train",
+                          callbacks=callbacks)
     if saved:
         trainer.restore(saved[0], saved_meta, str(run_dir / CHECKPOINT))
         log(f"resuming {run_dir} at epoch {trainer.state.epoch} of {epochs}")

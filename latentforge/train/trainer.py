@@ -80,7 +80,8 @@ class Trainer:
                  params: Iterable[nn.Parameter] | None = None, lr: float | None = None,
                  epochs: int | None = None, checkpoint_meta: dict[str, Any] | None = None,
                  progress: bool | None = None, log: Callable[[str], None] | None = None,
-                 device: torch.device | str = "cpu", desc: str = "train", eval_batch_size: int = 2048):
+                 device: torch.device | str = "cpu", desc: str = "train", eval_batch_size: int = 2048,
+                 callbacks: Iterable[Callable[["Trainer", dict[str, Any]], None]] = ()):
         self.model = model
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -95,6 +96,7 @@ class Trainer:
         self.device = torch.device(device)
         self.desc = desc
         self.eval_batch_size = eval_batch_size
+        self.callbacks = list(callbacks)   # called as cb(trainer, record) after each epoch, before the checkpoint
         self.state = TrainerState()
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self._best_weights: dict[str, Tensor] | None = None
@@ -235,6 +237,8 @@ class Trainer:
             self.state.history.append(record)
             self.state.epoch = epoch + 1
             self.on_epoch_end(epoch + 1)
+            for cb in self.callbacks:
+                cb(self, record)
             stop = self._early_stopping(record)
             self._log_epoch(record)
             if self.run_dir is not None:
