@@ -1,20 +1,28 @@
-"""Training throughput of the seed stacked AE: latentforge's trainer vs the references, in one run.
+"""Training throughput: latentforge's trainer vs the chapter's Keras code and plain PyTorch, in one run.
 
 Runs, alternately and ``--repeats`` times, each as its own subprocess on the same data
-(``../shared/bench/mnist4k.py``, training part tiled ``--tile`` times; 15 -> 54,000 images):
-  - latentforge's trainer (``--worker``; the model from the registry with the chapter's defaults),
-  - ``../shared/bench/torch_plain_ae.py`` (a typical plain-PyTorch DataLoader loop),
-  - ``../shared/bench/keras_seed_ae.py`` when ``--keras-python`` names a Python with TensorFlow.
-Prints samples/s and held-out BCE for each, then the ratios of the medians. These machines are
-shared and noisy: only ratios measured in the same run mean anything.
+(``../shared/bench/mnist4k.py``: the 3,600 training digits tiled ``--tile`` times; 15 -> 54,000):
+  - latentforge's trainer (``--worker``: the model from the registry with the chapter's defaults,
+    trained exactly as ``latentforge train`` trains it, thread policy included),
+  - for ``stacked-ae``: ``../shared/bench/torch_plain_ae.py`` (a typical plain-PyTorch DataLoader
+    loop) with PyTorch's default threads, and the same loop pinned to one thread (``torch-plain-1t``),
+  - the chapter's Keras code when ``--keras-python`` names a Python with TensorFlow
+    (``keras_seed_ae.py``, ``keras_conv_ae.py``, ``keras_dcgan.py`` of ``../shared/bench``),
+  - ``latentforge-Nt`` for each ``--lf-threads N``: latentforge with ``LATENTFORGE_THREADS=N``.
+Each ``--batch`` is its own round. Prints samples/s (for dcgan: real images consumed per second)
+and held-out BCE, then the ratios of the medians. The machine is shared and noisy: only ratios
+measured in the same run mean anything; the load average is printed before and after.
 
-    python bench/train_throughput.py --epochs 3 --tile 15 --batch 32 --repeats 3 \
-        [--keras-python /tmp/keras-env/bin/python]
+    python bench/train_throughput.py --model stacked-ae --batch 32 256 --epochs 2 --repeats 3 \
+        --keras-python /tmp/keras-env/bin/python
+    python bench/train_throughput.py --model conv-ae --epochs 1 --repeats 3 --keras-python ...
+    python bench/train_throughput.py --model dcgan --epochs 1 --repeats 3 --keras-python ...
 """
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import re
 import statistics
 import subprocess
@@ -24,10 +32,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BENCH = REPO.parent / "shared" / "bench"
-LINE = re.compile(r"samples_per_s=(\d+).*val_bce=([\d.]+)")
+SPS = re.compile(r"samples_per_s=(\d+)")
+BCE = re.compile(r"val_bce=([\d.]+)")
+#: per model: Keras reference script, default tile and epochs, and the targets of issue 7 (x Keras)
+MODELS = {
+    "stacked-ae": dict(keras="keras_seed_ae.py", tile=15, epochs=2, batch=[32], keras_target={32: 5.0, 256: 8.0},
+                       plain_target=1.5),
+    "conv-ae": dict(keras="keras_conv_ae.py", tile=15, epochs=1, batch=[32], keras_target={32: 3.0}),
+    "dcgan": dict(keras="keras_dcgan.py", tile=5, epochs=1, batch=[32], keras_target={32: 3.0}),
+}
 
 
-def worker(epochs: int, tile: int, batch: int, seed: int) -> None:
+def worker(name: str, epochs: int, tile: int, batch: int, seed: int) -> None:
     """Train with latentforge's trainer; print one line like the reference scripts."""
     sys.path.insert(0, str(SHARED_BENCH))
     import torch
@@ -35,67 +51,115 @@ def worker(epochs: int, tile: int, batch: int, seed: int) -> None:
 
     from latentforge.models import build_model
     from latentforge.train import Trainer
+    from latentforge.train.adversarial import AdversarialTrainer
 
     x_train, _, x_valid, _ = load(tile)
     x = torch.from_numpy(x_train).unsqueeze(1)
     xv = torch.from_numpy(x_valid).unsqueeze(1)
     torch.manual_seed(seed)
-    model = build_model("stacked-ae", input_shape=[1, 28, 28], epochs=epochs, batch_size=batch, seed=seed)
-    trainer = Trainer(model, model.config, progress=False, log=lambda m: None)
+    extra = {"sample_every": 0} if name == "dcgan" else {}
+    model = build_model(name, input_shape=[1, 28, 28], epochs=epochs, batch_size=batch, seed=seed, **extra)
+    model.prepare(x)
+    cls = AdversarialTrainer if getattr(model, "adversarial", False) else Trainer
+    trainer = cls(model, model.config, progress=False, log=lambda m: None)
+    n = len(x) // batch * batch if name == "dcgan" else len(x)      # Keras' DCGAN loop drops the last batch
     t0 = time.perf_counter()
-    trainer.fit(x)                      # timed like the references: training epochs only
+    trainer.fit(x[:n])                  # timed like the references: training epochs only
     dt = time.perf_counter() - t0
-    val = trainer.evaluate(xv)["loss"]
-    print(f"latentforge batch={batch} n={len(x)} epochs={epochs} seconds={dt:.2f} "
-          f"samples_per_s={epochs * len(x) / dt:.0f} val_bce={val:.4f}")
+    val = "" if name == "dcgan" else f" val_bce={trainer.evaluate(xv)['loss']:.4f}"
+    print(f"latentforge {name} batch={batch} n={n} epochs={epochs} threads={torch.get_num_threads()} "
+          f"seconds={dt:.2f} samples_per_s={epochs * n / dt:.0f}{val}")
 
 
-def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float | None, str]:
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
     text = (out.stdout + out.stderr).strip().splitlines()
-    line = next((l for l in reversed(text) if LINE.search(l)), None)
+    line = next((l for l in reversed(text) if SPS.search(l)), None)
     if out.returncode != 0 or line is None:
         raise SystemExit(f"{' '.join(cmd)} failed:\n" + "\n".join(text[-15:]))
-    m = LINE.search(line)
-    return float(m.group(1)), float(m.group(2)), line
+    bce = BCE.search(line)
+    return float(SPS.search(line).group(1)), float(bce.group(1)) if bce else None, line
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}"
+
+
+def contest(a, batch: int, spec: dict) -> dict[str, list[tuple[float, float | None]]]:
+    """One round at ``batch``: every contender ``a.repeats`` times, alternating; returns the results."""
+    env = {**os.environ, "EPOCHS": str(a.epochs), "TILE": str(a.tile), "BATCH": str(batch), "SEED": str(a.seed),
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    lf = [sys.executable, __file__, "--worker", "--model", a.model, "--epochs", str(a.epochs), "--tile",
+          str(a.tile), "--batch", str(batch), "--seed", str(a.seed)]
+    contenders: dict[str, tuple[list[str], dict[str, str]]] = {"latentforge": (lf, env)}
+    for t in a.lf_threads:
+        contenders[f"latentforge-{t}t"] = (lf, {**env, "LATENTFORGE_THREADS": str(t)})
+    if a.model == "stacked-ae":
+        plain = [sys.executable, str(SHARED_BENCH / "torch_plain_ae.py")]
+        contenders["torch-plain"] = (plain, env)
+        contenders["torch-plain-1t"] = (plain, {**env, "OMP_NUM_THREADS": "1"})
+    if a.keras_python:
+        contenders["keras"] = ([a.keras_python, str(SHARED_BENCH / spec["keras"])], env)
+    results: dict[str, list[tuple[float, float | None]]] = {k: [] for k in contenders}
+    for r in range(a.repeats):
+        for name, (cmd, e) in contenders.items():
+            sps, bce, line = run(cmd, e)
+            results[name].append((sps, bce))
+            print(f"[batch {batch} {r + 1}/{a.repeats}] {name:<15} {line}", flush=True)
+    return results
+
+
+def summary(a, batch: int, spec: dict, results) -> list[str]:
+    med = {k: statistics.median(s for s, _ in v) for k, v in results.items()}
+    lines = [f"{a.model}, batch {batch}, {a.epochs} epoch(s) x {a.tile * 3600:,} images, median of {a.repeats}:"]
+    for k, v in med.items():
+        bces = [b for _, b in results[k] if b is not None]
+        held = f"   held-out BCE {statistics.median(bces):.4f}" if bces else ""
+        lines.append(f"  {k:<15} {v:>10,.0f} samples/s{held}")
+    targets = {"keras": spec["keras_target"].get(batch), "torch-plain": spec.get("plain_target")}
+    for ref in [k for k in med if not k.startswith("latentforge")]:
+        t = targets.get(ref)
+        goal = f"  (target >= {t:g}x: {'met' if med['latentforge'] / med[ref] >= t else 'NOT met'})" if t else ""
+        lines.append(f"  ratio latentforge / {ref}: {med['latentforge'] / med[ref]:.2f}x{goal}")
+    return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--tile", type=int, default=15)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--model", choices=list(MODELS), default="stacked-ae")
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--tile", type=int)
+    ap.add_argument("--batch", type=int, nargs="+")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--keras-python", help="a Python with TensorFlow/Keras (see ../shared/bench/keras_seed_ae.py)")
+    ap.add_argument("--lf-threads", type=int, nargs="*", default=[],
+                    help="also run latentforge with LATENTFORGE_THREADS=N for each N")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    spec = MODELS[a.model]
+    a.epochs = a.epochs or spec["epochs"]
+    a.tile = a.tile or spec["tile"]
+    batches = a.batch or spec["batch"]
     if a.worker:
-        worker(a.epochs, a.tile, a.batch, a.seed)
+        worker(a.model, a.epochs, a.tile, batches[0], a.seed)
         return
     if not (SHARED_BENCH / "mnist4k.py").exists():
         raise SystemExit(f"{SHARED_BENCH} is missing: run with ../shared beside the repository")
-    env = {**os.environ, "EPOCHS": str(a.epochs), "TILE": str(a.tile), "BATCH": str(a.batch), "SEED": str(a.seed),
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    contenders = {
-        "latentforge": [sys.executable, __file__, "--worker", "--epochs", str(a.epochs), "--tile", str(a.tile),
-                        "--batch", str(a.batch), "--seed", str(a.seed)],
-        "torch-plain": [sys.executable, str(SHARED_BENCH / "torch_plain_ae.py")],
-    }
-    if a.keras_python:
-        contenders["keras"] = [a.keras_python, str(SHARED_BENCH / "keras_seed_ae.py")]
-    results: dict[str, list[tuple[float, float]]] = {k: [] for k in contenders}
-    for r in range(a.repeats):
-        for name, cmd in contenders.items():
-            sps, bce, line = run(cmd, env)
-            results[name].append((sps, bce))
-            print(f"[{r + 1}/{a.repeats}] {line}", flush=True)
-    med = {k: statistics.median(s for s, _ in v) for k, v in results.items()}
-    print(f"\nmedian samples/s (batch {a.batch}, {a.epochs} epochs x {a.tile * 3600} images, {os.cpu_count()} CPUs):")
-    for k, v in med.items():
-        print(f"  {k:<12} {v:>10,.0f}   held-out BCE {statistics.median(b for _, b in results[k]):.4f}")
-    for ref in [k for k in med if k != "latentforge"]:
-        print(f"ratio latentforge / {ref}: {med['latentforge'] / med[ref]:.2f}x")
+    print(f"machine: {machine()}", flush=True)
+    report = []
+    for batch in batches:
+        report += summary(a, batch, spec, contest(a, batch, spec))
+    print(f"\nmachine after: {machine()}")
+    print("\n".join(report))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ plot_app = typer.Typer(help="Figures of a run: reconstructions, t-SNE map of the
 app.add_typer(plot_app, name="plot")
 
 _DEBUG = False
+_INVOCATION: list[str] = []      # this invocation's arguments (``train --nproc`` relaunches them)
 
 
 def _err(msg: str) -> None:
@@ -77,6 +78,25 @@ def _out_dir_ok(path: Path) -> None:
         raise DataError(f"{path}: cannot write: folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise DataError(f"{path}: cannot write: folder {parent} is not writable")
+
+
+def _npy_out(path: Path) -> None:
+    """Check an output .npy path before any work: the suffix and a writable folder."""
+    if Path(path).suffix != ".npy":
+        raise DataError(f"{path}: output must be a .npy file")
+    _out_dir_ok(path)
+
+
+def _load_stream(source: str, labels: Optional[Path] = None):
+    """Like ``_load``, but a ``.npy`` file is read in chunks as needed (any size, bounded memory)."""
+    p = Path(source)
+    if p.suffix.lower() != ".npy" or not p.is_file():
+        return _load(source, labels)
+    from .data import Dataset
+    from .data.readers import NpyStream, read_labels
+    x = NpyStream(p)
+    return Dataset(x=x, y=read_labels(labels) if labels is not None else None, name=source,   # type: ignore[arg-type]
+                   sample_shape=x.sample_shape, is_image=x.is_image)
 
 
 def _load(source: str, labels: Optional[Path] = None, limit: Optional[int] = None):
@@ -204,24 +224,61 @@ def train_cmd(
     if greedy and model == "classifier":
         raise ConfigError("--greedy: the classifier has no layer-wise stages (pretrain an AE with --greedy, "
                           "then use --encoder-from)")
+    if tensorboard and model == "classifier":
+        raise ConfigError("--tensorboard: not available for `train classifier` (its training path takes no "
+                          "epoch callbacks); its history.json has every epoch")
     if dry_run:
         epochs = 1
         limit = min(limit or 256, 256)
     values = _overrides(sets, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, finetune_epochs=finetune_epochs,
                         precision=precision, nan_policy=nan_policy)
+    from .train import distributed as ddp
+    if nproc is not None and ddp.launched():
+        raise ConfigError("--nproc: this process was started by torchrun already (WORLD_SIZE is set); "
+                          "drop --nproc")
+    if model == "classifier" and (ddp.launched() or (nproc or 1) > 1):
+        raise ConfigError("train classifier: multi-process training is not supported; train it in one process")
+    if nproc is not None and nproc > 1:
+        _launch_processes(model, nproc, device, values, config)
+        return
     ds = _load(data, labels, limit)
     if model == "classifier":
+        from .data.large import StreamingDataset
         from .train.pretraining import train_classifier
+        if isinstance(ds, StreamingDataset):
+            ds = ds.materialize()           # the classifier's pretraining paths work in memory
         run = train_classifier(ds, labeled=labeled, encoder_from=encoder_from, freeze_epochs=freeze_epochs, out=out,
                                overrides=values, config_file=config, valid_fraction=valid_fraction, resume=resume,
                                progress=progress, device=device, overwrite=overwrite)
     else:
         run = train(model, ds, out=out, overrides=values, config_file=config, resume=resume, greedy=greedy,
-                    valid_fraction=valid_fraction, progress=progress, device=device, overwrite=overwrite)
+                    valid_fraction=valid_fraction, progress=progress, device=device, overwrite=overwrite,
+                    tensorboard=tensorboard)
     last = run.history[-1] if run.history else {}
     shown = " ".join(f"{k}={v:.4f}" for k, v in last.items()
                      if k.endswith(("loss", "accuracy")) and isinstance(v, float))
-    print(f"trained {model} -> {run.run_dir} ({shown})")
+    if ddp.info().main:
+        print(f"trained {model} -> {run.run_dir} ({shown})")
+
+
+def _launch_processes(model: str, nproc: int, device: str, values: dict[str, Any], config: Optional[Path]) -> None:
+    """``train --nproc N``: check what can be checked here, then run this same command in N
+    processes through torchrun (127.0.0.1, a free port); rank 0 reports."""
+    import torch
+
+    from .errors import ConfigError, TrainingError
+    from .train import distributed as ddp
+    from .train.run import resolve_config, resolve_device
+    resolve_config(model, config_file=config, overrides=values)     # a bad --set fails once, here
+    dev = resolve_device(device)
+    if dev.type == "mps":
+        raise ConfigError("--nproc: multi-process training does not support --device mps")
+    if dev.type == "cuda" and nproc > torch.cuda.device_count():
+        raise ConfigError(f"--nproc {nproc}: only {torch.cuda.device_count()} GPU(s) here (one process per GPU)")
+    rc = ddp.launch(ddp.strip_nproc(_INVOCATION or sys.argv[1:]), nproc)
+    if rc:
+        raise TrainingError(f"training with {nproc} processes failed (torchrun exit status {rc}); "
+                            f"see the messages above")
 
 
 @app.command("encode")
@@ -236,15 +293,12 @@ def encode_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
     """Encode data into codes with a trained model."""
     from .errors import ConfigError
     from .train import load_run
-    _out_dir_ok(out)
+    _npy_out(out)
     run = load_run(run_dir, device)
     if binary and not getattr(run.model, "codes_in_unit_interval", False):
         raise ConfigError(f"--binary: {run.name} codes are not sigmoid codings in [0, 1] (use hashing-ae)")
-    ds = _load(data, labels)
-    codes = run.encode(ds.x, batch_size, y=ds.y)
-    if binary:
-        codes = (codes >= 0.5).astype("uint8")
-    save_array(out, codes)
+    ds = _load_stream(data, labels)
+    codes = run.encode(ds.x, batch_size, y=ds.y, out=out, binary=binary, source=ds.name)
     print(f"wrote {out} {codes.shape}")
 
 
@@ -285,11 +339,10 @@ def reconstruct_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
                     device: str = typer.Option("cpu", "--device")) -> None:
     """Reconstruct data through a trained autoencoder (output shaped like the input)."""
     from .train import load_run
-    _out_dir_ok(out)
+    _npy_out(out)
     run = load_run(run_dir, device)
-    ds = _load(data, labels)
-    rec = run.reconstruct(ds.x, batch_size, y=ds.y).reshape((len(ds), *ds.sample_shape))
-    save_array(out, rec)
+    ds = _load_stream(data, labels)
+    rec = run.reconstruct(ds.x, batch_size, y=ds.y, out=out, row_shape=tuple(ds.sample_shape), source=ds.name)
     print(f"wrote {out} {rec.shape}")
 
 
@@ -330,7 +383,7 @@ def plot_reconstructions_cmd(run_dir: Path = typer.Argument(..., help="A run fol
     ds = _heldout(run, data, labels)
     x = ds.x[:n]
     y = ds.y[:n] if ds.y is not None else None
-    plot_reconstructions(x, run.reconstruct(x, y=y), out, n=n, sample_shape=ds.sample_shape, title=f"{run.name}: reconstructions")
+    plot_reconstructions(x, run.reconstruct(x, y=y, source=ds.name), out, n=n, sample_shape=ds.sample_shape, title=f"{run.name}: reconstructions")
     print(f"wrote {out}")
 
 
@@ -346,7 +399,7 @@ def plot_tsne_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
     _out_dir_ok(out)
     run = load_run(run_dir)
     ds = _heldout(run, data, labels)
-    codes = run.encode(ds.x, y=ds.y)
+    codes = run.encode(ds.x, y=ds.y, source=ds.name)
     plot_tsne(codes, out, labels=ds.y, images=ds.x if ds.is_image else None, sample_shape=ds.sample_shape,
               class_names=ds.class_names, seed=run.config.seed, max_points=max_points)
     print(f"wrote {out}")
@@ -389,6 +442,8 @@ def demo_cmd(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Ru
           f"after {last['epoch']} epochs)")
     for what, path in figs.items():
         print(f"  {what:<16} {path}")
+    from .report.html import build_report
+    print(f"report: {build_report(run.run_dir, data)}")
 
 
 def _load_command_modules() -> None:
@@ -404,22 +459,47 @@ def _load_command_modules() -> None:
 _load_command_modules()
 
 
+def _click_exceptions():
+    """click's exception module (typer >= 0.2x vendors click as ``typer._click``)."""
+    try:
+        from typer._click import exceptions
+    except ImportError:   # older typer depends on click itself
+        from click import exceptions  # type: ignore[no-redef]
+    return exceptions
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: run the CLI, turning user errors into one line on stderr and exit status 2.
 
-    Usage errors (unknown command or option, a bad value for a typed option) are reported by
-    typer/click themselves, also with exit status 2.
+    Usage errors (unknown command or option, a bad value for a typed option) are also one line
+    and exit status 2 (typer runs in non-standalone mode so that they reach this function).
     """
     global _DEBUG
     args = list(sys.argv[1:] if argv is None else argv)
+    _INVOCATION[:] = args
     _DEBUG = "--debug" in args or bool(os.environ.get("LATENTFORGE_DEBUG"))
+    ex = _click_exceptions()
     try:
-        app(args=args, prog_name="latentforge")
+        rc = app(args=args, prog_name="latentforge", standalone_mode=False)
+        if rc == 130:                                   # Ctrl-C outside training (typer's Exit(130))
+            _err("interrupted")
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
+    except ex.NoArgsIsHelpError as e:                   # `latentforge`, `latentforge plot`: the help
+        e.show()
+        sys.exit(e.exit_code)
+    except ex.ClickException as e:                      # unknown command/option, bad option value
+        where = e.ctx.command_path if getattr(e, "ctx", None) is not None else "latentforge"
+        _err(" ".join(f"{e.format_message()} (see `{where} --help`)".split()))
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        _err("aborted")
+        sys.exit(1)
     except LatentforgeError as e:
         if _DEBUG:
             raise
         _err(str(e))
-        sys.exit(2)
+        sys.exit(getattr(e, "exit_code", 2))     # errors.Interrupted (Ctrl-C in training): 130
     except KeyboardInterrupt:
         _err("interrupted")
         sys.exit(130)

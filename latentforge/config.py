@@ -43,6 +43,8 @@ class TrainConfig:
     input_shape: list[int] | None = None  # per-sample shape (C,H,W) or (D,); set from the data
     precision: str = "32"           # 32 | bf16 | 16-mixed (autocast; GradScaler for 16-mixed)
     nan_policy: str = "stop"        # skip | stop | raise: what a NaN/Inf loss does
+    steps_per_epoch: int = 0        # cap each epoch at this many batches (0 = the whole data; huge data sets)
+    compile: bool = False           # torch.compile(mode="reduce-overhead") (CUDA graphs); CUDA only
 
     def validate(self) -> None:
         """Raise ConfigError for values out of range. Subclasses extend it (call super)."""
@@ -56,6 +58,7 @@ class TrainConfig:
         _check(self.early_stopping >= 0, "early_stopping", self.early_stopping, "must be >= 0")
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("nan_policy", self.nan_policy, NAN_POLICIES)
+        _check(self.steps_per_epoch >= 0, "steps_per_epoch", self.steps_per_epoch, "must be >= 0 (0 = no cap)")
         if self.input_shape is not None:
             _check(len(self.input_shape) >= 1 and all(int(d) >= 1 for d in self.input_shape),
                    "input_shape", self.input_shape, "must be a list of positive sizes")

@@ -29,3 +29,10 @@ class CheckpointError(LatentforgeError):
 
 class TrainingError(LatentforgeError):
     """Training cannot go on (e.g. the loss became NaN/Inf)."""
+
+
+class Interrupted(LatentforgeError):
+    """Training was stopped by Ctrl-C (SIGINT). The checkpoint of the last completed epoch is
+    kept; the message says where it is and how to resume. The CLI exits with status 130."""
+
+    exit_code = 130

@@ -29,6 +29,7 @@ TINY: dict[str, dict] = {
     "dcgan": dict(g_channels=8, d_channels=4, coding_size=4),
     "conditional-gan": dict(g_channels=8, d_channels=4, coding_size=4, n_classes=4),
     "ddpm": dict(channels=8, channel_mult=[1, 2], steps=50, sample_steps=5),
+    "features": dict(conv_filters=[4, 8], feature_size=8, n_classes=4),
     "progan": dict(channels=[8, 4], coding_size=4),
     "stylegan": dict(channels=[4], coding_size=4, w_dim=4),
 }

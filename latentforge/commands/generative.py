@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..cli import LabelsOpt, _heldout, _out_dir_ok, _print_json, app, save_array
+from ..cli import LabelsOpt, _heldout, _out_dir_ok, _print_json, app
 from ..errors import ConfigError, DataError
 
 METHODS = ("linear", "slerp")
@@ -91,6 +91,16 @@ def _data_labels(model, ds, name: str):
     return ds.y
 
 
+def _progress(n: int, desc: str):
+    """A progress bar over ``n`` samples (on a terminal, not under CI), or None."""
+    from ..train.trainer import progress_enabled
+    if not progress_enabled(None):
+        return None
+    import sys
+    from tqdm.auto import tqdm
+    return tqdm(total=n, desc=desc, unit="img", leave=False, file=sys.stderr)
+
+
 def _finite(v: Any) -> Any:
     return v if not isinstance(v, float) or math.isfinite(v) else None
 
@@ -141,25 +151,32 @@ def generate_cmd(
             raise ConfigError(f"--truncation: {run.name} does not support the truncation trick")
         kwargs["truncation"] = truncation
 
+    from ..train.checkpoint import NpyWriter
     gen = torch.Generator().manual_seed(seed)
     model.eval()
-    parts = []
-    with torch.inference_mode():
+    shape = run.data_info.get("sample_shape")
+    # streamed batch by batch into --out (atomically), so any n fits in the memory of one batch
+    first = None
+    with NpyWriter(out, n, tuple(shape) if shape else None) as writer, torch.inference_mode():
+        bar = _progress(n, "generate")
         for i in range(0, n, batch_size):
             m = min(batch_size, n - i)
             labels = torch.full((m,), label, dtype=torch.long) if label is not None else None
-            parts.append(sample(m, labels=labels, generator=gen, **kwargs).float().cpu().numpy())
-    images = np.clip(np.concatenate(parts), 0.0, 1.0).astype(np.float32)
-    shape = run.data_info.get("sample_shape")
-    if shape:
-        images = images.reshape((n, *shape))
-    save_array(out, images)
+            batch = np.clip(sample(m, labels=labels, generator=gen, **kwargs).float().cpu().numpy(), 0.0, 1.0)
+            writer.write(batch)
+            if first is None:
+                first = batch[:GRID_MAX].reshape((-1, *shape)) if shape else batch[:GRID_MAX]
+            if bar is not None:
+                bar.update(m)
+        if bar is not None:
+            bar.close()
+    images = np.load(out, mmap_mode="r")
     print(f"wrote {out} {images.shape}")
     if grid is not None:
         from ..report import plot_image_grid
         shown = min(n, GRID_MAX)
         what = f"class {label}" if label is not None else f"seed {seed}"
-        plot_image_grid(images[:shown], grid, sample_shape=shape,
+        plot_image_grid(first[:shown], grid, sample_shape=shape,
                         title=f"{run.name}: {shown} samples ({what})")
         print(f"wrote {grid}")
 

@@ -52,6 +52,8 @@ from latentforge.errors import ConfigError, DataError
 __all__ = [
     "Dataset",
     "IMAGE_EXTENSIONS",
+    "NpyStream",
+    "check_samples_shape",
     "LABEL_COLUMN_NAMES",
     "load_path",
     "make_dataset",
@@ -315,6 +317,31 @@ def to_labels(arr: np.ndarray, source: str) -> np.ndarray:
     raise DataError(f"{source}: unsupported label type {arr.dtype} (expected integers)")
 
 
+def check_samples_shape(shape: tuple[int, ...], source: str) -> None:
+    """DataError unless ``shape`` is samples: ``(N, D)``, ``(N, H, W)`` or ``(N, C, H, W)``
+    with ``C`` in 1, 3 or 4, ``N >= 1`` and no empty dimension."""
+    ndim = len(shape)
+    if ndim == 0 or shape[0] == 0:
+        raise DataError(f"{source}: the data is empty (no samples)")
+    if ndim == 1:
+        raise DataError(
+            f"{source}: holds a 1-D array of {shape[0]} values (labels?); expected images "
+            "(N, H, W) / (N, C, H, W) or a table (N, D)"
+        )
+    if ndim > 4:
+        raise DataError(
+            f"{source}: array of shape {shape} has {ndim} dimensions; expected images "
+            "(N, H, W) / (N, C, H, W) or a table (N, D)"
+        )
+    if ndim == 4 and shape[1] not in (1, 3, 4):
+        raise DataError(
+            f"{source}: 4-D array of shape {shape} must be (N, C, H, W) with C in 1, 3 or 4; "
+            "transpose channels-last data with .transpose(0, 3, 1, 2)"
+        )
+    if 0 in shape[1:]:
+        raise DataError(f"{source}: samples of shape {shape[1:]} are empty")
+
+
 def make_dataset(
     arr: np.ndarray,
     labels: np.ndarray | None,
@@ -340,25 +367,7 @@ def make_dataset(
     """
     arr = np.asarray(arr)
     shape = tuple(int(s) for s in arr.shape)
-    if arr.ndim == 0 or shape[0] == 0:
-        raise DataError(f"{source}: the data is empty (no samples)")
-    if arr.ndim == 1:
-        raise DataError(
-            f"{source}: holds a 1-D array of {shape[0]} values (labels?); expected images "
-            "(N, H, W) / (N, C, H, W) or a table (N, D)"
-        )
-    if arr.ndim > 4:
-        raise DataError(
-            f"{source}: array of shape {shape} has {arr.ndim} dimensions; expected images "
-            "(N, H, W) / (N, C, H, W) or a table (N, D)"
-        )
-    if arr.ndim == 4 and shape[1] not in (1, 3, 4):
-        raise DataError(
-            f"{source}: 4-D array of shape {shape} must be (N, C, H, W) with C in 1, 3 or 4; "
-            "transpose channels-last data with .transpose(0, 3, 1, 2)"
-        )
-    if 0 in shape[1:]:
-        raise DataError(f"{source}: samples of shape {shape[1:]} are empty")
+    check_samples_shape(shape, source)
 
     x = to_float32(arr, source)
     sample_shape = shape[1:]
@@ -558,6 +567,109 @@ def read_npy(path: str | os.PathLike) -> np.ndarray:
     if not isinstance(arr, np.ndarray):
         raise DataError(f"{source}: not a .npy array file")
     return arr
+
+
+class NpyStream:
+    """A ``.npy`` file of samples read in row chunks, never whole (bounded memory for any size).
+
+    Behaves like the float32 ``x`` of a :class:`Dataset` for batched inference: ``len``,
+    ``shape`` (``(N, 1, H, W)`` for ``(N, H, W)`` files), ``ndim``, ``dtype``, slicing rows
+    (``stream[i:j]`` reads and converts those rows only) and ``min()``/``max()``. The same
+    value rules as :func:`to_float32` apply; they are checked in one chunked pass when the
+    file is opened, so a bad value is reported before any output is written.
+
+    Raises:
+        DataError: unreadable, truncated or pickled file, Fortran order, a shape that is not
+            samples, or bad values (naming the first bad index).
+    """
+
+    def __init__(self, path: str | os.PathLike, chunk_bytes: int = 32 << 20):
+        self.path = Path(path)
+        self.source = source = str(path)
+        try:
+            with open(self.path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                reader = {(1, 0): np.lib.format.read_array_header_1_0,
+                          (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if reader is None:
+                    raise ValueError(f"unsupported .npy format version {version}")
+                raw_shape, fortran, dtype = reader(f)
+                self.offset = f.tell()
+            size = self.path.stat().st_size
+        except OSError as e:
+            raise DataError(f"{source}: cannot read ({e.strerror or e})") from e
+        except (ValueError, SyntaxError, TypeError, EOFError) as e:
+            raise DataError(f"{source}: cannot read .npy file ({e})") from e
+        if dtype.hasobject:
+            raise DataError(f"{source}: holds Python objects (a pickle); only numeric arrays are read")
+        shape = tuple(int(d) for d in raw_shape)
+        if fortran and len(shape) > 1:
+            raise DataError(f"{source}: Fortran-ordered array; save it in C order (np.ascontiguousarray)")
+        self.raw_dtype = dtype
+        expected = self.offset + math.prod(shape) * dtype.itemsize
+        if size != expected:
+            raise DataError(f"{source}: header says {shape} {dtype} = {expected - self.offset} bytes but "
+                            f"the file holds {size - self.offset} (truncated?)")
+        check_samples_shape(shape, source)
+        if dtype.kind not in "biuf":
+            raise DataError(f"{source}: unsupported data type {dtype} (expected numbers)")
+        self.raw_shape = shape
+        self.sample_shape = shape[1:]
+        self.is_image = len(shape) >= 3
+        self.shape = (shape[0], 1, *shape[1:]) if len(shape) == 3 else shape
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(np.float32)
+        self.row_bytes = math.prod(shape[1:]) * dtype.itemsize
+        self.rows_per_chunk = max(1, chunk_bytes // max(1, self.row_bytes))
+        self._lo, self._hi = self._validate()
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _raw(self, start: int, stop: int) -> np.ndarray:
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + start * self.row_bytes)
+            count = (stop - start) * math.prod(self.raw_shape[1:])
+            arr = np.fromfile(f, dtype=self.raw_dtype, count=count)
+        if arr.size != count:
+            raise DataError(f"{self.source}: the file changed while being read")
+        return arr.reshape((stop - start,) + self.raw_shape[1:])
+
+    def _validate(self) -> tuple[float, float]:
+        lo, hi = math.inf, -math.inf
+        for start in range(0, len(self), self.rows_per_chunk):
+            stop = min(len(self), start + self.rows_per_chunk)
+            try:
+                chunk = to_float32(self._raw(start, stop), self.source)
+            except DataError:   # name the index in the whole file, not in the chunk
+                raw = self._raw(start, stop)
+                bad = ((raw < 0) | (raw > 255)) if raw.dtype.kind in "iu" else ~np.isfinite(raw.astype(np.float32))
+                if raw.dtype.kind not in "iuf" or not bad.any():
+                    raise
+                i = _first_index(bad)
+                i = (start + i[0], *i[1:]) if isinstance(i, tuple) else start + i
+                what = "integer value outside [0, 255]" if raw.dtype.kind in "iu" else "NaN/Inf (or too large) value"
+                raise DataError(f"{self.source}: {what} {raw[np.unravel_index(int(np.argmax(bad.reshape(-1))), bad.shape)].item()!r} "
+                                f"at index {i}" + ("; store the data as float to use raw values" if raw.dtype.kind in "iu" else "")
+                                ) from None
+            if chunk.size:
+                lo, hi = min(lo, float(chunk.min())), max(hi, float(chunk.max()))
+        return lo, hi
+
+    def min(self) -> float:
+        return self._lo
+
+    def max(self) -> float:
+        return self._hi
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if not isinstance(idx, slice):
+            raise TypeError("NpyStream supports row slices only")
+        start, stop, step = idx.indices(len(self))
+        if step != 1:
+            raise TypeError("NpyStream supports contiguous row slices only")
+        stop = max(start, stop)
+        return to_float32(self._raw(start, stop), self.source).reshape((stop - start,) + self.shape[1:])
 
 
 def read_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
@@ -949,6 +1061,11 @@ def load_path(
     class_names: list[str] | None = None
     labels_source: str | None = None
     y = None
+
+    from .large import open_large   # a .npy too large for memory, or a folder of shards: streamed
+    large = open_large(p, labels, name=name, split=split)
+    if large is not None:
+        return large
 
     if p.is_dir():
         idx_images = _idx_images_in(p)

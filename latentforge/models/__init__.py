@@ -26,6 +26,7 @@ REGISTRY: dict[str, str] = {
     "progan": "latentforge.models.progan:ProGAN",
     "stylegan": "latentforge.models.stylegan:StyleGAN",
     "ddpm": "latentforge.models.ddpm:DDPM",
+    "features": "latentforge.models.features:FeatureNet",
 }
 
 

@@ -140,7 +140,7 @@ class Synthesis(nn.Module):
         c, size = shape[0], shape[1]
         self.res = resolution_ladder(size)
         ch = stage_channels(cfg.channels, len(self.res))
-        self.const = nn.Parameter(torch.ones(1, ch[0], 4, 4))
+        self.const = nn.Parameter(torch.randn(1, ch[0], 4, 4))
         layers = [StyleLayer(ch[0], ch[0], cfg.w_dim, 4, cfg.leaky_slope, conv=False),
                   StyleLayer(ch[0], ch[0], cfg.w_dim, 4, cfg.leaky_slope)]
         for s in range(1, len(self.res)):

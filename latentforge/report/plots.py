@@ -992,6 +992,9 @@ def plot_history(history: Mapping[str, Sequence[float]] | Sequence[Mapping[str, 
                 if values.min() > 0 and values.max() / values.min() > 100:
                     ax.set_yscale("log")
         axes[-1].set_xlabel("epoch")
+        xs = np.unique(np.concatenate([x for x, _ in series.values()]))
+        if len(xs) == 1:  # one epoch: centre it, with integer ticks around it
+            axes[-1].set_xlim(xs[0] - 1, xs[0] + 1)
         if title:
             fig.suptitle(title)
         fig.tight_layout()

@@ -176,15 +176,13 @@ class AdversarialTrainer(Trainer):
         for be, b in zip(ema.buffers(), g.buffers()):
             be.copy_(b)
 
-    def evaluate(self, x: Tensor, y: Tensor | None = None) -> dict[str, float]:
+    def evaluate(self, x: Any, y: Tensor | None = None) -> dict[str, float]:
         """D's mean output on held-out real images (a drifting value hints at D overfitting)."""
         m = self.model
         was = m.training
         m.eval()
         with torch.no_grad():
-            s = torch.cat([m.discriminator(m.to_internal(x[i:i + self.eval_batch_size].to(self.device)),
-                                           y[i:i + self.eval_batch_size].to(self.device) if y is not None else None)
-                           for i in range(0, len(x), self.eval_batch_size)])
+            s = torch.cat([m.discriminator(m.to_internal(xb), yb).float() for xb, yb in self._eval_batches(x, y)])
         m.train(was)
         return {"d_real": float(torch.sigmoid(s).mean() if self.cfg.d_output == "sigmoid" else s.mean())}
 
@@ -194,7 +192,7 @@ class AdversarialTrainer(Trainer):
     def on_epoch_end(self, epoch: int) -> None:
         """Save a grid of samples from fixed latents, so progress can be watched epoch by epoch."""
         every = self.cfg.sample_every
-        if self.run_dir is None or not every or (epoch % every and epoch != self.epochs):
+        if self.run_dir is None or not self.dist.main or not every or (epoch % every and epoch != self.epochs):
             return
         from ..report import plot_image_grid
         m = self.model

@@ -27,13 +27,15 @@ from ..config import config_to_dict, load_config_file, make_config
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models import LatentModel, get_model_class
 from .checkpoint import atomic_write_json, load_checkpoint, load_module_state, split_prefix
+from . import distributed as ddp
+from .accel import check_precision
 from .adversarial import AdversarialTrainer
 from .trainer import CHECKPOINT, Trainer
 
 RUN_JSON = "run.json"
 HISTORY_JSON = "history.json"
 #: config fields that may change when a run is resumed (how long it trains, not what it is)
-RESUMABLE_CHANGES = ("epochs", "finetune_epochs", "early_stopping", "nan_policy")
+RESUMABLE_CHANGES = ("epochs", "finetune_epochs", "early_stopping", "nan_policy", "precision", "compile")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -50,8 +52,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def fingerprint(x: np.ndarray) -> str:
-    """A short hash of the data, to refuse resuming a run on other data."""
+def fingerprint(x, kind: str = "full") -> str:
+    """A short hash of the data, to refuse resuming a run on other data: of every value
+    (``full``: streamed data is read block by block) or of the shape and a fixed sample of rows
+    (``sampled``, what streamed data records: it costs a few reads, not a pass over the file)."""
+    from ..data.large import BlockArray, full_fingerprint, sampled_fingerprint
+    if kind == "sampled":
+        return sampled_fingerprint(x)
+    if isinstance(x, BlockArray):
+        return full_fingerprint(x)
     h = hashlib.blake2b(digest_size=12)
     h.update(str(x.shape).encode())
     h.update(np.ascontiguousarray(x).view(np.uint8).data)
@@ -85,26 +94,59 @@ class Run:
 
     # -- batched inference in the data's units, as numpy ---------------------------------------
     def batched(self, fn: Callable[..., torch.Tensor], x: np.ndarray, batch_size: int,
-                 progress: bool | None = None, desc: str = "", y: np.ndarray | None = None) -> np.ndarray:
-        """``fn(xb[, y=yb])`` over batches of ``x`` in eval and inference mode, as one numpy array."""
+                 progress: bool | None = None, desc: str = "", y: np.ndarray | None = None,
+                 out: str | Path | None = None, row_shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """``fn(xb[, y=yb])`` over batches of ``x`` in eval and inference mode, as one numpy array.
+
+        ``x`` is anything with ``len`` and row slices (an array, a memory map, a
+        :class:`~latentforge.data.readers.NpyStream`). With ``out`` (a ``.npy`` path) the
+        results stream batch by batch into that file (atomically: a temporary file renamed when
+        complete; each row reshaped to ``row_shape`` if given) and a read-only memory map of it is
+        returned, so memory stays that of one batch whatever ``len(x)``. Floating results are
+        float32; integer/bool results keep their dtype.
+        """
+        from .checkpoint import NpyWriter
         from .trainer import progress_enabled
         self.model.eval()
-        out: list[np.ndarray] = []
+        parts: list[np.ndarray] = []
         n = len(x)
         bar = None
         if progress_enabled(progress) and n > batch_size:
             from tqdm.auto import tqdm
             bar = tqdm(total=n, desc=desc, unit="img", leave=False, file=sys.stderr)
-        with torch.inference_mode():
-            for i in range(0, n, batch_size):
-                xb = torch.as_tensor(np.ascontiguousarray(x[i:i + batch_size]), dtype=torch.float32).to(self.device)
-                kw = {} if y is None else {"y": torch.as_tensor(y[i:i + batch_size]).to(self.device)}
-                out.append(fn(xb, **kw).float().cpu().numpy())
-                if bar is not None:
-                    bar.update(len(xb))
-        if bar is not None:
-            bar.close()
-        return np.concatenate(out) if out else np.zeros((0,), np.float32)
+        writer = None
+        if out is not None:
+            try:
+                writer = NpyWriter(out, n, row_shape)
+            except OSError as e:
+                raise DataError(f"{out}: cannot write: {e.strerror or e}") from None
+        try:
+            with torch.inference_mode():
+                for i in range(0, n, batch_size):
+                    xb = torch.as_tensor(np.ascontiguousarray(x[i:i + batch_size]), dtype=torch.float32).to(self.device)
+                    kw = {} if y is None else {"y": torch.as_tensor(y[i:i + batch_size]).to(self.device)}
+                    r = fn(xb, **kw)
+                    r = (r.float() if r.is_floating_point() else r).cpu().numpy()
+                    if writer is not None:
+                        writer.write(r)
+                    else:
+                        parts.append(r)
+                    if bar is not None:
+                        bar.update(len(xb))
+            if writer is not None:
+                writer.close()
+        except BaseException as e:
+            if writer is not None:
+                writer.abort()
+                if isinstance(e, OSError):
+                    raise DataError(f"{out}: cannot write: {e.strerror or e}") from None
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        if writer is not None:
+            return np.load(out, mmap_mode="r")
+        return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
 
     def _labels_for(self, y: np.ndarray | None, n: int) -> np.ndarray | None:
         """The labels to pass to a conditional model (None for the others)."""
@@ -121,11 +163,17 @@ class Run:
             raise ConfigError(f"model {self.name!r} has no {method}()")
 
     def encode(self, x: np.ndarray, batch_size: int = 4096, progress: bool | None = None,
-               y: np.ndarray | None = None) -> np.ndarray:
-        """Codes of ``x`` (``y``: labels, for conditional models)."""
+               y: np.ndarray | None = None, out: str | Path | None = None, binary: bool = False,
+               source: str = "data") -> np.ndarray:
+        """Codes of ``x`` (``y``: labels, for conditional models; ``out``: stream them into this
+        ``.npy``, see :meth:`batched`; ``binary``: codes rounded to 0/1 uint8 hashes; ``source``:
+        the data's name in error messages)."""
         self._require("encode")
-        self.model.check_data(x)
-        return self.batched(self.model.encode, x, batch_size, progress, "encode", self._labels_for(y, len(x)))
+        self.model.check_data(x, source)
+        fn = self.model.encode
+        if binary:
+            fn = lambda xb, **kw: (self.model.encode(xb, **kw) >= 0.5).to(torch.uint8)  # noqa: E731
+        return self.batched(fn, x, batch_size, progress, "encode", self._labels_for(y, len(x)), out=out)
 
     def decode(self, codes: np.ndarray, batch_size: int = 4096, progress: bool | None = None,
                y: np.ndarray | None = None) -> np.ndarray:
@@ -133,11 +181,12 @@ class Run:
         return self.batched(self.model.decode, codes, batch_size, progress, "decode", self._labels_for(y, len(codes)))
 
     def reconstruct(self, x: np.ndarray, batch_size: int = 4096, progress: bool | None = None,
-                    y: np.ndarray | None = None) -> np.ndarray:
+                    y: np.ndarray | None = None, out: str | Path | None = None,
+                    row_shape: tuple[int, ...] | None = None, source: str = "data") -> np.ndarray:
         self._require("reconstruct")
-        self.model.check_data(x)
+        self.model.check_data(x, source)
         return self.batched(self.model.reconstruct, x, batch_size, progress, "reconstruct",
-                             self._labels_for(y, len(x)))
+                             self._labels_for(y, len(x)), out=out, row_shape=row_shape)
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -203,8 +252,16 @@ def describe_data(ds, train_ds, valid_ds, valid_fraction: float | None, **extra)
     """What a run records about its data (and what ``--resume`` checks it against)."""
     return {"source": ds.name, "n_train": len(train_ds), "n_valid": len(valid_ds) if valid_ds is not None else 0,
             "sample_shape": list(ds.sample_shape), "is_image": ds.is_image, "labels": ds.y is not None,
-            "class_names": ds.class_names, "valid_fraction": valid_fraction, "fingerprint": fingerprint(ds.x),
+            "class_names": ds.class_names, "valid_fraction": valid_fraction, **_fingerprint_info(ds.x),
             "range": [float(ds.x.min()), float(ds.x.max())], **extra}
+
+
+def _fingerprint_info(x) -> dict[str, Any]:
+    """The fingerprint of ``x``: sampled for streamed data (and then it says so), else full."""
+    from ..data.large import BlockArray
+    if isinstance(x, BlockArray):
+        return {"fingerprint": fingerprint(x, "sampled"), "fingerprint_kind": "sampled", "streamed": True}
+    return {"fingerprint": fingerprint(x)}
 
 
 def prepare_run_dir(out: str | Path | None, name: str, *, resume: bool = False,
@@ -248,19 +305,22 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
           valid_fraction: float | None = None, labels: str | Path | None = None,
           progress: bool | None = None, log: Callable[[str], None] | None = None,
           device: str = "auto", overwrite: bool = False,
-          callbacks: list[Callable[[Trainer, dict[str, Any]], None]] | None = None) -> Run:
+          callbacks: list[Callable[[Trainer, dict[str, Any]], None]] | None = None,
+          tensorboard: bool = False) -> Run:
     """Train registered ``model`` on ``data`` (a source name/path or a ``Dataset``) into a run folder.
 
     ``overrides`` are config values (e.g. ``{"epochs": 5, "lr": 0.1}``); ``resume`` continues the
     run in ``out`` exactly where its last checkpoint left off (only epochs-like fields may change).
     ``callbacks`` are called as ``cb(trainer, record)`` after every epoch (logging, e.g. TensorBoard).
+    ``tensorboard`` also logs scalars and image grids to ``RUN_DIR/tensorboard`` (optional package).
     All input is validated before anything is written.
     """
     from ..data import Dataset, load_data, train_valid_split
 
     log = log if log is not None else (lambda m: print(m, file=sys.stderr))
     cls = get_model_class(model)
-    dev = resolve_device(device)
+    dev = ddp.device_for(resolve_device(device))     # under torchrun: this process's GPU
+    ddp.join(dev)                                     # under torchrun: the process group (gloo / nccl)
     saved_meta: dict[str, Any] | None = None
     tensors: dict[str, torch.Tensor] = {}
 
@@ -293,45 +353,73 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
         raise ConfigError(f"--greedy: model {model!r} has no layer-wise stages (try stacked-ae or tied-ae)")
 
     ds = data if isinstance(data, Dataset) else load_data(data, labels=labels)
-    if cls.uses_labels and ds.y is None:
+    if cls.uses_labels and ds.y is None and not getattr(cls, "labels_optional", False):
         raise DataError(f"{ds.name}: model {model!r} needs labels and this data has none")
     if config.input_shape is None:
         config.input_shape = list(ds.x.shape[1:])
+    from ..data.large import SAMPLE_BYTES, StreamingDataset
+    streaming = isinstance(ds, StreamingDataset)      # larger than memory: read in shuffled blocks
+    if streaming and greedy:
+        raise ConfigError(f"--greedy: {ds.name} is streamed from disk (too large for memory) and greedy "
+                          f"stages need it in memory; train without --greedy")
+    check_precision(config.precision, dev, adversarial=bool(getattr(cls, "adversarial", False)))
     train_ds, valid_ds = train_valid_split(ds, valid_fraction, seed=config.seed)
     if config.batch_size > len(train_ds):
         raise ConfigError(f"config field 'batch_size' = {config.batch_size}: larger than the "
                           f"{len(train_ds)} training samples")
     data_info = describe_data(ds, train_ds, valid_ds, valid_fraction)
-    if saved_meta is not None and saved_meta.get("data", {}).get("fingerprint") != data_info["fingerprint"]:
+    saved_data = saved_meta.get("data", {}) if saved_meta is not None else {}
+    if saved_meta is not None and saved_data.get("fingerprint_kind", "full") != data_info.get("fingerprint_kind", "full"):
+        data_info["fingerprint"] = fingerprint(ds.x, saved_data.get("fingerprint_kind", "full"))  # as it was saved
+    if saved_meta is not None and saved_data.get("fingerprint") != data_info["fingerprint"]:
         raise DataError(f"{ds.name}: this is not the data the run in {out} was trained on; "
                         f"--resume needs the same --data")
 
     torch.manual_seed(config.seed)
     net = cls(config)
     net.check_data(train_ds.x, ds.name)
+    callbacks = list(callbacks or [])
+    tb_logger = None
+    if tensorboard:
+        from ..report.tensorboard import TB_DIR, TensorBoardLogger
+        tb_logger = TensorBoardLogger(valid_ds if valid_ds is not None else train_ds, seed=config.seed)
+        callbacks.append(tb_logger)
 
     # everything is validated: from here on, write
-    run_dir, created = prepare_run_dir(out, model, resume=resume, overwrite=overwrite)
+    run_dir, created = ddp.on_main(lambda: prepare_run_dir(out, model, resume=resume, overwrite=overwrite))
+    if tensorboard and not resume:
+        shutil.rmtree(run_dir / TB_DIR, ignore_errors=True)      # a replaced run's events
 
     net.to(dev)
-    x = torch.from_numpy(train_ds.x)
-    xv = torch.from_numpy(valid_ds.x) if valid_ds is not None else None
-    y = torch.from_numpy(train_ds.y) if (cls.uses_labels and train_ds.y is not None) else None
-    yv = torch.from_numpy(valid_ds.y) if (cls.uses_labels and valid_ds is not None and valid_ds.y is not None) else None
+    if streaming:      # the trainer reads the streams; the normaliser is fitted on a sample of blocks
+        x = train_ds if cls.uses_labels else train_ds.without_labels()
+        xv = (valid_ds if cls.uses_labels else valid_ds.without_labels()) if valid_ds is not None else None
+        y = yv = None
+        prep = torch.from_numpy(train_ds.x.sample(max(1, SAMPLE_BYTES // 4 // int(np.prod(ds.x.sample_shape))),
+                                                  seed=config.seed))
+    else:
+        x = torch.from_numpy(train_ds.x)
+        xv = torch.from_numpy(valid_ds.x) if valid_ds is not None else None
+        y = torch.from_numpy(train_ds.y) if (cls.uses_labels and train_ds.y is not None) else None
+        yv = torch.from_numpy(valid_ds.y) if (cls.uses_labels and valid_ds is not None and valid_ds.y is not None) else None
+        prep = x
     if not resume:
-        net.prepare(x.to(dev))
+        net.prepare(prep.to(dev))
 
     meta = {"model": model, "config": config_to_dict(config), "data": data_info}
     t_start = time.perf_counter()
     try:
         trainer = _fit(net, config, x, xv, y, yv, run_dir=run_dir, meta=meta, greedy=greedy,
                        saved=(tensors, saved_meta) if resume else None, dev=dev, progress=progress, log=log,
-                       callbacks=callbacks or [])
+                       callbacks=callbacks)
     except BaseException:
         # a run that failed before its first checkpoint leaves nothing behind
-        if created and not (run_dir / CHECKPOINT).exists():
+        if created and ddp.info().main and not (run_dir / CHECKPOINT).exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    finally:
+        if tb_logger is not None:
+            tb_logger.close()
     greedy_info = meta.get("greedy")
     seconds = time.perf_counter() - t_start
     meta["trainer"] = {"epoch": trainer.state.epoch, "history": trainer.state.history}
@@ -342,11 +430,12 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
         "params": sum(p.numel() for p in net.parameters()),
         "train_seconds": sum(r.get("seconds", 0.0) for r in trainer.state.history),   # all epochs, resumed ones too
         "wall_seconds": seconds,                                                      # this invocation
-        "hardware": _hardware(dev),
+        "hardware": {**_hardware(dev), "processes": ddp.info().world},
         "updated": _dt.datetime.now().isoformat(timespec="seconds"),
     }
-    atomic_write_json(run_dir / HISTORY_JSON, trainer.state.history)
-    atomic_write_json(run_dir / RUN_JSON, summary)
+    if ddp.info().main:                               # with several processes, rank 0 writes
+        atomic_write_json(run_dir / HISTORY_JSON, trainer.state.history)
+        atomic_write_json(run_dir / RUN_JSON, summary)
     net.eval()
     return Run(run_dir=run_dir, name=model, model=net, meta=meta)
 
@@ -368,7 +457,8 @@ def _fit(net, config, x, xv, y, yv, *, run_dir, meta, greedy, saved, dev, progre
         trainer.restore(saved[0], saved_meta, str(run_dir / CHECKPOINT))
         log(f"resuming {run_dir} at epoch {trainer.state.epoch} of {epochs}")
     trainer.fit(x, xv, y, yv)
-    trainer.save()
+    if trainer.dist.main:
+        trainer.save()
     return trainer
 
 

@@ -25,7 +25,9 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..config import TrainConfig
-from ..errors import CheckpointError, TrainingError
+from ..errors import CheckpointError, ConfigError, Interrupted, TrainingError
+from . import distributed as ddp
+from .accel import autocast, check_precision, grad_scaler, maybe_compile
 from .checkpoint import (load_module_state, load_optimizer_state, optimizer_state, save_checkpoint,
                          split_prefix)
 
@@ -56,6 +58,13 @@ def progress_enabled(flag: bool | None) -> bool:
     if flag is not None:
         return flag
     return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def _share(size: int, rank: int, world: int) -> tuple[int, int]:
+    """Rank ``rank``'s contiguous part [lo, hi) of a batch of ``size``, split as evenly as possible."""
+    base, extra = divmod(int(size), world)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
 
 
 @dataclass
@@ -101,6 +110,24 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self._best_weights: dict[str, Tensor] | None = None
         self._fused = None
+        # NaN/Inf policy and interruption bookkeeping (see _nan_guard, fit)
+        self.skipped_batches = 0          # batches skipped under --nan-policy skip, in this process
+        self._skips_in_row = 0
+        self._skipped_epoch = 0
+        self._step_skipped = False
+        self._checked = 0
+        self._saved_epoch = 0             # epoch of the checkpoint last written to run_dir
+        # scale: other processes (torchrun), mixed precision, compilation (see _start_fit)
+        self.dist = ddp.info()
+        if not self.dist.main:            # only rank 0 logs, shows progress and writes
+            self.log, self.progress = (lambda msg: None), False
+        check_precision(cfg.precision, self.device, adversarial=type(self).train_step is not Trainer.train_step)
+        self._scaler = grad_scaler(cfg.precision, self.device)
+        self._sync: ddp.GradSync | None = None
+        self._rank_rng: list[Any] = []
+        self._rank_rng_restored = False
+        self._compiled = False
+        self._plain = True
 
     def build_optimizers(self, lr: float | None) -> dict[str, torch.optim.Optimizer]:
         return {"optim": build_optimizer(self.params, self.cfg, lr)}
@@ -126,6 +153,15 @@ class Trainer:
         t.update({f"extra.{k}": v for k, v in self.extra_state().items()})
         t["rng.data"] = self.generator.get_state()
         t["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            t["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        for r, (cpu, cuda) in enumerate(self._rank_rng[1:], 1):   # the other processes' RNGs
+            t[f"rng.torch.r{r}"] = cpu
+            if cuda is not None:
+                t[f"rng.cuda.r{r}"] = cuda
+        if self._scaler is not None:
+            t["amp.scale"] = torch.tensor(float(self._scaler.get_scale()), dtype=torch.float64)
+            t["amp.growth_tracker"] = torch.tensor(int(self._scaler.state_dict().get("_growth_tracker", 0)))
         if self._best_weights is not None:
             t.update({f"best.{k}": v for k, v in self._best_weights.items()})
         return t
@@ -141,6 +177,8 @@ class Trainer:
                             "best_epoch": st.best_epoch, "bad_epochs": st.bad_epochs,
                             "stopped_early": st.stopped_early, "optimizers": opt_info}}
         save_checkpoint(path, self.checkpoint_tensors(), meta)
+        if self.run_dir is not None and path == self.run_dir / CHECKPOINT:
+            self._saved_epoch = st.epoch      # what an interrupted run can resume from
         return path
 
     def restore(self, tensors: dict[str, Tensor], meta: dict[str, Any], source: str) -> None:
@@ -158,12 +196,14 @@ class Trainer:
             torch.set_rng_state(tensors["rng.torch"])
         except (KeyError, RuntimeError) as e:
             raise CheckpointError(f"{source}: random-number state missing or invalid ({e})") from None
+        self._restore_scale_state(tensors)
         best = split_prefix(tensors, "best")
         self._best_weights = best or None
         self.state = TrainerState(epoch=int(tr["epoch"]), history=list(tr.get("history", [])),
                                   best_loss=tr.get("best_loss") if tr.get("best_loss") is not None else math.inf,
                                   best_epoch=int(tr.get("best_epoch", 0)), bad_epochs=int(tr.get("bad_epochs", 0)),
                                   stopped_early=bool(tr.get("stopped_early", False)))
+        self._saved_epoch = self.state.epoch
 
     # ------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -174,9 +214,7 @@ class Trainer:
         total: Tensor | None = None
         names: list[str] = []
         n = len(x)
-        for i in range(0, n, self.eval_batch_size):
-            xb = x[i:i + self.eval_batch_size].to(self.device, non_blocking=True)
-            yb = y[i:i + self.eval_batch_size].to(self.device, non_blocking=True) if y is not None else None
+        for xb, yb in self._eval_batches(x, y):
             out = self.model(xb, yb)
             vec = torch.stack([out.loss.detach(), *(p.detach() for p in out.parts.values())]) * len(xb)
             if total is None:
@@ -189,65 +227,245 @@ class Trainer:
         return {"loss": vals[0], **{k: v for k, v in zip(names, vals[1:]) if k != "loss"}}
 
     # ------------------------------------------------------------------------------ training
-    def fit(self, x: Tensor, x_valid: Tensor | None = None, y: Tensor | None = None,
-            y_valid: Tensor | None = None) -> list[dict[str, Any]]:
-        """Train from ``self.state.epoch`` up to ``self.epochs``; returns the history."""
+    def fit(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        """Train from ``self.state.epoch`` up to ``self.epochs``; returns the history.
+
+        Ctrl-C (SIGINT) stops at once: the checkpoint on disk stays the one of the last completed
+        epoch (so ``--resume`` is exact), and :class:`~latentforge.errors.Interrupted` is raised,
+        saying where it is and how to resume (the CLI prints it and exits with status 130).
+        """
+        try:
+            return self._fit(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise Interrupted(self._interrupted_message()) from None
+
+    def _fit(self, x: Any, x_valid: Any = None, y: Tensor | None = None,
+             y_valid: Tensor | None = None) -> list[dict[str, Any]]:
+        """``x`` is a tensor (in memory: batches are gathered from it, on the device when it fits)
+        or a :class:`~latentforge.data.large.StreamingDataset` (read in shuffled blocks, with its
+        own labels; ``y`` is then unused); the same for ``x_valid``."""
         cfg, model = self.cfg, self.model
-        n, bs = len(x), cfg.batch_size
-        x = x.to(self.device)
-        y = y.to(self.device) if y is not None else None
-        n_batches = math.ceil(n / bs)
+        bs = cfg.batch_size
+        streaming = not isinstance(x, Tensor)
+        if not streaming:
+            x, y = self._place(x), self._place(y)
+        n = len(x)
+        n_use = self._samples_per_epoch(n)
+        n_batches = math.ceil(n_use / bs)
         if self.state.stopped_early:
             self.log(f"{self.desc}: early stopping had ended this run at epoch {self.state.epoch}")
             return self.state.history
-        for epoch in range(self.state.epoch, self.epochs):
-            self._set_lr(epoch)
-            hook = getattr(model, "on_epoch_start", None)
-            if callable(hook):
-                hook(epoch)                               # e.g. unfreeze an encoder after E epochs
-            model.train()
-            t0 = time.perf_counter()
-            order = torch.randperm(n, generator=self.generator).to(self.device)
-            bar = self._bar(epoch, n_batches)
-            steps: list[tuple[Tensor, dict[str, Tensor]]] = []   # per-step losses, read back at refreshes
-            refresh = max(1, n_batches // 50)
-            self._fused = self._fused_step()
-            for b in range(n_batches):
-                idx = order[b * bs:(b + 1) * bs]          # a gather per batch: cheaper than a
-                xb = x.index_select(0, idx)               # shuffled copy of the whole set per epoch
-                yb = y.index_select(0, idx) if y is not None else None
-                out = self.train_step(xb, yb)
-                steps.append((out.loss.detach(), {k: v.detach() for k, v in out.parts.items()}))
-                if bar is not None and ((b + 1) % refresh == 0 or b + 1 == n_batches):
-                    running = self._mean_losses(steps, n, bs)["loss"]
-                    self._check_finite(running, epoch)
-                    bar.update(b + 1 - bar.n)
-                    bar.set_postfix(loss=f"{running:.4f}",
-                                    samples_s=f"{min((b + 1) * bs, n) / max(time.perf_counter() - t0, 1e-9):,.0f}")
-            if bar is not None:
-                bar.close()
-            train_vals = self._mean_losses(steps, n, bs)
-            self._check_finite(train_vals["loss"], epoch)
-            seconds = time.perf_counter() - t0
-            record: dict[str, Any] = {"epoch": epoch + 1}
-            record.update({f"train_{k}": v for k, v in train_vals.items()})
-            if x_valid is not None and len(x_valid):
-                record.update({f"valid_{k}": v for k, v in self.evaluate(x_valid, y_valid).items()})
-            record.update({"seconds": seconds, "samples_per_s": n / seconds, "lr": self.optimizer.param_groups[0]["lr"]})
-            self.state.history.append(record)
-            self.state.epoch = epoch + 1
-            self.on_epoch_end(epoch + 1)
-            for cb in self.callbacks:
-                cb(self, record)
-            stop = self._early_stopping(record)
-            self._log_epoch(record)
-            if self.run_dir is not None:
-                self.save()
-            if stop:
-                break
+        self._start_fit()
+        try:
+            for epoch in range(self.state.epoch, self.epochs):
+                self._set_lr(epoch)
+                hook = getattr(model, "on_epoch_start", None)
+                if callable(hook):
+                    hook(epoch)                               # e.g. unfreeze an encoder after E epochs
+                if self._sync is not None:
+                    self._sync.refresh()                      # gradients of newly unfrozen parameters too
+                model.train()
+                t0 = time.perf_counter()
+                batches = (x.epoch_batches(bs, cfg.seed, epoch, n_use, rank=self.dist.rank, world=self.dist.world,
+                                           device=self.device) if streaming
+                           else self._memory_batches(x, y, n_use))
+                bar = self._bar(epoch, n_batches)
+                steps: list[tuple[Tensor, dict[str, Tensor]]] = []   # per-step losses, read back at refreshes
+                refresh = max(1, n_batches // 50)
+                self._fused = self._fused_step() if self._plain else None   # it bypasses autograd and autocast
+                step = self._scaled_step if self._scaler is not None else self.train_step
+                for b, (xb, yb, share) in enumerate(batches):
+                    if self._sync is not None:
+                        self._sync.share = share              # this rank's part of the global batch
+                    if self._compiled:
+                        torch.compiler.cudagraph_mark_step_begin()
+                    with autocast(cfg.precision, self.device):
+                        out = step(xb, yb)
+                    steps.append(self._step_losses(out, share))
+                    self._nan_guard(steps, epoch, b, n_batches)
+                    if bar is not None and ((b + 1) % refresh == 0 or b + 1 == n_batches):
+                        running = self._mean_losses(steps, n_use, bs)["loss"]
+                        self._check_finite(running, epoch)
+                        bar.update(b + 1 - bar.n)
+                        bar.set_postfix(loss=f"{running:.4f}",
+                                        samples_s=f"{min((b + 1) * bs, n_use) / max(time.perf_counter() - t0, 1e-9):,.0f}")
+                if bar is not None:
+                    bar.close()
+                train_vals = self._epoch_losses(steps, n_use, bs)
+                self._check_finite(train_vals["loss"], epoch)
+                seconds = time.perf_counter() - t0
+                record: dict[str, Any] = {"epoch": epoch + 1}
+                record.update({f"train_{k}": v for k, v in train_vals.items()})
+                if x_valid is not None and len(x_valid):
+                    record.update({f"valid_{k}": v for k, v in self._evaluate_shared(x_valid, y_valid).items()})
+                record.update({"seconds": seconds, "samples_per_s": n_use / seconds,
+                               "lr": self.optimizer.param_groups[0]["lr"]})
+                self.state.history.append(record)
+                self.state.epoch = epoch + 1
+                self._sync_ranks()
+                self.on_epoch_end(epoch + 1)
+                if self.dist.main:
+                    for cb in self.callbacks:
+                        cb(self, record)
+                stop = self._early_stopping(record)
+                self._log_epoch(record)
+                if self.run_dir is not None and self.dist.main:
+                    self.save()
+                if stop:
+                    break
+        finally:
+            self._end_fit()
         if self._best_weights is not None and self.cfg.early_stopping:
             self.model.load_state_dict(self._best_weights)   # keep the best epoch's weights
         return self.state.history
+
+    # ------------------------------------------------------------------------------ data feeding
+    def _place(self, t: Tensor | None) -> Tensor | None:
+        """In-memory data goes to the device when it fits in half its free memory; otherwise it
+        stays in host memory and each gathered batch is copied over."""
+        if t is None or t.device == self.device:
+            return t
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if t.element_size() * t.numel() > free // 2:
+                return t
+        return t.to(self.device)
+
+    def _samples_per_epoch(self, n: int) -> int:
+        """Samples used per epoch: all of them, less a last batch too small to give every process a
+        sample, capped at ``steps_per_epoch`` batches."""
+        bs, world = self.cfg.batch_size, self.dist.world
+        if bs < world:
+            raise ConfigError(f"config field 'batch_size' = {bs}: the global batch must hold at least one "
+                              f"sample per process ({world} processes)")
+        n_use = n
+        tail = n % bs
+        if world > 1 and 0 < tail < world:
+            n_use -= tail
+        if self.cfg.steps_per_epoch:
+            n_use = min(n_use, self.cfg.steps_per_epoch * bs)
+        return n_use
+
+    def _memory_batches(self, x: Tensor, y: Tensor | None, n_use: int):
+        """This epoch's batches from the in-memory tensors, in a seeded random order: a gather per
+        batch (cheaper than a shuffled copy of the whole set per epoch); with several processes,
+        each takes its contiguous part of every global batch. Yields ``(xb, yb, share)``."""
+        bs, d = self.cfg.batch_size, self.dist
+        order = torch.randperm(len(x), generator=self.generator)
+        order = (order[:n_use] if n_use < len(x) else order).to(x.device)
+        copy = x.device != self.device
+        for b in range(math.ceil(n_use / bs)):
+            idx = order[b * bs:(b + 1) * bs]
+            share = 1.0
+            if d.world > 1:
+                lo, hi = _share(len(idx), d.rank, d.world)
+                share, idx = (hi - lo) / len(idx), idx[lo:hi]
+            xb = x.index_select(0, idx)
+            yb = y.index_select(0, idx) if y is not None else None
+            if copy:
+                xb = xb.to(self.device, non_blocking=True)
+                yb = yb.to(self.device, non_blocking=True) if yb is not None else None
+            yield xb, yb, share
+
+    def _eval_batches(self, x: Any, y: Tensor | None):
+        """Evaluation batches of a tensor or a stream (which brings its own labels)."""
+        if not isinstance(x, Tensor):
+            yield from x.eval_batches(self.eval_batch_size, self.device)
+            return
+        for i in range(0, len(x), self.eval_batch_size):
+            yield (x[i:i + self.eval_batch_size].to(self.device, non_blocking=True),
+                   y[i:i + self.eval_batch_size].to(self.device, non_blocking=True) if y is not None else None)
+
+    # ------------------------------------------------------------------------------ scale
+    def _start_fit(self) -> None:
+        """Compilation, and with several processes: rank 0's weights everywhere, gradient averaging,
+        and a torch RNG of each rank's own (unless restored from the checkpoint)."""
+        cfg, d = self.cfg, self.dist
+        self._compiled = maybe_compile(self.model, cfg.compile, self.device, self.log)
+        self._plain = cfg.precision == "32" and d.world == 1 and not self._compiled
+        if d.world > 1:
+            ddp.broadcast_module(self.model)
+            self._sync = ddp.GradSync(self.params)
+            if d.rank > 0 and not self._rank_rng_restored:
+                torch.manual_seed(ddp.rank_seed(cfg.seed, d.rank, self.state.epoch))
+
+    def _end_fit(self) -> None:
+        if self._sync is not None:
+            self._sync.remove()
+            self._sync = None
+
+    def _sync_ranks(self) -> None:
+        """End of an epoch with several processes: rank 0's buffers (e.g. batch-norm statistics)
+        everywhere, as DistributedDataParallel does, and every rank's RNG state for the checkpoint."""
+        if self.dist.world == 1:
+            return
+        import torch.distributed as tdist
+        with torch.no_grad():
+            for buf in self.model.buffers():
+                tdist.broadcast(buf, src=0)
+        if self.run_dir is not None:
+            cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+            self._rank_rng = ddp.all_gather_objects((torch.get_rng_state(), cuda))
+
+    def _step_losses(self, out: Any, share: float) -> tuple[Tensor, dict[str, Tensor]]:
+        """The step's detached losses; with several processes scaled by ``share * world`` so that
+        their mean over ranks is the global batch's mean (1 for evenly split batches)."""
+        loss, parts = out.loss.detach(), {k: v.detach() for k, v in out.parts.items()}
+        if self._compiled:         # CUDA-graph outputs are overwritten by the next replay
+            loss, parts = loss.clone(), {k: v.clone() for k, v in parts.items()}
+        scale = share * self.dist.world
+        if scale != 1.0:
+            loss, parts = loss * scale, {k: v * scale for k, v in parts.items()}
+        return loss, parts
+
+    def _epoch_losses(self, steps: list[tuple[Tensor, dict[str, Tensor]]], n: int, bs: int) -> dict[str, float]:
+        """The epoch's mean losses over all processes (one all-reduce)."""
+        world = self.dist.world
+        if world == 1 or not steps:
+            return self._mean_losses(steps, n, bs)
+        names = list(steps[0][1])
+        table = torch.stack([torch.stack([loss, *(parts[k] for k in names)]) for loss, parts in steps]).float()
+        table = ddp.all_reduce_sum(table) / world
+        return self._mean_losses([(row[0], dict(zip(names, row[1:]))) for row in table], n, bs)
+
+    def _evaluate_shared(self, x: Any, y: Tensor | None) -> dict[str, float]:
+        """``evaluate`` under the run's precision; with several processes each evaluates its part of
+        the held-out data and the means are combined."""
+        d = self.dist
+        n = len(x)
+        with autocast(self.cfg.precision, self.device):
+            if d.world == 1 or n < d.world:
+                return self.evaluate(x, y)
+            lo, hi = (int(v) for v in _share(n, d.rank, d.world))
+            part = x[lo:hi] if isinstance(x, Tensor) else x.subset(slice(lo, hi))
+            vals = self.evaluate(part, y[lo:hi] if y is not None else None)
+        sums = torch.tensor([v * (hi - lo) for v in vals.values()], dtype=torch.float64, device=self.device)
+        return dict(zip(vals, (ddp.all_reduce_sum(sums) / n).tolist()))
+
+    def _scaled_step(self, xb: Tensor, yb: Tensor | None) -> Any:
+        """``train_step`` with float16 loss scaling (``precision = 16-mixed``, CUDA)."""
+        out = self.model(xb, yb)
+        opt, scaler = self.optimizer, self._scaler
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(out.loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        return out
+
+    def _restore_scale_state(self, tensors: dict[str, Tensor]) -> None:
+        """This rank's RNG (several processes), the CUDA RNG and the loss scale from a checkpoint."""
+        d = self.dist
+        if d.rank > 0 and f"rng.torch.r{d.rank}" in tensors:
+            torch.set_rng_state(tensors[f"rng.torch.r{d.rank}"])
+            self._rank_rng_restored = True
+        if self.device.type == "cuda":
+            key = "rng.cuda" if d.rank == 0 else f"rng.cuda.r{d.rank}"
+            if key in tensors:
+                torch.cuda.set_rng_state(tensors[key], self.device)
+        if self._scaler is not None and "amp.scale" in tensors:
+            state = self._scaler.state_dict()
+            state.update(scale=float(tensors["amp.scale"]), _growth_tracker=int(tensors["amp.growth_tracker"]))
+            self._scaler.load_state_dict(state)
 
     def train_step(self, xb: Tensor, yb: Tensor | None) -> Any:
         """One optimisation step on a batch; returns the model's output (``.loss``, ``.parts``)."""
@@ -277,11 +495,19 @@ class Trainer:
 
     def _fused_step(self):
         """The model's hand-fused SGD step, where it applies: plain SGD (no momentum, no weight
-        decay) on all of the model's parameters, and the config leaves ``fused_step`` on."""
+        decay) on all of the model's parameters, and the config leaves ``fused_step`` on.
+
+        Called before every epoch's first step; the first call also sets the thread count for
+        training (one thread for small models on CPU, see :mod:`latentforge.train.threads`)."""
+        if not getattr(self, "_threads_set", False):
+            from .threads import apply_training_threads
+            apply_training_threads(self.model, self.cfg.batch_size)
+            self._threads_set = True
         fn = getattr(self.model, "fused_sgd_step", None)
         cfg = self.cfg
         if (fn is None or not getattr(cfg, "fused_step", True) or cfg.optimizer != "sgd" or cfg.momentum
-                or cfg.weight_decay or len(self.optimizer.param_groups) != 1):
+                or cfg.weight_decay or len(self.optimizer.param_groups) != 1
+                or cfg.nan_policy == "skip"):        # skip must see the gradients before the update
             return None
         if not all(p.requires_grad for p in self.params):
             return None
@@ -318,14 +544,103 @@ class Trainer:
         return False
 
     def _check_finite(self, value: float, epoch: int) -> None:
-        if math.isfinite(value):
-            return
-        done = self.state.epoch
-        kept = (f"the last good checkpoint (epoch {done}) is kept in {self.run_dir}" if self.run_dir and done
+        if not math.isfinite(value):
+            raise self._nonfinite_error(value, epoch)
+
+    # ------------------------------------------------------------------------------ NaN/Inf policy
+    def _nonfinite_error(self, value: Any, epoch: int, batch: int | None = None, why: str = "") -> TrainingError:
+        """The error for a non-finite loss: what happened, what is kept, what to try."""
+        done = self._saved_epoch if self.run_dir is not None else 0
+        kept = (f"the last good checkpoint (epoch {done}) is kept in {self.run_dir / CHECKPOINT}" if done
                 else "no checkpoint was written")
-        raise TrainingError(f"{self.desc}: the loss became {value} during epoch {epoch + 1}; {kept}. "
-                            f"Try a lower learning rate (now {self.optimizer.param_groups[0]['lr']:g}, --lr) "
-                            f"or a smaller batch size")
+        where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "")
+        tips = "--nan-policy skip to drop such batches" if self.cfg.nan_policy != "skip" else "cleaner data"
+        return TrainingError(
+            f"{self.desc}: the loss became {value} during {where}{why}; training stopped and {kept}. "
+            f"Try a lower learning rate (now {self.optimizer.param_groups[0]['lr']:g}, --lr), "
+            f"a smaller batch size, or {tips}")
+
+    def _nan_guard(self, steps: list[tuple[Tensor, dict[str, Tensor]]], epoch: int, b: int, n_batches: int) -> None:
+        """Apply ``cfg.nan_policy`` after step ``b`` (its losses are ``steps[-1]``).
+
+        * ``stop`` (default): every ``n_batches // 50`` steps, one ``isfinite`` over the losses since
+          the last check (a single device sync, none per step); a non-finite loss stops training
+          with a TrainingError; the checkpoint on disk stays the last good epoch's.
+        * ``raise``: the same check at every step (one sync per step), so the error names the
+          first bad batch.
+        * ``skip``: the optimizers skip an update whose gradients are not finite (checked before
+          the step, one sync per step); the batch is left out of the epoch's mean loss. More than
+          ``max(1, n_batches // 10)`` skipped batches in a row, or a whole epoch of them, stop
+          training with a TrainingError.
+        """
+        policy = self.cfg.nan_policy
+        if b == 0:
+            self._checked = 0
+            self._skipped_epoch = 0
+            if policy == "skip":
+                self._guard_optimizers()
+        if policy == "skip":
+            loss, parts = steps[-1]
+            finite = bool(torch.isfinite(torch.stack([loss, *parts.values()])).all())
+            if self._step_skipped or not finite:
+                self._step_skipped = False
+                steps.pop()
+                self._skipped_epoch += 1
+                self.skipped_batches += 1
+                self._skips_in_row += 1
+                limit = max(1, n_batches // 10)
+                if self._skips_in_row > limit:
+                    raise self._nonfinite_error(
+                        loss.item(), epoch, b, f" ({self._skips_in_row} batches in a row skipped, more than "
+                                               f"the {limit} allowed)")
+            else:
+                self._skips_in_row = 0
+            if b + 1 == n_batches:
+                if not steps:
+                    raise self._nonfinite_error("non-finite", epoch, None, " (every batch of the epoch)")
+                if self._skipped_epoch:
+                    self.log(f"{self.desc} epoch {epoch + 1}: skipped {self._skipped_epoch} of {n_batches} "
+                             f"batches with a non-finite loss or gradient (--nan-policy skip)")
+            return
+        every = 1 if policy == "raise" else max(1, n_batches // 50)
+        if (b + 1) % every and b + 1 != n_batches:
+            return
+        losses = torch.stack([loss for loss, _ in steps[self._checked:]])
+        if not bool(torch.isfinite(losses).all()):       # the one sync of this check
+            first = int((~torch.isfinite(losses)).nonzero()[0, 0])
+            raise self._nonfinite_error(losses[first].item(), epoch, self._checked + first)
+        self._checked = len(steps)
+
+    def _guard_optimizers(self) -> None:
+        """For ``--nan-policy skip``: each optimizer's ``step`` first checks that every gradient
+        is finite, and does nothing (flagging the step as skipped) when one is not."""
+        for opt in self.optimizers.values():
+            if getattr(opt, "_latentforge_guarded", False):
+                continue
+            step = opt.step
+
+            def guarded(*args: Any, _opt=opt, _step=step, **kwargs: Any):
+                grads = [p.grad for g in _opt.param_groups for p in g["params"] if p.grad is not None]
+                if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+                    self._step_skipped = True
+                    return None
+                return _step(*args, **kwargs)
+
+            opt.step = guarded
+            opt._latentforge_guarded = True
+
+    def _interrupted_message(self) -> str:
+        """What Ctrl-C left on disk and how to continue."""
+        if self.run_dir is None:
+            return f"{self.desc}: interrupted; this stage writes no checkpoint"
+        done = self._saved_epoch
+        if not done:
+            return f"{self.desc}: interrupted before the first epoch finished; no checkpoint was written"
+        model = self.meta.get("model", "MODEL")
+        source = self.meta.get("data", {}).get("source", "DATA")
+        return (f"{self.desc}: interrupted; the checkpoint of epoch {done} of {self.epochs} is in "
+                f"{self.run_dir / CHECKPOINT}; continue with: "
+                f"latentforge train {model} --data {source} --out {self.run_dir} --resume")
 
     def _bar(self, epoch: int, total: int):
         if not self.progress:
