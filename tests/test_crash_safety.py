@@ -251,9 +251,7 @@ def test_nan_skip_drops_bad_batches_and_finishes(tmp_path):
     from latentforge.train import train
     seen = []
     run = train("stacked-ae", _ds(nan_rows=[5]), out=tmp_path / "run",
-                overrides={**SMALL, "epochs": 3, "nan_policy": "skip", "valid_fraction": 0.0}
-                if False else {**SMALL, "epochs": 3, "nan_policy": "skip"},
-                valid_fraction=0.0, callbacks=[lambda tr, rec: seen.append(tr.skipped_batches)], **QUIET)
+                overrides={**SMALL, "epochs": 3, "nan_policy": "skip"}, valid_fraction=0.0, callbacks=[lambda tr, rec: seen.append(tr.skipped_batches)], **QUIET)
     assert seen == [1, 2, 3]                          # the batch holding the NaN sample, once per epoch
     assert all(torch.isfinite(v).all() for v in run.model.state_dict().values())
     assert all(np.isfinite(h["train_loss"]) for h in run.history)
@@ -280,10 +278,11 @@ def test_nan_guard_in_the_adversarial_trainer(tmp_path):
     from latentforge.errors import TrainingError
     from latentforge.train import train
     with pytest.raises(TrainingError, match="loss became"):
-        train("gan", _ds(nan_rows=[7]), out=tmp_path / "stop", overrides={**GAN, "epochs": 2}, **QUIET)
+        train("gan", _ds(nan_rows=[7]), out=tmp_path / "stop", overrides={**GAN, "epochs": 2}, valid_fraction=0.0,
+              **QUIET)
     with pytest.raises(TrainingError, match="batch"):
         train("gan", _ds(nan_rows=[7]), out=tmp_path / "raise", overrides={**GAN, "epochs": 2, "nan_policy": "raise"},
-              **QUIET)
+              valid_fraction=0.0, **QUIET)
     seen = []
     run = train("gan", _ds(nan_rows=[7]), out=tmp_path / "skip", overrides={**GAN, "epochs": 2, "nan_policy": "skip"},
                 valid_fraction=0.0, callbacks=[lambda tr, rec: seen.append(tr.skipped_batches)], **QUIET)

@@ -225,6 +225,21 @@ def test_adain_normalises_then_applies_the_style():
     assert torch.allclose(ys0, torch.ones(1, 6)) and torch.allclose(yb0, torch.zeros(1, 6))
 
 
+def test_learned_constant_is_not_flat():
+    """A spatially uniform constant (e.g. all ones) would be erased by the first AdaIN's instance
+    normalisation: every image would then start from the style bias alone, its layout made only
+    by the convolutions' zero padding. Random like the paper, it reaches layer 0's output as a
+    unit-variance map per channel, scaled by the style."""
+    m = _stylegan(style_mixing=0.0)
+    syn = m.generator.synthesis.eval()
+    assert (syn.const.std((2, 3)) > 0.1).all()
+    w = torch.randn(3, 8)
+    layer = syn.layers[0]
+    out = layer(syn.const.expand(3, -1, -1, -1), w)
+    ys, _ = layer.adain.style(w)
+    assert torch.allclose(out.std((2, 3), unbiased=False), ys.abs(), atol=1e-3)
+
+
 def test_noise_changes_the_output_only_with_a_nonzero_scale():
     m = _stylegan(style_mixing=0.0)
     g, z = m.generator, torch.randn(3, 8)

@@ -123,8 +123,8 @@ def test_report_has_the_sections_of_each_model_type(runs, reports, name):
 def test_report_without_data_skips_data_sections_with_a_note(tmp_path, digits, run_cli):
     src = tmp_path / "digits.npz"
     np.savez(src, x=digits.x[:128, 0], y=digits.y[:128])
-    run_dir = train("vae", str(src), out=tmp_path / "run", overrides={**TINY["vae"], "epochs": 1, "batch_size": 32}, progress=False,
-                    log=lambda m: None, device="cpu").run_dir
+    run_dir = train("vae", str(src), out=tmp_path / "run", overrides={**TINY["vae"], "epochs": 1, "batch_size": 32},
+                    progress=False, log=lambda m: None, device="cpu").run_dir
     src.unlink()                                                        # the data is gone
     code, out, err = run_cli("report", run_dir)
     assert code == 0, err
@@ -165,15 +165,16 @@ def test_compare(runs, tmp_path, run_cli):
     page = (tmp_path / "c.html").read_text()
     secs = _sections(page)
     table = secs["table"]
-    for name in ("stacked-ae", "vae", "dcgan"):
-        assert f"<th>{name}</th>" in table
-    best = re.findall(r'<td class="num best">([^<]+)</td>', table)
-    assert best                                                          # some column has a winner
+    assert re.findall(r"<th>([^<]*)</th>", table.split("</thead>")[0]) == ["", "stacked-ae", "vae", "dcgan"]
+    assert re.findall(r'<td class="num best">([^<]+)</td>', table)     # some row has a winner
     losses = [json.loads((r / "history.json").read_text())[-1]["valid_loss"] for r in (a, b)]
-    valid_col = re.findall(r"<th>([^<]+)</th>", table.split("</thead>")[0]).index("valid_loss")
-    cells = [re.findall(r"<td[^>]*>([^<]*)</td>", row)[valid_col - 1]
-             for row in table.split("<tbody>")[1].split("</tr>")[:2]]
-    assert [float(c) for c in cells] == pytest.approx(losses, rel=1e-3)
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", re.search(r"<tr><th>valid_loss</th>(.*?)</tr>", table).group(1))
+    assert [float(c) for c in cells[:2]] == pytest.approx(losses, rel=1e-3)
+    assert cells[2] == "—"                                               # the GAN has no validation loss
+    best = min(losses)
+    assert f'<td class="num best">{best:.4g}</td>' in table
+    mse_row = re.search(r"<tr><th>mse</th>(.*?)</tr>", table).group(1)  # from vae's metrics.json
+    assert re.findall(r"<td[^>]*>([^<]*)</td>", mse_row) == ["—", "0.01", "—"]
     assert _check_pngs(secs["curves"]) == 1
 
 
@@ -353,7 +354,8 @@ def test_report_in_chromium(chromium, reports, tmp_path):
     status = _check_in_browser(chromium, reports["vae"], tmp_path / "report.png")
     n_img = len(_images(reports["vae"].read_text()))
     assert status["n"] == n_img >= 7                # curves, recon, samples, 2 epochs, interpolation, t-SNE
-    assert {"Metrics", "Loss curves", "Reconstructions", "Samples", "Interpolations", "Config"} <= set(status["sections"])
+    shown = set(status["sections"])
+    assert {"Metrics", "Loss curves", "Reconstructions", "Samples", "Interpolations", "Config"} <= shown
     assert status["height"] > 2000
 
 
@@ -363,3 +365,32 @@ def test_compare_in_chromium(chromium, runs, run_cli, tmp_path):
     assert code == 0, err
     status = _check_in_browser(chromium, out, tmp_path / "compare.png")
     assert status["n"] == 1
+
+
+@pytest.mark.slow
+def test_report_for_every_registered_model(tmp_path, digits):
+    """Every model of the registry (tiny configs of the contract test) gets a report without a failed section."""
+    from test_models import TINY as TINY_ALL
+
+    from latentforge.models import REGISTRY
+    from latentforge.report.html import build_report
+    for name in REGISTRY:
+        cfg = {**TINY_ALL[name], "epochs": 1, "batch_size": 16}
+        if "n_classes" in cfg:
+            cfg["n_classes"] = 10
+        run = train(name, digits.subset(slice(0, 160)), out=tmp_path / name, overrides=cfg, progress=False,
+                    log=lambda m: None, device="cpu")
+        page = build_report(run.run_dir).read_text()
+        secs = _sections(page)
+        assert ALWAYS <= set(secs) and "not drawn" not in page, name
+        for key in {"reconstructions", "samples", "interpolations", "tsne"} & set(secs):
+            assert _check_pngs(secs[key]) >= 1, (name, key)
+
+
+def test_open_flag_opens_the_page(runs, tmp_path, run_cli, monkeypatch):
+    import webbrowser
+    opened = []
+    monkeypatch.setattr(webbrowser, "open", lambda url: opened.append(url) or True)
+    code, out, err = run_cli("report", runs["ddpm"], "--out", tmp_path / "r.html", "--open")
+    assert code == 0, err
+    assert opened == [(tmp_path / "r.html").resolve().as_uri()]

@@ -1,4 +1,4 @@
-"""Commands for generative models and for judging autoencoders: generate, interpolate, evaluate.
+"""Commands for generative models and autoencoders: generate, interpolate (evaluate: commands/evaluate.py).
 
 A model is *generative* when it has ``sample(n, labels=None, generator=None)`` returning ``n``
 images in [0, 1] shaped like its inputs (``generator`` is a CPU ``torch.Generator``). It is
@@ -7,7 +7,6 @@ A model may also accept ``truncation=PSI`` in ``sample`` (the truncation trick o
 
     latentforge generate RUN -n 100 --out samples.npy [--label 3] [--seed 0] [--grid samples.png]
     latentforge interpolate RUN --data SRC --pairs 5 --steps 8 --out grid.png [--method slerp]
-    latentforge evaluate RUN [--data SRC] [--n N] [--k 100] [--json metrics.json]
 """
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..cli import LabelsOpt, _heldout, _out_dir_ok, _print_json, app
+from ..cli import LabelsOpt, _heldout, _out_dir_ok, app
 from ..errors import ConfigError, DataError
 
 METHODS = ("linear", "slerp")
@@ -247,72 +246,3 @@ def interpolate_cmd(
     plot_image_grid(images, out, nrows=pairs, ncols=steps, sample_shape=ds.sample_shape,
                     title=f"{run.name}: {method} interpolation", row_labels=row_labels)
     print(f"wrote {out} ({pairs} pairs x {steps} steps, {method})")
-
-
-# ------------------------------------------------------------------------------ evaluate
-@app.command("evaluate")
-def evaluate_cmd(
-    run_dir: Path = typer.Argument(..., help="A run folder of an autoencoder."),
-    data: Optional[str] = typer.Option(None, "--data", "-d", help="Data to evaluate on (default: the run's "
-                                       "held-out split; the run's own source: its held-out split)."),
-    labels: Optional[Path] = LabelsOpt,
-    n: Optional[int] = typer.Option(None, "-n", "--n", help="Use only the first N samples."),
-    k: int = typer.Option(100, "--k", help="Importance samples per image for the VAE's NLL estimate."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the importance samples."),
-    batch_size: int = typer.Option(4096, "--batch-size", "-b", min=1),
-    device: str = typer.Option("cpu", "--device"),
-) -> None:
-    """Reconstruction BCE / MSE / PSNR of an autoencoder; for VAEs also the importance-weighted NLL."""
-    if n is not None and n < 1:
-        raise ConfigError(f"-n {n}: must be >= 1")
-    if k < 1:
-        raise ConfigError(f"--k {k}: must be >= 1")
-    if json_out is not None:
-        _out_dir_ok(json_out)
-
-    import time
-
-    import torch
-    from ..eval import reconstruction_metrics
-    from ..train import load_run
-    run = load_run(run_dir, device)
-    model = run.model
-    if not callable(getattr(model, "reconstruct", None)):
-        raise ConfigError(f"{run_dir}: {run.name} is not an autoencoder (it has no reconstruct())")
-    info = run.data_info
-    own = data is None or data == info.get("source")
-    ds = _heldout(run, data, labels)
-    x, y = ds.x, ds.y
-    if n is not None:
-        x, y = x[:n], (y[:n] if y is not None else None)
-    if len(x) == 0:
-        raise DataError(f"{ds.name}: no samples to evaluate")
-    model.check_data(x, ds.name)
-    cond = _data_labels(model, ds, run.name)
-    cond = cond[:len(x)] if cond is not None else None
-    model.eval()
-    t0 = time.perf_counter()
-    recon = run.batched(model.reconstruct, x, batch_size, y=cond)
-    result: dict[str, Any] = {
-        "run_dir": str(run.run_dir), "model": run.name, "data": ds.name,
-        "split": "held-out" if own and info.get("valid_fraction") and info.get("n_valid") else "all",
-        "n": int(len(x)),
-    }
-    result.update(reconstruction_metrics(x, recon.reshape(x.shape)))
-    if callable(getattr(model, "log_likelihood", None)):
-        gen = torch.Generator().manual_seed(seed)
-        ll = run.batched(lambda xb, **kw: model.log_likelihood(xb, k=k, generator=gen, **kw), x,
-                          max(1, min(batch_size, 65536 // k)), y=cond)
-        result["iw_nll"] = float(-ll.mean())
-        result["iw_nll_k"] = k
-        result["iw_nll_units"] = "nats per image (Bernoulli likelihood summed over the values)"
-    result["seconds"] = round(time.perf_counter() - t0, 3)
-    result = {key: _finite(v) for key, v in result.items()}
-    if json_out is not None:
-        from ..train.checkpoint import atomic_write_json
-        try:
-            atomic_write_json(json_out, result)
-        except OSError as e:
-            raise DataError(f"{json_out}: cannot write: {e.strerror or e}") from None
-    _print_json(result)

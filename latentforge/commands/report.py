@@ -24,7 +24,8 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
                data: Optional[str] = typer.Option(None, "--data", "-d", help="Data for reconstructions, the "
                                                   "t-SNE map and metrics (default: the run's held-out split; "
                                                   "never downloaded: unavailable data skips those sections)."),
-               out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output HTML (default RUN_DIR/report.html)."),
+               out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                                  help="Output HTML (default RUN_DIR/report.html)."),
                seed: int = typer.Option(0, "--seed", help="Seed of the samples, pairs and t-SNE."),
                open_: bool = typer.Option(False, "--open", help="Open the page in a web browser.")) -> None:
     """Write one self-contained HTML page of a run: config, curves, images, t-SNE, metrics, hardware."""

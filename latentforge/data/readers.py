@@ -39,6 +39,7 @@ import math
 import os
 import re
 import struct
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -562,8 +563,8 @@ def read_npy(path: str | os.PathLike) -> np.ndarray:
     source = str(path)
     try:
         arr = np.load(Path(path), allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"{source}: cannot read .npy file ({e})") from e
+    except Exception as e:  # OSError, ValueError, EOFError, and from a corrupt header SyntaxError/TokenError
+        raise DataError(f"{source}: cannot read .npy file ({type(e).__name__}: {e})") from e
     if not isinstance(arr, np.ndarray):
         raise DataError(f"{source}: not a .npy array file")
     return arr
@@ -583,7 +584,7 @@ class NpyStream:
             samples, or bad values (naming the first bad index).
     """
 
-    def __init__(self, path: str | os.PathLike, chunk_bytes: int = 32 << 20):
+    def __init__(self, path: str | os.PathLike, chunk_bytes: int = 8 << 20):
         self.path = Path(path)
         self.source = source = str(path)
         try:
@@ -598,8 +599,8 @@ class NpyStream:
             size = self.path.stat().st_size
         except OSError as e:
             raise DataError(f"{source}: cannot read ({e.strerror or e})") from e
-        except (ValueError, SyntaxError, TypeError, EOFError) as e:
-            raise DataError(f"{source}: cannot read .npy file ({e})") from e
+        except Exception as e:  # ValueError, EOFError, and from a corrupt header SyntaxError/TokenError
+            raise DataError(f"{source}: cannot read .npy file ({type(e).__name__}: {e})") from e
         if dtype.hasobject:
             raise DataError(f"{source}: holds Python objects (a pickle); only numeric arrays are read")
         shape = tuple(int(d) for d in raw_shape)
@@ -699,8 +700,9 @@ def read_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
             y = npz[label_key] if label_key is not None else None
     except DataError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:
-        raise DataError(f"{source}: cannot read .npz file ({e})") from e
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, SyntaxError,
+            tokenize.TokenError, TypeError, MemoryError, OverflowError) as e:   # a corrupt member's header
+        raise DataError(f"{source}: cannot read .npz file ({type(e).__name__}: {e})") from e
     except AttributeError as e:  # np.load returned a plain array: not a zip archive
         raise DataError(f"{source}: not a .npz archive") from e
     return x, y

@@ -179,7 +179,7 @@ def _self_pass(x: torch.Tensor, ks: tuple[int, ...], kid: _Kid | None, chunk: in
     return radii
 
 
-def knn_radii(features: Any, *ks: int, chunk: int = 256) -> list[np.ndarray]:
+def knn_radii(features: Any, *ks: int, chunk: int = 1024) -> list[np.ndarray]:
     """For each k in ``ks``: every row's squared distance to its k-th nearest *other* row, (N,)."""
     f = _feats(features, "features")
     if not ks or min(ks) < 1 or max(ks) >= len(f):
@@ -189,7 +189,7 @@ def knn_radii(features: Any, *ks: int, chunk: int = 256) -> list[np.ndarray]:
 
 def pairwise_metrics(real: Any, fake: Any, *, kid: bool = True, prdc: bool = True, k_pr: int = 3, k_dc: int = 5,
                      subset_size: int = 1000, degree: int = 3, coef: float = 1.0, seed: int = 0,
-                     chunk: int = 256, dtype: torch.dtype | None = None) -> dict[str, Any]:
+                     chunk: int | None = None, dtype: torch.dtype | None = None) -> dict[str, Any]:
     """KID and precision/recall/density/coverage from one chunked pass over each of the three Gram
     matrices (real-real, generated-generated, generated-real): O(N^2 d) in matrix products and
     vectorised reductions, never a Python loop over pairs, O(chunk N) memory.
@@ -207,11 +207,13 @@ def pairwise_metrics(real: Any, fake: Any, *, kid: bool = True, prdc: bool = Tru
     (about 1 when both sets come from one distribution), coverage the share of real balls that hold
     at least one generated sample. A point on a ball's boundary counts as inside.
 
-    ``dtype``: float64 up to 10^7 pairs, float32 above (default).
+    ``dtype``: float64 up to 10^7 pairs, float32 above (default). ``chunk``: rows per matrix product
+    (default: about 10^7 entries per chunk; fewer, larger operations also wait less on busy cores).
     """
     r, f = _feats(real, "real"), _feats(fake, "generated")
     _same_dim(r, f)
     n_r, n_f = len(r), len(f)
+    chunk = int(chunk or min(max(64, 10 ** 7 // max(n_r, n_f)), max(n_r, n_f)))
     if dtype is None:
         dtype = torch.float64 if n_r * n_f <= 10 ** 7 else torch.float32
     rng = np.random.default_rng(seed)

@@ -1,9 +1,9 @@
 """Metrics on numpy arrays (anything ``numpy.asarray`` takes; torch tensors are detached first).
 
 Reconstruction: ``bce`` (mean per value, targets and predictions in [0, 1], predictions clipped to
-``[eps, 1 - eps]`` as Keras does), ``mse`` (mean per value) and ``psnr`` (dB, against the data's
-range). Likelihood: ``iw_nll_from_log_weights`` turns importance log-weights into the
-importance-weighted NLL. Codes: ``near_binary_share`` (sigmoid codes far from 0.5) and
+``[eps, 1 - eps]`` as Keras does), ``mse`` (mean per value), ``psnr`` (dB, against the data's
+range) and ``ssim`` (structural similarity of images). Likelihood: ``iw_nll_from_log_weights``
+turns importance log-weights into the importance-weighted NLL. Codes: ``near_binary_share`` (sigmoid codes far from 0.5) and
 ``hash_pair_purity`` / ``label_pair_chance`` (do images that share a hash share a label?).
 """
 from __future__ import annotations
@@ -55,15 +55,66 @@ def psnr(x: Any, recon: Any, data_range: float = 1.0) -> float:
     return math.inf if m == 0 else float(10 * math.log10(data_range ** 2 / m))
 
 
+def gaussian_window(size: int, sigma: float = 1.5) -> np.ndarray:
+    """The (size, size) Gaussian weights of SSIM, summing to 1 (Wang et al. use 11 and 1.5)."""
+    t = np.arange(size) - (size - 1) / 2
+    g = np.exp(-t ** 2 / (2 * sigma ** 2))
+    w = np.outer(g, g)
+    return w / w.sum()
+
+
+def ssim(x: Any, y: Any, data_range: float = 1.0, win_size: int = 11, sigma: float = 1.5,
+         k1: float = 0.01, k2: float = 0.03) -> float:
+    """Mean structural similarity (Wang et al., 2004) of images (N, H, W) or (N, C, H, W).
+
+    Local means, variances and covariance under a Gaussian window (``win_size`` x ``win_size``,
+    ``sigma``; shrunk to the largest odd size that fits smaller images), over the 'valid' positions;
+    ``SSIM = (2 mx my + C1)(2 sxy + C2) / ((mx^2 + my^2 + C1)(sx^2 + sy^2 + C2))`` with
+    ``C1 = (k1 L)^2``, ``C2 = (k2 L)^2``, ``L = data_range``; averaged over positions, channels and
+    images. 1 for identical images.
+    """
+    import torch
+    import torch.nn.functional as F
+    xa, ya = _arr(x, "x"), _arr(y, "y")
+    if xa.shape != ya.shape:
+        raise DataError(f"SSIM: images differ in shape: {xa.shape} vs {ya.shape}")
+    if xa.ndim == 3:
+        xa, ya = xa[:, None], ya[:, None]
+    if xa.ndim != 4 or len(xa) == 0:
+        raise DataError(f"SSIM needs images (N, H, W) or (N, C, H, W), got shape {xa.shape}")
+    if not data_range > 0:
+        raise DataError(f"data_range must be > 0, got {data_range}")
+    n, c, h, w = xa.shape
+    size = min(int(win_size), h, w)
+    size -= 1 - size % 2                                         # odd
+    kernel = torch.as_tensor(gaussian_window(size, sigma))[None, None].expand(c, 1, size, size)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    total = 0.0
+    for i in range(0, n, 1024):
+        a = torch.as_tensor(xa[i:i + 1024])
+        b = torch.as_tensor(ya[i:i + 1024])
+        stats = F.conv2d(torch.cat([a, b, a * a, b * b, a * b]), kernel, groups=c)     # (5m, C, H', W')
+        mx, my, xx, yy, xy = stats.chunk(5)
+        vx, vy, cxy = xx - mx * mx, yy - my * my, xy - mx * my
+        smap = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+        total += float(smap.mean(dim=(1, 2, 3)).sum())
+    return total / n
+
+
 def reconstruction_metrics(x: Any, recon: Any) -> dict[str, float | None]:
-    """BCE (data in [0, 1] only, else None), MSE and PSNR (range 1 for data in [0, 1], else max - min)."""
+    """BCE (data in [0, 1] only, else None), MSE and PSNR (range 1 for data in [0, 1], else max - min);
+    for images (N, H, W) or (N, C, H, W) also SSIM (same range)."""
     xa, ra = _pair(x, recon)
     unit = xa.min() >= 0 and xa.max() <= 1
     in_unit = unit and ra.min() >= 0 and ra.max() <= 1
     data_range = 1.0 if unit else float(xa.max() - xa.min()) or 1.0
     p = psnr(xa, ra, data_range)
-    return {"bce": bce(xa, ra) if in_unit else None, "mse": mse(xa, ra),
-            "psnr": p if math.isfinite(p) else None, "psnr_data_range": data_range}
+    out: dict[str, float | None] = {"bce": bce(xa, ra) if in_unit else None, "mse": mse(xa, ra),
+                                    "psnr": p if math.isfinite(p) else None, "psnr_data_range": data_range}
+    shape = np.shape(x)
+    if len(shape) in (3, 4) and np.shape(recon) == shape:
+        out["ssim"] = ssim(_arr(x, "x"), _arr(recon, "recon"), data_range)
+    return out
 
 
 def iw_nll_from_log_weights(log_weights: Any) -> float:

@@ -4,8 +4,9 @@ generative metrics (FID, KID, precision/recall, ...; see :mod:`latentforge.eval.
 Inception weights cannot be fetched here and fit 28x28 digits poorly anyway, so every dataset gets
 its own small network, trained on the real data:
 
-* images (C, H, W): per entry of ``conv_filters`` a 3x3 'same' conv + ReLU + 2x2 max-pool (the pool
-  is skipped once a side would fall below 2), then flatten -> ``feature_size`` + ReLU: the features;
+* images (C, H, W): per entry of ``conv_filters`` a 3x3 conv of stride 2 (stride 1 once a side is
+  down to 1) + ReLU, then flatten -> ``feature_size`` + ReLU: the features (28x28: 14x14x16,
+  7x7x32, 128; strided convs train ~3x faster on a CPU than conv + max-pool);
 * flat data (D,): dense ``hidden_sizes`` + ReLU -> ``feature_size`` + ReLU: the features.
 
 From the features, a softmax head predicts the class (cross-entropy, when the data has labels) and
@@ -78,17 +79,17 @@ class FeatureNet(LatentModel):
             c, h, w = (1, *s) if len(s) == 2 else s
             self.image_shape = (c, h, w)
             chans = [c, *config.conv_filters]
-            self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(chans[:-1], chans[1:]))
-            self.pools: list[bool] = []
-            for _ in self.convs:
-                pool = h >= 2 and w >= 2
-                self.pools.append(pool)
-                h, w = (h // 2, w // 2) if pool else (h, w)
+            self.strides: list[int] = []
+            for _ in chans[1:]:
+                stride = 2 if h >= 2 and w >= 2 else 1
+                self.strides.append(stride)
+                h, w = (h + 1) // 2 if stride == 2 else h, (w + 1) // 2 if stride == 2 else w
+            self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=st, padding=1)
+                                       for a, b, st in zip(chans[:-1], chans[1:], self.strides))
             n_flat = chans[-1] * h * w
             sizes = [n_flat]
         else:
             self.convs = nn.ModuleList()
-            self.pools = []
             sizes = [self.input_dim, *config.hidden_sizes]
         self.accepts_flat = self.image_shape is None
         self.dense = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
@@ -115,10 +116,8 @@ class FeatureNet(LatentModel):
         h = flat
         if self.image_shape is not None:
             h = h.reshape((len(h), *self.image_shape))                       # (N, C, H, W)
-            for conv, pool in zip(self.convs, self.pools):
+            for conv in self.convs:
                 h = F.relu(conv(h))
-                if pool:
-                    h = F.max_pool2d(h, 2)
             h = h.reshape(len(h), -1)                                        # (N, C' H' W')
         for layer in self.dense:
             h = F.relu(layer(h))

@@ -219,7 +219,8 @@ def _config_section(ctx: _Ctx) -> Section:
             f'<table class="kv config">{"".join(rows[half:])}</table></div>')
     greedy = ctx.run.meta.get("greedy")
     if greedy:
-        body += f'<p class="muted">Greedy layer-wise pretraining: {_e(greedy.get("stages"))} stages, then fine-tuning.</p>'
+        body += (f'<p class="muted">Greedy layer-wise pretraining: {_e(greedy.get("stages"))} stages, '
+                 f"then fine-tuning.</p>")
     return Section("config", "Config", body, "highlighted rows differ from the model's chapter defaults")
 
 
@@ -245,7 +246,8 @@ def _curves_section(ctx: _Ctx) -> Section:
     if not ctx.history:
         return Section("curves", "Loss curves", note="the run has no history yet")
     hist = _dedupe_losses(ctx.history)
-    png = render_png(lambda p: plot_history(hist, p, title=f"{ctx.run.name} on {_short(ctx.run.data_info.get('source'))}"))
+    title = f"{ctx.run.name} on {_short(ctx.run.data_info.get('source'))}"
+    png = render_png(lambda p: plot_history(hist, p, title=title))
     gan = any(k.endswith("_d_loss") for r in hist for k in r)
     caption = ("discriminator (d_loss) and generator (g_loss) losses; d_real / d_fake: D's mean output on real "
                "and generated images" if gan else "training (solid) and validation (dashed) losses per epoch")
@@ -394,6 +396,8 @@ def _evenly(items: list, k: int) -> list:
 
 
 def _interpolations_section(ctx: _Ctx) -> Section | None:
+    import importlib
+    importlib.import_module("latentforge.cli")   # the command modules import each other: load them in its order
     from ..commands.generative import interpolate_codes
     from .plots import plot_image_grid
     model = ctx.model
@@ -573,9 +577,11 @@ def build_compare(run_dirs: list[str | Path], out: str | Path) -> Path:
         for rec in hist:
             merged.append({"epoch": rec.get("epoch"),
                            **{f"{k} [{label}]": v for k, v in rec.items() if k.endswith("loss")}})
-    sections = [Section("table", "Runs side by side", _compare_table(runs, labels),
-                        "bold: the best value of a column (lower for losses, errors and distances; "
-                        "higher for accuracy, PSNR, precision/recall, coverage)")]
+    note = ("bold: the best value of a row (lower for losses, errors and distances; higher for accuracy, "
+            "PSNR, precision/recall, coverage)")
+    if len({r["row"]["data"] for r in runs}) > 1:
+        note += "; careful: the runs were trained on different data"
+    sections = [Section("table", "Runs side by side", _compare_table(runs, labels), note)]
     if merged:
         png = render_png(lambda p: plot_history(merged, p, title=f"{len(runs)} runs: losses per epoch"))
         sections.append(Section("curves", "Loss curves", _figure(
@@ -664,15 +670,16 @@ def _compare_table(runs: list[dict[str, Any]], labels: list[str]) -> str:
                 and not isinstance(r["row"].get(c), bool) and math.isfinite(r["row"][c])]
         if d and len(vals) > 1:
             best[c] = min(vals) if d < 0 else max(vals)
-    head = "<tr><th>run</th>" + "".join(f"<th>{_e(c)}</th>" for c in cols) + "</tr>"
+    head = "<tr><th></th>" + "".join(f"<th>{_e(label)}</th>" for label in labels) + "</tr>"
     body = ""
-    for label, r in zip(labels, runs):
+    for c in cols:                         # one row per field, one column per run
         cells = []
-        for c in cols:
+        for r in runs:
             v = r["row"].get(c)
-            cls = "num" + (" best" if c in best and v == best[c] else "")
-            cells.append(f'<td class="{cls}">{_e(_fmt(v))}</td>')
-        body += f"<tr><th>{_e(label)}</th>{''.join(cells)}</tr>"
+            number = isinstance(v, (int, float)) and not isinstance(v, bool)
+            cls = ("num" if number else "") + (" best" if c in best and v == best[c] else "")
+            cells.append(f'<td class="{cls.strip()}">{_e(_fmt(v))}</td>')
+        body += f"<tr><th>{_e(c)}</th>{''.join(cells)}</tr>"
     return f'<div class="scroll"><table class="compare"><thead>{head}</thead><tbody>{body}</tbody></table></div>'
 
 
@@ -728,7 +735,10 @@ table.kv.compact { margin-top:14px; } table.kv.compact th { color:var(--muted); 
 .card .v { font-size:18px; font-weight:600; margin-top:2px; word-break:break-word; }
 .scroll { overflow-x:auto; }
 table.compare td.best { font-weight:700; color:#0b6b2e; }
-table.compare th, table.compare td { white-space:nowrap; padding-right:16px; }
+table.compare th, table.compare td { white-space:nowrap; padding-right:22px; }
+table.compare tbody th { font-family:ui-monospace, Menlo, monospace; font-weight:500; font-size:13px; }
+table.compare thead th { text-transform:none; font-size:14px; color:var(--fg); text-align:right; }
+table.compare td:not(.num) { text-align:right; }
 footer { color:var(--muted); font-size:12.5px; text-align:center; padding:0 0 30px; }
 """
 

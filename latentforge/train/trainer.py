@@ -117,6 +117,8 @@ class Trainer:
         self._step_skipped = False
         self._checked = 0
         self._saved_epoch = 0             # epoch of the checkpoint last written to run_dir
+        if cfg.nan_policy == "skip":
+            self._guard_optimizers()
         # scale: other processes (torchrun), mixed precision, compilation (see _start_fit)
         self.dist = ddp.info()
         if not self.dist.main:            # only rank 0 logs, shows progress and writes
@@ -199,10 +201,15 @@ class Trainer:
         self._restore_scale_state(tensors)
         best = split_prefix(tensors, "best")
         self._best_weights = best or None
-        self.state = TrainerState(epoch=int(tr["epoch"]), history=list(tr.get("history", [])),
-                                  best_loss=tr.get("best_loss") if tr.get("best_loss") is not None else math.inf,
-                                  best_epoch=int(tr.get("best_epoch", 0)), bad_epochs=int(tr.get("bad_epochs", 0)),
-                                  stopped_early=bool(tr.get("stopped_early", False)))
+        try:
+            self.state = TrainerState(epoch=int(tr["epoch"]), history=list(tr.get("history", [])),
+                                      best_loss=float(tr["best_loss"]) if tr.get("best_loss") is not None else math.inf,
+                                      best_epoch=int(tr.get("best_epoch", 0)), bad_epochs=int(tr.get("bad_epochs", 0)),
+                                      stopped_early=bool(tr.get("stopped_early", False)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{source}: trainer state is incomplete or invalid ({type(e).__name__}: {e})") from None
+        if not 0 <= self.state.epoch <= 10**9:
+            raise CheckpointError(f"{source}: trainer state has an invalid epoch {self.state.epoch}")
         self._saved_epoch = self.state.epoch
 
     # ------------------------------------------------------------------------------ evaluation
@@ -578,7 +585,7 @@ class Trainer:
             self._checked = 0
             self._skipped_epoch = 0
             if policy == "skip":
-                self._guard_optimizers()
+                self._guard_optimizers()   # no-op unless the optimizers were rebuilt since __init__
         if policy == "skip":
             loss, parts = steps[-1]
             finite = bool(torch.isfinite(torch.stack([loss, *parts.values()])).all())

@@ -1,0 +1,129 @@
+"""The domain feature network of the generative metrics: train it, cache it per dataset, embed with it.
+
+``latentforge evaluate`` uses the network given with ``--features RUN_DIR`` (a run of the
+``features`` model, :mod:`latentforge.models.features`), or else the one cached for the data in
+``<data cache>/features/<fingerprint>-r<recipe>/`` (the data cache is ``$LATENTFORGE_DATA``, by
+default ``~/.cache/latentforge``), training and caching it on first use. The fingerprint is the
+hash of the data's values that runs record, so any change of the data gets a network of its own;
+``RECIPE`` changes whenever the default recipe does.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import CheckpointError, ConfigError, DataError
+
+#: bumped whenever the default feature network (architecture, training) changes
+RECIPE = 1
+FEATURES_MODEL = "features"
+
+
+def feature_cache_dir() -> Path:
+    """Where cached feature networks live: ``<data cache>/features``."""
+    from ..data import data_cache_dir
+    return data_cache_dir() / "features"
+
+
+def cached_features_path(ds) -> Path:
+    """The cache folder of ``ds``'s feature network (keyed by the data's fingerprint)."""
+    from ..train.run import fingerprint
+    return feature_cache_dir() / f"{fingerprint(ds.x)}-r{RECIPE}"
+
+
+def feature_overrides(ds, **overrides: Any) -> dict[str, Any]:
+    """The config values for ``ds``: ``n_classes`` from its labels, then ``overrides``."""
+    values: dict[str, Any] = {}
+    if ds.y is not None and len(ds.y):
+        values["n_classes"] = max(2, int(ds.y.max()) + 1)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return values
+
+
+def train_feature_network(ds, out: str | Path, *, overrides: dict[str, Any] | None = None, device: str = "auto",
+                          progress: bool | None = None, log: Callable[[str], None] | None = None,
+                          overwrite: bool = False):
+    """Train the feature network on ``ds`` (labels when it has them) into the run folder ``out``."""
+    from ..train import train
+    return train(FEATURES_MODEL, ds, out=out, overrides=feature_overrides(ds, **(overrides or {})),
+                 valid_fraction=0.1, progress=progress, log=log or (lambda m: None), device=device,
+                 overwrite=overwrite)
+
+
+def load_feature_network(run_dir: str | Path, ds=None, device: str = "cpu"):
+    """Load a ``features`` run; with ``ds``, check that it embeds samples shaped like ``ds``'s."""
+    from ..train import load_run
+    run = load_run(run_dir, device)
+    if run.name != FEATURES_MODEL:
+        raise ConfigError(f"--features {run_dir}: a {run.name!r} run, not a feature network "
+                          f"(train one with `latentforge train features --data SRC`)")
+    if ds is not None:
+        try:
+            run.model.check_data(ds.x[:1], ds.name)
+        except DataError:
+            raise DataError(f"--features {run_dir}: built for samples of shape {list(run.model.input_shape)}, "
+                            f"but {ds.name} has {list(ds.x.shape[1:])}") from None
+    return run
+
+
+def feature_network_for(ds, features: str | Path | None = None, *, device: str = "cpu",
+                        log: Callable[[str], None] | None = None):
+    """The feature network for ``ds`` and where it came from: ``(run, "given" | "cache" | "trained")``.
+
+    Without ``features`` the cached one is loaded, or trained and cached (atomically: a network
+    trained at the same time by another process is kept, this one dropped).
+    """
+    log = log or (lambda m: print(m, file=sys.stderr))
+    if features is not None:
+        return load_feature_network(features, ds, device), "given"
+    path = cached_features_path(ds)
+    if (path / "checkpoint.safetensors").exists():
+        try:
+            return load_feature_network(path, ds, device), "cache"
+        except (CheckpointError, DataError, ConfigError) as e:
+            log(f"cached feature network {path} is unusable ({e}); training a new one")
+            shutil.rmtree(path, ignore_errors=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{path.parent}: cannot create the feature-network cache: {e.strerror or e} "
+                        f"(set $LATENTFORGE_DATA, or give --features RUN_DIR)") from None
+    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
+    log(f"training the feature network for {ds.name} (once per dataset; cached in {path})")
+    try:
+        train_feature_network(ds, tmp, device=device, progress=False)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not (path / "checkpoint.safetensors").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return load_feature_network(path, ds, device), "trained"
+
+
+def describe(run, source: str) -> dict[str, Any]:
+    """What the metrics' JSON says about the feature network."""
+    info = run.data_info
+    last = run.history[-1] if run.history else {}
+    return {"run_dir": str(run.run_dir), "source": source, "data": info.get("source"),
+            "fingerprint": info.get("fingerprint"), "trained_with_labels": bool(info.get("labels")),
+            "feature_size": int(run.config.feature_size),
+            "n_classes": int(run.config.n_classes) if info.get("labels") else None,
+            "valid_accuracy": last.get("valid_accuracy"), "epochs": len(run.history)}
+
+
+def embed(run, x: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray | None]:
+    """Features (N, feature_size) of ``x`` and, for a network trained with labels, the class
+    probabilities (N, n_classes) (None otherwise)."""
+    model = run.model
+    out = run.batched(model.features_and_proba, x, batch_size)
+    f = int(model.config.feature_size)
+    probs = out[:, f:].astype(np.float64) if run.data_info.get("labels") else None
+    return out[:, :f].astype(np.float64), probs
