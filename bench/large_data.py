@@ -108,6 +108,10 @@ def main() -> None:
             rows = fit
         generate(args.path, rows)
     work = Path(tempfile.mkdtemp(prefix="lf-large-"))
+    if hasattr(os, "posix_fadvise"):                 # start from disk, not from the page cache
+        fd = os.open(args.path, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
     try:
         big = train(args.path, work / "big", steps=args.steps, batch=args.batch, stream=None, timed=True)
         print(f"\n## {args.path.stat().st_size / 1e9:.2f} GB .npy, stacked-ae, batch {args.batch}, "

@@ -5,7 +5,9 @@ Runs, alternately and ``--repeats`` times, each as its own subprocess on the sam
   - latentforge's trainer (``--worker``: the model from the registry with the chapter's defaults,
     trained exactly as ``latentforge train`` trains it, thread policy included),
   - for ``stacked-ae``: ``../shared/bench/torch_plain_ae.py`` (a typical plain-PyTorch DataLoader
-    loop) with PyTorch's default threads, and the same loop pinned to one thread (``torch-plain-1t``),
+    loop) pinned to one thread (``torch-plain-1t``: the stronger reference on a busy machine), and
+    with ``--plain-default-threads`` also with PyTorch's default threads (``torch-plain``; on a
+    loaded 2-core machine that one can be 20x slower, and its runs then take minutes),
   - the chapter's Keras code when ``--keras-python`` names a Python with TensorFlow
     (``keras_seed_ae.py``, ``keras_conv_ae.py``, ``keras_dcgan.py`` of ``../shared/bench``),
   - ``latentforge-Nt`` for each ``--lf-threads N``: latentforge with ``LATENTFORGE_THREADS=N``.
@@ -104,8 +106,9 @@ def contest(a, batch: int, spec: dict) -> dict[str, list[tuple[float, float | No
         contenders[f"latentforge-{t}t"] = (lf, {**env, "LATENTFORGE_THREADS": str(t)})
     if a.model == "stacked-ae":
         plain = [sys.executable, str(SHARED_BENCH / "torch_plain_ae.py")]
-        contenders["torch-plain"] = (plain, env)
         contenders["torch-plain-1t"] = (plain, {**env, "OMP_NUM_THREADS": "1"})
+        if a.plain_default_threads:
+            contenders["torch-plain"] = (plain, env)
     if a.keras_python:
         contenders["keras"] = ([a.keras_python, str(SHARED_BENCH / spec["keras"])], env)
     results: dict[str, list[tuple[float, float | None]]] = {k: [] for k in contenders}
@@ -124,7 +127,8 @@ def summary(a, batch: int, spec: dict, results) -> list[str]:
         bces = [b for _, b in results[k] if b is not None]
         held = f"   held-out BCE {statistics.median(bces):.4f}" if bces else ""
         lines.append(f"  {k:<15} {v:>10,.0f} samples/s{held}")
-    targets = {"keras": spec["keras_target"].get(batch), "torch-plain": spec.get("plain_target")}
+    targets = {"keras": spec["keras_target"].get(batch), "torch-plain": spec.get("plain_target"),
+               "torch-plain-1t": spec.get("plain_target")}
     for ref in [k for k in med if not k.startswith("latentforge")]:
         t = targets.get(ref)
         goal = f"  (target >= {t:g}x: {'met' if med['latentforge'] / med[ref] >= t else 'NOT met'})" if t else ""
@@ -143,6 +147,8 @@ def main() -> None:
     ap.add_argument("--keras-python", help="a Python with TensorFlow/Keras (see ../shared/bench/keras_seed_ae.py)")
     ap.add_argument("--lf-threads", type=int, nargs="*", default=[],
                     help="also run latentforge with LATENTFORGE_THREADS=N for each N")
+    ap.add_argument("--plain-default-threads", action="store_true",
+                    help="stacked-ae: also run the plain PyTorch loop with PyTorch's default threads")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     spec = MODELS[a.model]

@@ -7,7 +7,7 @@ optimizer state, RNG states, GAN replay buffer and EMA) must equal those of an u
 with the same seed, bit for bit. ``LATENTFORGE_TEST_SLOW_SAVE`` makes every checkpoint write pause
 halfway, so that many kills land while a checkpoint is being written.
 
-The default suite kills 3 times (stacked-ae) and 2 times (GAN); ``-m slow`` kills 20 times each.
+The default suite kills 3 times (stacked-ae twice, the GAN once); ``-m slow`` kills 20 times each.
 """
 from __future__ import annotations
 
@@ -83,6 +83,14 @@ class _Proc:
         return rc
 
 
+def _reference(model: str, data: Path, out: Path, epochs: int) -> None:
+    """The uninterrupted run, in a subprocess like the others (an in-process run can round
+    differently: the test process's torch state is not a fresh interpreter's)."""
+    done = subprocess.run(_cmd(model, data, out, epochs), env=_env(False), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+
+
 def _tensors(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run_dir / CKPT)[0]
 
@@ -90,8 +98,7 @@ def _tensors(run_dir: Path) -> dict[str, torch.Tensor]:
 def _kill_and_resume(model: str, data: Path, root: Path, kills: int, epochs: int, seed: int) -> dict:
     rng = random.Random(seed)
     ref, run = root / "ref", root / "run"
-    done = subprocess.run(_cmd(model, data, ref, epochs), env=_env(False), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
+    _reference(model, data, ref, epochs)
     stats = {"kills": 0, "mid_write": 0, "before_first_checkpoint": 0, "restarts": 0}
     for k in range(kills):
         resume = (run / CKPT).exists()
@@ -102,7 +109,7 @@ def _kill_and_resume(model: str, data: Path, root: Path, kills: int, epochs: int
         proc = _Proc(_cmd(model, data, run, epochs, *extra), _env(True))
         # kill after a random number of this process's epoch lines, then a random delay: lands in a
         # step or (mostly, with the slow save) in the middle of the checkpoint write that follows
-        target = rng.randint(0, epochs - 1 - start_epoch)
+        target = 0 if rng.random() < 0.1 else rng.randint(1, epochs - 1 - start_epoch)   # 10%: in start-up
         deadline = time.monotonic() + 300
         while proc.epochs_logged() < target and proc.p.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -136,7 +143,7 @@ def _kill_and_resume(model: str, data: Path, root: Path, kills: int, epochs: int
     return stats
 
 
-@pytest.mark.parametrize("model,kills,epochs", [("stacked-ae", 3, 6), ("gan", 2, 5)])
+@pytest.mark.parametrize("model,kills,epochs", [("stacked-ae", 2, 6), ("gan", 1, 5)])
 def test_sigkill_then_resume_is_exact(tmp_path, data, model, kills, epochs):
     stats = _kill_and_resume(model, data, tmp_path, kills, epochs, seed=1)
     assert stats["kills"] >= 1
@@ -177,9 +184,7 @@ def test_atomic_write_leaves_old_or_new_and_cleans_litter(tmp_path):
 def test_sigint_saves_says_how_to_resume_and_exits_130(tmp_path, data):
     ref, run = tmp_path / "ref", tmp_path / "run"
     epochs = 5
-    done = subprocess.run(_cmd("stacked-ae", data, ref, epochs), env=_env(False), capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr
+    _reference("stacked-ae", data, ref, epochs)
     proc = _Proc(_cmd("stacked-ae", data, run, epochs), _env(True))
     deadline = time.monotonic() + 300
     while proc.epochs_logged() < 2 and proc.p.poll() is None and time.monotonic() < deadline:

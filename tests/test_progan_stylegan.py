@@ -14,7 +14,7 @@ from latentforge.errors import ConfigError, DataError
 from latentforge.models import build_model
 from latentforge.models.gan import MinibatchStd
 from latentforge.models.progan import EqualizedConv2d, EqualizedLinear, PixelNorm, resize, resolution_ladder
-from latentforge.models.stylegan import AdaIN
+from latentforge.models.stylegan import AdaIN, GroupedMinibatchStd
 from latentforge.train import load_run, train
 from latentforge.train.adversarial import AdversarialTrainer
 
@@ -238,6 +238,28 @@ def test_learned_constant_is_not_flat():
     out = layer(syn.const.expand(3, -1, -1, -1), w)
     ys, _ = layer.adain.style(w)
     assert torch.allclose(out.std((2, 3), unbiased=False), ys.abs(), atol=1e-3)
+
+
+def test_grouped_minibatch_std_separates_fakes_from_reals():
+    """D scores [fakes; reals] in one batch: a whole-batch std would give every sample the same
+    extra channel; per group of 4, a collapsed fake half gets ~0 and a varied real half does not."""
+    fakes = torch.rand(1, 1, 16, 16).expand(8, -1, -1, -1)        # a collapsed generator
+    both = torch.cat([fakes, torch.rand(8, 1, 16, 16)])
+    whole = MinibatchStd()(both)[:, -1]
+    assert torch.allclose(whole, whole[:1].expand_as(whole))
+    grouped = GroupedMinibatchStd(4)(both)[:, -1]
+    assert grouped[:8].max() < 1e-3 and grouped[8:].min() > 0.1
+    assert GroupedMinibatchStd(4)(both[:6]).shape == (6, 2, 16, 16)  # 6 = 2 groups of 3
+    m = _stylegan()
+    d = m.discriminator
+    assert isinstance(d.mbstd, GroupedMinibatchStd) and m.config.mbstd_group == 4
+    x = torch.rand(8, 1, 16, 16)
+    other = x.clone()
+    other[4:] = torch.rand(4, 1, 16, 16)
+    assert torch.allclose(d(x)[:4], d(other)[:4], atol=1e-6)        # a score depends on its group only
+    other[1] = torch.rand(1, 16, 16)
+    assert not torch.allclose(d(x)[0], d(other)[0])
+    assert not isinstance(_stylegan(minibatch_std=False).discriminator.mbstd, GroupedMinibatchStd)
 
 
 def test_noise_changes_the_output_only_with_a_nonzero_scale():

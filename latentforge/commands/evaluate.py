@@ -22,7 +22,14 @@ import typer
 
 from ..cli import LabelsOpt, _load, _out_dir_ok, _print_json, app
 from ..errors import ConfigError, DataError
-from .generative import _data_labels, _finite, _is_conditional
+
+# the helpers shared with generate/interpolate come from .generative, imported where used: generative
+# imports cli, which imports every command module (this one too) while generative is half-loaded
+
+
+def _is_conditional(model) -> bool:
+    from .generative import _is_conditional as is_conditional
+    return is_conditional(model)
 
 GENERATIVE_DEFAULT_N = 10_000   # real and generated samples for the generative metrics, by default
 PROBE_MAX_TRAIN = 10_000        # training codes for the linear probe and the k-NN vote, at most
@@ -31,6 +38,7 @@ KNN_K = 5
 
 def _finite_all(v: Any) -> Any:
     """NaN/Inf -> None everywhere in a JSON-like value (JSON has no NaN)."""
+    from .generative import _finite
     if isinstance(v, dict):
         return {key: _finite_all(x) for key, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -112,6 +120,7 @@ def autoencoder_metrics(run, ds, train, test, n: Optional[int], k: int, seed: in
     if len(x) == 0:
         raise DataError(f"{test.name}: no samples to evaluate")
     model.check_data(x, test.name)
+    from .generative import _data_labels
     cond = _data_labels(model, test, run.name)
     cond = cond[:len(x)] if cond is not None else None
     result: dict[str, Any] = {"n": int(len(x))}

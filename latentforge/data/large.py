@@ -400,7 +400,12 @@ class StreamingDataset(Dataset):
                       prefetch: int = 2) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, float]]:
         """This rank's share of each global batch of this epoch: ``(xb, yb, share)`` where
         ``share`` is its fraction of the global batch. Only the first ``n_use`` samples of the
-        epoch's order are used (a steps cap, or the tail that cannot be split among ranks)."""
+        epoch's order are used (a steps cap, or the tail that cannot be split among ranks).
+
+        Each block is read once in file order (on the background thread, and only the rows this
+        rank needs), moved to the device, and every batch is gathered from it by index: a fresh,
+        aligned tensor per batch, as the in-memory path gathers from its tensor.
+        """
         plan = self.block_plan(seed, epoch, block_rows)
         jobs = []
         pos = 0
@@ -416,32 +421,27 @@ class StreamingDataset(Dataset):
                 keep &= (within >= lo) & (within < hi)
             jobs.append(block[keep])
             pos += len(block)
-        sizes = []
-        for b in range(-(-n_use // batch_size)):
-            size = min(batch_size, n_use - b * batch_size)
-            lo, hi = _share(np.int64(size), rank, world)
-            sizes.append((int(hi - lo), (int(hi - lo)) / size))
         device = torch.device(device)
-        pin = device.type == "cuda"
-        with _Prefetcher(self, jobs, pin, prefetch) as blocks:
-            buf_x: list[torch.Tensor] = []
-            buf_y: list[torch.Tensor] = []
-            have = 0
-            for k, (m, share) in enumerate(sizes):
-                while have < m:
-                    xb, yb = next(blocks)
-                    buf_x.append(xb)
-                    if yb is not None:
-                        buf_y.append(yb)
-                    have += len(xb)
-                x_all = buf_x[0] if len(buf_x) == 1 else torch.cat(buf_x)
-                y_all = None if not buf_y else (buf_y[0] if len(buf_y) == 1 else torch.cat(buf_y))
-                xb, rest_x = x_all[:m], x_all[m:]
-                yb = y_all[:m] if y_all is not None else None
-                buf_x, buf_y = ([rest_x] if len(rest_x) else []), ([y_all[m:]] if y_all is not None and len(rest_x) else [])
-                have -= m
-                yield (xb.to(device, non_blocking=True),
-                       yb.to(device, non_blocking=True) if yb is not None else None, share)
+        with _Prefetcher(self, jobs, device.type == "cuda", prefetch) as blocks:
+            segs: list[list] = []            # [x, y, index into x in this rank's order, next position]
+            for b in range(-(-n_use // batch_size)):
+                size = min(batch_size, n_use - b * batch_size)
+                lo, hi = _share(np.int64(size), rank, world)
+                m = int(hi - lo)
+                xs, ys = [], []
+                while m:
+                    if not segs or segs[0][3] == len(segs[0][2]):
+                        segs = [[t.to(device, non_blocking=True) if t is not None else None for t in next(blocks)] + [0]]
+                    x, y, order, at = segs[0]
+                    k = min(m, len(order) - at)
+                    rows = order[at:at + k]
+                    xs.append(x.index_select(0, rows))
+                    ys.append(y.index_select(0, rows) if y is not None else None)
+                    segs[0][3] += k
+                    m -= k
+                xb = xs[0] if len(xs) == 1 else torch.cat(xs)
+                yb = None if ys[0] is None else (ys[0] if len(ys) == 1 else torch.cat(ys))
+                yield xb, yb, float(hi - lo) / float(size)
 
     def eval_batches(self, batch_size: int, device: torch.device | str = "cpu",
                      with_labels: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -452,10 +452,11 @@ class StreamingDataset(Dataset):
         device = torch.device(device)
         src = self if with_labels else self.without_labels()
         with _Prefetcher(src, jobs, device.type == "cuda", 2) as blocks:
-            for xb, yb in blocks:
-                for i in range(0, len(xb), batch_size):
-                    yield (xb[i:i + batch_size].to(device, non_blocking=True),
-                           yb[i:i + batch_size].to(device, non_blocking=True) if yb is not None else None)
+            for xb, yb, _ in blocks:
+                xb = xb.to(device, non_blocking=True)
+                yb = yb.to(device, non_blocking=True) if yb is not None else None
+                for i in range(0, len(xb), batch_size):     # copies: fresh, aligned batches
+                    yield xb[i:i + batch_size].clone(), yb[i:i + batch_size].clone() if yb is not None else None
 
 
 def _share(size, rank: int, world: int):
@@ -466,8 +467,9 @@ def _share(size, rank: int, world: int):
 
 
 class _Prefetcher:
-    """Reads the blocks ``jobs`` (view positions, in order) on a background thread, up to
-    ``depth`` ahead; iterating yields ``(x, y)`` tensors in the order of each job."""
+    """Reads the blocks ``jobs`` (view positions) on a background thread, up to ``depth`` ahead;
+    iterating yields ``(x, y, where)``: the rows in file order and, for each position of the
+    job, its row in ``x``."""
 
     def __init__(self, ds: StreamingDataset, jobs: list[np.ndarray], pin: bool, depth: int):
         self.ds, self.jobs, self.pin = ds, jobs, pin
@@ -481,13 +483,15 @@ class _Prefetcher:
                 if self.stop.is_set():
                     return
                 order = np.argsort(job, kind="stable")
-                xs = np.empty((len(job), *self.ds.x.sample_shape), np.float32)
-                xs[order] = self.ds.x.read(job[order])          # one sorted (mostly sequential) read
-                x = torch.from_numpy(xs)
-                y = torch.from_numpy(self.ds.y[job]) if self.ds.y is not None else None
+                srt = job[order]
+                x = torch.from_numpy(self.ds.x.read(srt))        # one sorted (mostly sequential) read
+                y = torch.from_numpy(self.ds.y[srt]) if self.ds.y is not None else None
+                where = np.empty(len(job), np.int64)
+                where[order] = np.arange(len(job))               # row of x of each job position
                 if self.pin:
                     x = x.pin_memory()
-                self._put((x, y))
+                    y = y.pin_memory() if y is not None else None
+                self._put((x, y, torch.from_numpy(where)))
             self._put(None)
         except BaseException as e:                               # re-raised in the consumer
             self._put(e)

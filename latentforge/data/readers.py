@@ -1065,7 +1065,11 @@ def load_path(
     y = None
 
     from .large import open_large   # a .npy too large for memory, or a folder of shards: streamed
-    large = open_large(p, labels, name=name, split=split)
+    try:
+        large = open_large(p, labels, name=name, split=split)
+    except (SyntaxError, tokenize.TokenError, TypeError, OverflowError, MemoryError) as e:
+        # a corrupt .npy header (numpy parses it as a Python literal) -- found by tests/test_fuzz.py
+        raise DataError(f"{name}: cannot read .npy file ({type(e).__name__}: {e})") from e
     if large is not None:
         return large
 

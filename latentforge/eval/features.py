@@ -38,10 +38,14 @@ def cached_features_path(ds) -> Path:
 
 
 def feature_overrides(ds, **overrides: Any) -> dict[str, Any]:
-    """The config values for ``ds``: ``n_classes`` from its labels, then ``overrides``."""
+    """The config values for ``ds``: ``n_classes`` from its labels, a batch no larger than its
+    training split, then ``overrides``."""
+    from ..models.features import FeatureNetConfig
     values: dict[str, Any] = {}
     if ds.y is not None and len(ds.y):
         values["n_classes"] = max(2, int(ds.y.max()) + 1)
+    n_train = len(ds) - int(round(len(ds) * 0.1))                 # the 10% validation split
+    values["batch_size"] = max(1, min(FeatureNetConfig.batch_size, n_train))   # small data: smaller batches
     values.update({k: v for k, v in overrides.items() if v is not None})
     return values
 

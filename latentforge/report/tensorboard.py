@@ -73,13 +73,14 @@ class TensorBoardLogger:
                 self.writer.add_scalar(key, float(value), step)
         devices = [trainer.device] if trainer.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.no_grad():
-            was = trainer.model.training
+            modes = [(m, m.training) for m in trainer.model.modules()]
             trainer.model.eval()
             try:
                 for tag, grid in self.grids(trainer.model, trainer.device):
                     self.writer.add_image(tag, grid, step, dataformats="HW" if grid.ndim == 2 else "HWC")
             finally:
-                trainer.model.train(was)
+                for m, training in modes:          # exactly as they were (e.g. an EMA copy stays in eval)
+                    m.training = training
         self.writer.flush()
 
     def grids(self, model, device: torch.device) -> list[tuple[str, np.ndarray]]:

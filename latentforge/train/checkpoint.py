@@ -176,20 +176,31 @@ def optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict
 
 
 def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], info: dict[str, Any], source: str) -> None:
+    params = [p for g in opt.param_groups for p in g["params"]]
     state: dict[int, dict[str, Any]] = {}
     for name, val in tensors.items():
         idx, _, key = name.partition(".")
+        if not idx.isdigit() or int(idx) >= len(params) or not key:
+            raise CheckpointError(f"{source}: unexpected optimizer state tensor '{name}'")
+        ref = params[int(idx)]
+        # per-parameter buffers (moments, momentum) have the parameter's shape; 'step' is a scalar
+        if val.dim() and (val.shape != ref.shape or not val.is_floating_point()):
+            raise CheckpointError(f"{source}: optimizer state tensor '{name}' is {val.dtype} {tuple(val.shape)}, "
+                                  f"expected a float tensor of shape {tuple(ref.shape)}")
         state.setdefault(int(idx), {})[key] = val
-    for idx, st in info.get("scalars", {}).items():
-        state.setdefault(int(idx), {}).update(st)
+    try:
+        for idx, st in info.get("scalars", {}).items():
+            state.setdefault(int(idx), {}).update(st)
+    except (AttributeError, TypeError, ValueError):
+        raise CheckpointError(f"{source}: optimizer state metadata is invalid") from None
     groups = info.get("param_groups")
     own = opt.state_dict()["param_groups"]
     if not isinstance(groups, list) or len(groups) != len(own) or any(
-            len(g.get("params", [])) != len(o["params"]) for g, o in zip(groups, own)):
+            not isinstance(g, dict) or len(g.get("params", [])) != len(o["params"]) for g, o in zip(groups, own)):
         raise CheckpointError(f"{source}: optimizer state does not match the model's parameters")
     try:
         opt.load_state_dict({"state": state, "param_groups": groups})
-    except (ValueError, KeyError, RuntimeError) as e:
+    except (ValueError, KeyError, RuntimeError, TypeError) as e:
         raise CheckpointError(f"{source}: cannot restore the optimizer state: {e}") from None
 
 
