@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 
 import numpy as np
@@ -123,3 +122,17 @@ def test_nproc_errors(tmp_path, data, capfd, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     code, _, err = _cli(capfd, "train", "stacked-ae", "--data", data, "--nproc", "2")
     assert code == 2 and "torchrun" in err
+
+
+@pytest.mark.slow
+def test_two_processes_streaming_match_one(tmp_path, data, capfd, monkeypatch):
+    """Streamed from a memory-mapped .npy in blocks: each process reads only its rows of every
+    global batch, and the result is the single-process streamed run's."""
+    monkeypatch.setenv("LATENTFORGE_STREAM_BYTES", "0")
+    run2 = tmp_path / "two"
+    code, _, err = _cli(capfd, "train", "stacked-ae", "--data", data, "--epochs", "2", "--batch-size", "32",
+                        "--out", run2, "--nproc", "2", "--device", "cpu", "--no-progress", *AE)
+    assert code == 0, err
+    one = _one_process(tmp_path, data)
+    assert one.data_info["streamed"]
+    _assert_same_run(one, run2, 2)

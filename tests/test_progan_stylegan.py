@@ -307,6 +307,8 @@ def test_w_avg_and_truncation():
     tr = AdversarialTrainer(m, m.config, progress=False, **QUIET)
     for _ in range(3):
         tr.train_step(torch.rand(8, 1, 16, 16), None)
+    g = m.sampling_generator                                         # the EMA copy (default ema > 0)
+    assert g is m.g_ema and torch.equal(g.w_avg, m.generator.w_avg)
     with torch.no_grad():                                            # make every layer's noise matter
         for layer in g.synthesis.layers:
             layer.noise.weight.fill_(0.3)

@@ -431,6 +431,8 @@ class StreamingDataset(Dataset):
                 xs, ys = [], []
                 while m:
                     if not segs or segs[0][3] == len(segs[0][2]):
+                        segs = []
+                        _trim_heap()
                         segs = [[t.to(device, non_blocking=True) if t is not None else None for t in next(blocks)] + [0]]
                     x, y, order, at = segs[0]
                     k = min(m, len(order) - at)
@@ -457,6 +459,31 @@ class StreamingDataset(Dataset):
                 yb = yb.to(device, non_blocking=True) if yb is not None else None
                 for i in range(0, len(xb), batch_size):     # copies: fresh, aligned batches
                     yield xb[i:i + batch_size].clone(), yb[i:i + batch_size].clone() if yb is not None else None
+
+
+_MALLOC_TRIM: list = []
+
+
+def _trim_heap() -> None:
+    """Give the heap's free memory back to the system (glibc's ``malloc_trim``; a no-op elsewhere).
+
+    Streaming frees a block's worth of buffers every block while training allocates and frees
+    its own per-step buffers; under that pattern glibc kept the freed memory and the resident
+    set grew by ~1 MB per step (measured on the 10 GB benchmark); trimming once per block keeps
+    it flat.
+    """
+    if not _MALLOC_TRIM:
+        import ctypes
+        import ctypes.util
+        fn = None
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            fn = getattr(libc, "malloc_trim", None)
+        except OSError:
+            pass
+        _MALLOC_TRIM.append(fn)
+    if _MALLOC_TRIM[0] is not None:
+        _MALLOC_TRIM[0](0)
 
 
 def _share(size, rank: int, world: int):

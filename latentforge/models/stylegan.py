@@ -61,8 +61,9 @@ class StyleGANConfig(GANConfig):
     r1: float = 10.0                # ... with the R1 penalty, as StyleGAN (FFHQ)
     optimizer: str = "rmsprop"      # ~ Adam(beta1=0): see the module doc
     lr: float = 5e-4
+    ema: float = 0.99               # samples come from an EMA of G (half-life 70 steps: a short run)
     batch_size: int = 32
-    epochs: int = 8
+    epochs: int = 6
 
     def validate(self) -> None:
         super().validate()
