@@ -2,16 +2,14 @@
 
 Each part is exported exactly as :class:`~latentforge.train.Run` runs it, in the data's units:
 
-=========== ========================================= ===================================== ============
-part        input (batch axis dynamic)                output                                 models
-=========== ========================================= ===================================== ============
-encoder     ``x``: samples (N, *sample shape)         ``codes`` (N, coding size)             autoencoders, VAEs (the mean)
-decoder     ``codes`` (N, coding size)                ``x``: samples (N, *sample shape)      autoencoders, VAEs
-generator   ``z``: latents (N, coding size), N(0, I)  ``x``: images in [0, 1]                GANs (EMA weights if any), VAEs
-=========== ========================================= ===================================== ============
+* ``encoder`` (autoencoders, VAEs: the mean of q(z|x)): input ``x``, samples (N, *sample shape);
+  output ``codes`` (N, coding size).
+* ``decoder`` (autoencoders, VAEs): input ``codes`` (N, coding size); output ``x``, samples.
+* ``generator`` (GANs, with the EMA weights if any; VAEs): input ``z`` (N, coding size), drawn
+  from N(0, I); output ``x``, images in [0, 1].
 
-Both formats start from one ``torch.export`` graph (strict mode: Python's ``len(x)`` stays
-symbolic, so the batch axis stays dynamic). ONNX is written by ``torch.onnx.export(dynamo=True)``
+The batch axis N is dynamic. Both formats start from one ``torch.export`` graph (strict mode:
+Python's ``len(x)`` stays symbolic, so the batch axis stays dynamic). ONNX is written by ``torch.onnx.export(dynamo=True)``
 (needs ``onnx`` and ``onnxscript``: ``pip install 'latentforge[export]'``, which also brings
 ``onnxruntime`` to run it); TorchScript by tracing that graph, with its batch-size reads turned
 into ``Tensor.size`` calls that the tracer records (a plain trace would freeze the batch size),

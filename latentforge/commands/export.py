@@ -17,7 +17,7 @@ def export_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
     """Export a part of a trained model, in the data's units, with a dynamic batch axis.
 
     encoder: samples -> codes; decoder: codes -> samples; generator: latents z ~ N(0, I) ->
-    images in [0, 1]. ONNX needs the export extra: pip install 'latentforge[export]'.
+    images in [0, 1]. ONNX needs onnx and onnxscript (the "export" extra of latentforge).
     """
     from ..export import export_part
     from ..train import load_run

@@ -13,9 +13,10 @@ returns a :class:`StreamingDataset` for
 The threshold is ``LATENTFORGE_STREAM_BYTES`` (bytes) or a quarter of the physical memory.
 
 A :class:`StreamingDataset` is a :class:`~latentforge.data.readers.Dataset` whose ``x`` is a
-:class:`BlockArray`: rows are read on demand through a short-lived memory map (so the pages
-read do not stay in the process's resident set), converted by the usual value rules (uint8 /
-255, NaN/Inf refused) block by block, and never all at once. ``subset`` (hence
+:class:`BlockArray`: ``np.load(mmap_mode="r")`` gives the layout (shape, dtype, data offset),
+and rows are read on demand with positioned reads of each run of consecutive rows, so the
+pages read stay in the page cache and never in the process's resident set; they are converted
+by the usual value rules (uint8 / 255, NaN/Inf refused) block by block, never all at once. ``subset`` (hence
 ``train_valid_split`` and ``--limit``) gives views without reading anything. Training reads
 shuffled blocks (:meth:`StreamingDataset.epoch_batches`): the block boundaries (a random
 offset), the block order and the order within each block are a pure function of seed and
@@ -82,10 +83,29 @@ class Shard:
                 cache.clear()                      # one decoded gzip shard at a time
                 cache[self.path] = arr
             return np.array(arr[rows])
-        # a fresh map per read: the pages touched leave the resident set when it is closed
-        mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=(self.n, *self.raw_shape))
-        out = np.array(mm[rows])
-        del mm                                     # unmapped here: nothing of it stays resident
+        # positioned reads of each run of consecutive rows straight into the result: the file's
+        # pages stay in the page cache, never in this process's resident set (a memory map's would)
+        if isinstance(rows, slice):
+            starts, lengths = np.array([rows.start]), np.array([rows.stop - rows.start])
+        else:
+            rows = np.asarray(rows, dtype=np.int64)
+            cut = np.flatnonzero(np.diff(rows) != 1) + 1
+            starts = rows[np.concatenate([[0], cut])] if len(rows) else rows
+            lengths = np.diff(np.concatenate([[0], cut, [len(rows)]])) if len(rows) else rows
+        row_bytes = self.dtype.itemsize * int(np.prod(self.raw_shape))
+        out = np.empty((int(lengths.sum()), *self.raw_shape), self.dtype)
+        flat = out.reshape(-1).view(np.uint8)
+        with open(self.path, "rb", buffering=0) as f:          # unbuffered: reads go straight in
+            at = 0
+            for start, length in zip(starts.tolist(), lengths.tolist()):
+                want, done = length * row_bytes, 0
+                f.seek(self.offset + start * row_bytes)
+                while done < want:
+                    got = f.readinto(flat[at + done:at + want])
+                    if not got:
+                        raise DataError(f"{self.path}: file ended early (truncated while being read?)")
+                    done += got
+                at += want
         return out
 
 

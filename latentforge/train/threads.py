@@ -4,7 +4,8 @@ A small model's step is a few dozen short kernels. Spread over several OpenMP th
 kernel ends at a barrier where all threads must arrive; on a busy machine one of them is often
 descheduled, and the step waits a whole scheduler slice for it. Measured on a 2-core VM shared
 with other jobs (load 5-8), the seed stacked AE's plain PyTorch loop ran at 400 samples/s with 2
-threads and 8,100 with 1 (``bench/README.md``). So training uses one intra-op thread when the step
+threads and 8,100 with 1, and a DCGAN step took 1.4 s with 2 threads, 0.26 s with 1
+(``bench/README.md``). So training uses one intra-op thread when the step
 is small (fewer than :data:`SMALL_STEP_FLOPS` floating-point operations, estimated from one
 forward pass), and leaves PyTorch's setting alone otherwise.
 
@@ -20,8 +21,10 @@ import torch
 from torch import nn
 
 ENV = "LATENTFORGE_THREADS"
-#: steps below this many FLOPs (forward + backward, whole batch) train on one thread
-SMALL_STEP_FLOPS = 2e9
+#: steps below this many FLOPs (forward + backward, whole batch) train on one thread: every model
+#: of the chapter at its batch size (the DCGAN at batch 32: 4 GFLOP, 1 thread 5x faster than 2 on
+#: the loaded VM), not DDPM's U-Net (13 GFLOP)
+SMALL_STEP_FLOPS = 1e10
 
 
 def forward_flops(model: nn.Module) -> int | None:

@@ -1,0 +1,58 @@
+"""The training thread policy: one thread for small steps, overridable, with no side effects."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from latentforge.errors import ConfigError
+from latentforge.models import build_model
+from latentforge.train.threads import ENV, apply_training_threads, forward_flops, training_threads
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    return monkeypatch
+
+
+def test_small_steps_use_one_thread_large_ones_are_left_alone(clean_env):
+    m = build_model("stacked-ae", input_shape=[1, 28, 28])
+    gemms = 2 * (784 * 100 + 100 * 30 + 30 * 100 + 100 * 784)      # the four layers' matrix products
+    assert gemms <= forward_flops(m) < gemms * 1.1
+    assert training_threads(m, 32) == 1 and training_threads(m, 256) == 1
+    assert training_threads(m, 10**6) is None                     # 1e6 samples a step: not small
+
+
+def test_overrides(clean_env):
+    m = build_model("stacked-ae", input_shape=[20])
+    clean_env.setenv(ENV, "3")
+    assert training_threads(m, 32) == 3
+    clean_env.setenv(ENV, "0")
+    assert training_threads(m, 32) is None
+    clean_env.setenv(ENV, "many")
+    with pytest.raises(ConfigError, match=ENV):
+        training_threads(m, 32)
+    clean_env.delenv(ENV)
+    clean_env.setenv("OMP_NUM_THREADS", "2")
+    assert training_threads(m, 32) is None
+
+
+def test_estimate_leaves_model_and_rng_untouched(clean_env):
+    torch.manual_seed(0)
+    m = build_model("dcgan", input_shape=[1, 28, 28])
+    m.train()
+    buffers = {k: v.clone() for k, v in m.state_dict().items()}
+    rng = torch.get_rng_state()
+    assert forward_flops(m) > 10**7
+    assert torch.equal(rng, torch.get_rng_state()) and m.training
+    assert all(torch.equal(buffers[k], v) for k, v in m.state_dict().items())
+
+
+def test_apply(clean_env):
+    before = torch.get_num_threads()
+    try:
+        clean_env.setenv(ENV, "2")
+        assert apply_training_threads(build_model("stacked-ae", input_shape=[20]), 32) == 2
+    finally:
+        torch.set_num_threads(before)
