@@ -99,71 +99,33 @@ class StackedAE(Autoencoder):
 
         The chapter's dense AEs are bound by per-step overhead on a CPU; this step skips
         autograd's bookkeeping, gradient buffers and the optimizer's pass by folding each weight
-        update into the GEMM that computes its gradient (``W.addmm_(δᵀ, h, alpha=-lr)``) and each
-        bias update into a matrix-vector product (``b.addmv_(δᵀ, 1, alpha=-lr)``). It computes
-        what autograd + ``torch.optim.SGD`` compute (tested against them). Returns None where it
-        does not apply (the trainer then takes the autograd path).
+        update into the GEMM that computes its gradient (``W.addmm_(δᵀ, h, alpha=-lr)``). It
+        computes exactly what autograd + ``torch.optim.SGD`` compute (tested against them).
+        Returns None where it does not apply (the trainer then takes the autograd path).
         """
-        plan = self._fused_plan(len(x))
-        if plan is None:
-            return None
-        layers, ones, act, act_backward = plan
-        last = len(layers) - 1
-        with torch.no_grad():
-            target = self.to_internal(x)
-            hs, h = [target], target
-            for k, (_, wt, b) in enumerate(layers):                 # forward, keeping each input
-                z = torch.addmm(b, h, wt)
-                if k < last:
-                    h = act(z)
-                    hs.append(h)
-            loss, delta = self._loss_and_delta(z, target)
-            for k in range(last, -1, -1):                           # backward + update, top down
-                w, wt, b = layers[k]
-                d_in = delta.mm(w) if k else None                   # uses the weights before the update
-                dt = delta.t()
-                b.addmv_(dt, ones, alpha=-lr)
-                w.addmm_(dt, hs[k], alpha=-lr)
-                if d_in is not None:
-                    delta = act_backward(d_in, hs[k])
-        parts = {"bce": loss} if self.config.loss == "bce" else {"mse": loss * self.data_scale.square()}
-        return ModelOutput(loss=loss, parts=parts)
-
-    def _fused_plan(self, n: int):
-        """What the fused step needs, built once and reused while the parameters stay in place:
-        (weight, its transposed view, bias) per layer, a ones vector of the batch size, and the
-        activation and its backward kernel. None where the fused step does not apply."""
-        plan = self.__dict__.get("_plan")
-        if plan is False:
-            return None
-        if plan is None or not all(w is l.weight and b is l.bias and wt.data_ptr() == w.data_ptr()
-                                   for (w, wt, b), l in zip(plan[0], (*self.enc, *self.dec))):
-            plan = self._build_fused_plan()
-            self.__dict__["_plan"] = plan if plan is not None else False
-            if plan is None:
-                return None
-        layers, ones, act, act_backward = plan
-        if len(ones) != n or ones.device != layers[0][0].device:
-            ones = torch.ones(n, device=layers[0][0].device, dtype=layers[0][0].dtype)
-            plan = self.__dict__["_plan"] = (layers, ones, act, act_backward)
-        return plan
-
-    def _build_fused_plan(self):
         if (type(self).corrupt is not Autoencoder.corrupt or type(self).regularization is not Autoencoder.regularization
                 or type(self)._dec_layer is not StackedAE._dec_layer
                 or self.config.activation not in self._FAST_ACTIVATIONS):
             return None
-        layers = tuple((l.weight, l.weight.t(), l.bias) for l in (*self.enc, *self.dec))
-        a = self.config.activation
-        elu_backward = torch.ops.aten.elu_backward.default
-        threshold_backward = torch.ops.aten.threshold_backward.default
-        act, act_backward = {
-            "selu": (torch.selu, lambda g, h: elu_backward(g, _SELU_ALPHA, _SELU_SCALE, 1.0, True, h)),
-            "relu": (torch.relu, lambda g, h: threshold_backward(g, h, 0)),
-            "tanh": (torch.tanh, torch.ops.aten.tanh_backward.default),
-            "linear": (lambda z: z, lambda g, h: g),
-        }[a]
-        return layers, torch.ones(0), act, act_backward
+        with torch.no_grad():
+            target = self.to_internal(x)
+            layers = [*self.enc, *self.dec]
+            hs, h = [target], target
+            for k, layer in enumerate(layers):                     # forward, keeping each input
+                z = torch.addmm(layer.bias, h, layer.weight.t())
+                if k < len(layers) - 1:
+                    h = self.act(z)
+                    hs.append(h)
+            loss, delta = self._loss_and_delta(z, target)
+            for k in range(len(layers) - 1, -1, -1):                # backward + update, top down
+                layer = layers[k]
+                d_in = delta.mm(layer.weight) if k > 0 else None   # uses the weights before the update
+                layer.bias.sub_(delta.sum(0), alpha=lr)
+                layer.weight.addmm_(delta.t(), hs[k], alpha=-lr)
+                if d_in is not None:
+                    delta = self._act_backward(d_in, hs[k])
+        parts = {"bce": loss} if self.config.loss == "bce" else {"mse": loss * self.data_scale.square()}
+        return ModelOutput(loss=loss, parts=parts)
 
     def _loss_and_delta(self, z: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """Mean loss and its gradient w.r.t. the output pre-activation ``z``."""
@@ -178,6 +140,17 @@ class StackedAE(Autoencoder):
             return err.square().mean(), err.mul_(p * (1 - p)).mul_(2.0 / n)
         err = z - target                                            # linear + MSE
         return err.square().mean(), err.mul(2.0 / n)
+
+    def _act_backward(self, grad: Tensor, h: Tensor) -> Tensor:
+        """Gradient through the activation, from its output ``h`` (the kernels autograd uses)."""
+        a = self.config.activation
+        if a == "selu":
+            return torch.ops.aten.elu_backward(grad, _SELU_ALPHA, _SELU_SCALE, 1.0, True, h)
+        if a == "relu":
+            return torch.ops.aten.threshold_backward(grad, h, 0)
+        if a == "tanh":
+            return torch.ops.aten.tanh_backward(grad, h)
+        return grad
 
     # -- SPEC 7: greedy layer-wise training ---------------------------------------------------
     def greedy_stages(self) -> list["GreedyStage"]:

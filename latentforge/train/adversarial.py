@@ -142,9 +142,14 @@ class AdversarialTrainer(Trainer):
                 fake = G(m.latent(n), yb)
             if self.replay is not None:
                 fake = self.replay.mix(fake)
-            y2 = torch.cat([yb, yb]) if yb is not None else None
-            scores = D(torch.cat([fake, real]), y2)                   # half fake, half real, as the chapter
-            s_fake, s_real = scores[:n], scores[n:]
+            if cfg.minibatch_std or cfg.minibatch_discrimination:
+                # layers that compare samples across the batch must see fakes and reals apart,
+                # or their statistic is the same for both and tells D nothing
+                s_fake, s_real = D(fake, yb), D(real, yb)
+            else:
+                y2 = torch.cat([yb, yb]) if yb is not None else None
+                scores = D(torch.cat([fake, real]), y2)               # half fake, half real, as the chapter
+                s_fake, s_real = scores[:n], scores[n:]
             d_loss = d_loss_fn(cfg.loss, s_real, s_fake, cfg.label_smoothing, sig)
             if cfg.loss == "wgan-gp":
                 d_loss = d_loss + cfg.gp_weight * gradient_penalty(D, real, fake, yb)

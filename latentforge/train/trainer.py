@@ -28,6 +28,7 @@ from ..config import TrainConfig
 from ..errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from . import distributed as ddp
 from .accel import autocast, check_precision, grad_scaler, maybe_compile
+from .threads import apply_training_threads
 from .checkpoint import (load_module_state, load_optimizer_state, optimizer_state, save_checkpoint,
                          split_prefix)
 
@@ -388,6 +389,8 @@ class Trainer:
         """Compilation, and with several processes: rank 0's weights everywhere, gradient averaging,
         and a torch RNG of each rank's own (unless restored from the checkpoint)."""
         cfg, d = self.cfg, self.dist
+        self._threads_before = torch.get_num_threads()
+        apply_training_threads(self.model, cfg.batch_size)   # one thread for small models on CPU
         self._compiled = maybe_compile(self.model, cfg.compile, self.device, self.log)
         self._plain = cfg.precision == "32" and d.world == 1 and not self._compiled
         if d.world > 1:
@@ -397,6 +400,7 @@ class Trainer:
                 torch.manual_seed(ddp.rank_seed(cfg.seed, d.rank, self.state.epoch))
 
     def _end_fit(self) -> None:
+        torch.set_num_threads(self._threads_before)
         if self._sync is not None:
             self._sync.remove()
             self._sync = None
@@ -502,14 +506,7 @@ class Trainer:
 
     def _fused_step(self):
         """The model's hand-fused SGD step, where it applies: plain SGD (no momentum, no weight
-        decay) on all of the model's parameters, and the config leaves ``fused_step`` on.
-
-        Called before every epoch's first step; the first call also sets the thread count for
-        training (one thread for small models on CPU, see :mod:`latentforge.train.threads`)."""
-        if not getattr(self, "_threads_set", False):
-            from .threads import apply_training_threads
-            apply_training_threads(self.model, self.cfg.batch_size)
-            self._threads_set = True
+        decay) on all of the model's parameters, and the config leaves ``fused_step`` on."""
         fn = getattr(self.model, "fused_sgd_step", None)
         cfg = self.cfg
         if (fn is None or not getattr(cfg, "fused_step", True) or cfg.optimizer != "sgd" or cfg.momentum
