@@ -118,17 +118,7 @@ def _overrides(sets: list[str], **flags: Any) -> dict[str, Any]:
 
 def _heldout(run, source: Optional[str], labels: Optional[Path]):
     """The run's held-out split when ``source`` is the run's own data, else all of ``source``."""
-    from .data import train_valid_split
-    info = run.data_info
-    src = source or info.get("source")
-    if src is None:
-        raise DataError("no --data given and the run does not record its data source")
-    ds = _load(src, labels)
-    if src == info.get("source") and info.get("valid_fraction"):
-        _, valid = train_valid_split(ds, info["valid_fraction"], seed=run.config.seed)
-        if valid is not None:
-            return valid
-    return ds
+    return run.data_splits(source, labels)[2]
 
 
 def _print_json(obj: Any) -> None:

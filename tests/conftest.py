@@ -1,7 +1,10 @@
 """Shared fixtures: tiny datasets, the shared MNIST-4k folder, a CLI runner."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,10 @@ MNIST4K = SHARED / "data" / "mnist-4k"
 
 os.environ.setdefault("CI", "1")           # no progress bars in tests
 torch.set_num_threads(1)                   # the suite runs under xdist on 2 cores
+# a data cache of the tests' own (cached feature networks, downloads), never the user's
+_CACHE = tempfile.mkdtemp(prefix="latentforge-test-cache-")
+os.environ["LATENTFORGE_DATA"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
 def mnist4k_path() -> Path:

@@ -14,7 +14,7 @@ from latentforge.errors import ConfigError, DataError
 from latentforge.models import build_model
 from latentforge.models.gan import MinibatchStd
 from latentforge.models.progan import EqualizedConv2d, EqualizedLinear, PixelNorm, resize, resolution_ladder
-from latentforge.models.stylegan import AdaIN, GroupedMinibatchStd
+from latentforge.models.stylegan import AdaIN, GroupedMinibatchStd, ModulatedConv2d
 from latentforge.train import load_run, train
 from latentforge.train.adversarial import AdversarialTrainer
 
@@ -120,7 +120,7 @@ def _unit_gain(m):
     """Layers with gain 1 (linear outputs: toRGB, D's score; StyleGAN's style affines)."""
     g = m.generator
     rgb = list(g.to_rgb) if hasattr(g, "to_rgb") else [g.synthesis.to_rgb]
-    affines = [mod.affine for mod in g.modules() if isinstance(mod, AdaIN)]
+    affines = [mod.affine for mod in g.modules() if isinstance(mod, (AdaIN, ModulatedConv2d))]
     return set(rgb + affines + [m.discriminator.out])
 
 
@@ -223,6 +223,50 @@ def test_adain_normalises_then_applies_the_style():
     fresh = AdaIN(6, w_dim=4)                                        # initial style: scale 1, bias 0
     ys0, yb0 = fresh.style(torch.zeros(1, 4))
     assert torch.allclose(ys0, torch.ones(1, 6)) and torch.allclose(yb0, torch.zeros(1, 6))
+
+
+def test_modulated_conv_modulates_then_demodulates():
+    """StyleGAN2's replacement for AdaIN: the style scales the weights per sample and input
+    channel, then each output filter is rescaled to unit norm (unit-variance outputs for
+    unit-variance inputs), so only the style's direction matters."""
+    torch.manual_seed(0)
+    mc = ModulatedConv2d(6, 5, w_dim=4)
+    with torch.no_grad():
+        mc.affine.weight.normal_()
+    x, w = torch.randn(3, 6, 9, 9), torch.randn(3, 4)
+    out = mc(x, w)
+    s = mc.affine(w)
+    for i in range(3):                                               # the grouped conv = a conv per sample
+        wt = mc.weight * mc.scale * s[i].view(1, -1, 1, 1)
+        wt = wt / wt.square().sum((1, 2, 3), keepdim=True).sqrt()
+        assert torch.allclose(out[i:i + 1], F.conv2d(x[i:i + 1], wt, padding=1), atol=1e-5)
+    big = torch.randn(4, 6, 40, 40)
+    inner = mc(big, torch.randn(4, 4))[:, :, 1:-1, 1:-1]
+    assert abs(inner.var().item() - 1) < 0.1                         # demodulated: unit variance
+    with torch.no_grad():
+        mc.affine.weight.mul_(3)
+        mc.affine.bias.mul_(3)
+    assert torch.allclose(mc(x, w), out, atol=1e-5)                  # a scaled style changes nothing
+    fresh = ModulatedConv2d(6, 5, w_dim=4)                           # initial style: 1 per input channel
+    assert torch.allclose(fresh.affine(torch.zeros(1, 4)), torch.ones(1, 6))
+    plain = ModulatedConv2d(6, 5, w_dim=4, demodulate=False)
+    assert not torch.allclose(plain(big[:1], torch.zeros(1, 4)).var(), torch.tensor(1.0), atol=0.1)
+
+
+def test_stylegan_demod_mode_builds_trains_and_samples():
+    m = _stylegan(style_mode="demod")
+    layers = m.generator.synthesis.layers
+    assert all(isinstance(layer.modconv, ModulatedConv2d) for layer in layers)
+    assert not any(isinstance(mod, AdaIN) for mod in m.generator.modules())
+    tr = AdversarialTrainer(m, m.config, progress=False, **QUIET)
+    before = layers[0].modconv.weight.clone()
+    out = tr.train_step(torch.rand(8, 1, 16, 16), None)
+    assert torch.isfinite(out.loss) and not torch.equal(layers[0].modconv.weight, before)
+    x = m.sample(3, generator=torch.Generator().manual_seed(0), truncation=0.5)
+    assert x.shape == (3, 1, 16, 16) and 0 <= x.min() and x.max() <= 1
+    assert build_model("stylegan", input_shape=[1, 28, 28], style_mode="demod", **SG).sample(2).shape == (2, 1, 28, 28)
+    with pytest.raises(ConfigError, match="style_mode"):
+        _stylegan(style_mode="instance")
 
 
 def test_learned_constant_is_not_flat():

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..cli import LabelsOpt, _load, _out_dir_ok, _print_json, app
+from ..cli import LabelsOpt, _out_dir_ok, _print_json, app
 from ..errors import ConfigError, DataError
 
 # the helpers shared with generate/interpolate come from .generative, imported where used: generative
@@ -47,22 +47,9 @@ def _finite_all(v: Any) -> Any:
 
 
 def _splits(run, source: Optional[str], labels: Optional[Path]):
-    """(all of the data, its training part, its held-out part, split name).
-
-    The run's own data: the run's training / held-out split. Other data: the held-out part is all
-    of it (for the reconstruction metrics) and the probes use a seeded 80/20 split.
-    """
-    from ..data import train_valid_split
-    info = run.data_info
-    src = source or info.get("source")
-    if src is None:
-        raise DataError("no --data given and the run does not record its data source")
-    ds = _load(src, labels)
-    if src == info.get("source") and info.get("valid_fraction"):
-        train, valid = train_valid_split(ds, info["valid_fraction"], seed=run.config.seed)
-        if valid is not None:
-            return ds, train, valid, "held-out"
-    return ds, None, ds, "all"
+    """(all of the data, its training part, its held-out part, split name): see ``Run.data_splits``
+    (for other data than the run's, the probes use a seeded 80/20 split)."""
+    return run.data_splits(source, labels)
 
 
 def _probe_split(ds, train, test, seed: int):

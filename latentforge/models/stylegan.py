@@ -43,17 +43,21 @@ partial collapse to a few shapes. What did not help in the same budget: R1 gamma
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import check_positive
+from ..config import check_choice, check_positive
 from ..errors import ConfigError
 from .gan import GAN, GANConfig
-from .progan import (EqualizedConv2d, EqualizedLinear, PixelNorm, ProDiscriminator, image_shape,
+from .progan import (HE_GAIN, EqualizedConv2d, EqualizedLinear, PixelNorm, ProDiscriminator, image_shape,
                      resolution_ladder, stage_channels)
+
+
+STYLE_MODES = ("adain", "demod")
 
 
 @dataclass
@@ -74,12 +78,14 @@ class StyleGANConfig(GANConfig):
     optimizer: str = "rmsprop"      # ~ Adam(beta1=0): see the module doc
     lr: float = 5e-4
     ema: float = 0.99               # samples come from an EMA of G (half-life 70 steps: a short run)
+    style_mode: str = "adain"       # adain (the chapter) | demod (StyleGAN2's modulated conv, no droplets)
     batch_size: int = 32
     epochs: int = 6
 
     def validate(self) -> None:
         super().validate()
         check_positive(self, "w_dim", "mapping_layers", "mapping_lr_mul", "channels", "leaky_slope", "mbstd_group")
+        check_choice("style_mode", self.style_mode, STYLE_MODES)
         if not 0 <= self.style_mixing <= 1:
             raise ConfigError(f"config field 'style_mixing' = {self.style_mixing}: must be in [0, 1]")
         if not 0 <= self.w_avg_beta < 1:
@@ -148,22 +154,57 @@ class AdaIN(nn.Module):
         return ys[:, :, None, None] * x + yb[:, :, None, None]
 
 
-class StyleLayer(nn.Module):
-    """[3x3 conv] -> noise -> bias -> LeakyReLU -> AdaIN(w)."""
+class ModulatedConv2d(nn.Module):
+    """StyleGAN2's modulated convolution: the style ``s = affine(w)`` (one scale per input channel,
+    1 at first) scales the conv weights per sample, then demodulation rescales each output filter
+    to unit norm, ``w'' = w' / sqrt(sum w'^2 + eps)``: outputs keep unit variance for unit-variance
+    inputs, as AdaIN's normalisation, but from the weights' statistics instead of the features',
+    so no sample can create a blob ("droplet") to dominate an instance-normalised channel.
+    Equalized learning rate (N(0, 1) weights, He's constant); one grouped conv for the batch."""
 
-    def __init__(self, n_in: int, n_out: int, w_dim: int, size: int, slope: float, conv: bool = True):
+    def __init__(self, n_in: int, n_out: int, w_dim: int, kernel: int = 3, demodulate: bool = True, eps: float = 1e-8):
         super().__init__()
-        self.conv = EqualizedConv2d(n_in, n_out, 3, bias=False) if conv else None
+        self.weight = nn.Parameter(torch.randn(n_out, n_in, kernel, kernel))
+        self.scale = HE_GAIN / math.sqrt(n_in * kernel * kernel)
+        self.affine = EqualizedLinear(w_dim, n_in, gain=1.0, bias_init=1.0)
+        self.demodulate, self.eps, self.pad = demodulate, eps, kernel // 2
+
+    def forward(self, x: Tensor, w: Tensor) -> Tensor:       # (N, I, H, W), (N, w_dim) -> (N, O, H, W)
+        n, c, h, wd = x.shape
+        s = self.affine(w)                                                              # (N, I)
+        wt = self.scale * self.weight.unsqueeze(0) * s[:, None, :, None, None]          # (N, O, I, k, k)
+        if self.demodulate:
+            wt = wt * torch.rsqrt(wt.square().sum((2, 3, 4), keepdim=True) + self.eps)
+        out = F.conv2d(x.reshape(1, n * c, h, wd), wt.reshape(-1, c, *wt.shape[3:]), padding=self.pad, groups=n)
+        return out.view(n, -1, h, wd)
+
+
+class StyleLayer(nn.Module):
+    """adain: [3x3 conv] -> noise -> bias -> LeakyReLU -> AdaIN(w) (StyleGAN).
+    demod: modulated 3x3 conv(w) -> noise -> bias -> LeakyReLU x sqrt(2) (StyleGAN2; always a conv)."""
+
+    def __init__(self, n_in: int, n_out: int, w_dim: int, size: int, slope: float, conv: bool = True,
+                 mode: str = "adain"):
+        super().__init__()
+        self.mode = mode
+        if mode == "demod":
+            self.modconv = ModulatedConv2d(n_in, n_out, w_dim)
+        else:
+            self.conv = EqualizedConv2d(n_in, n_out, 3, bias=False) if conv else None
+            self.adain = AdaIN(n_out, w_dim)
         self.noise = NoiseInjection(n_out, size)
         self.bias = nn.Parameter(torch.zeros(n_out))
-        self.adain = AdaIN(n_out, w_dim)
         self.slope = slope
 
     def forward(self, x: Tensor, w: Tensor) -> Tensor:
-        if self.conv is not None:
+        if self.mode == "demod":
+            x = self.modconv(x, w)
+        elif self.conv is not None:
             x = self.conv(x)
         x = self.noise(x)
         x = F.leaky_relu(x + self.bias.view(1, -1, 1, 1), self.slope)
+        if self.mode == "demod":                              # StyleGAN2's activation gain keeps unit variance
+            return x * HE_GAIN
         return self.adain(x, w)
 
 
@@ -176,11 +217,11 @@ class Synthesis(nn.Module):
         self.res = resolution_ladder(size)
         ch = stage_channels(cfg.channels, len(self.res))
         self.const = nn.Parameter(torch.randn(1, ch[0], 4, 4))
-        layers = [StyleLayer(ch[0], ch[0], cfg.w_dim, 4, cfg.leaky_slope, conv=False),
-                  StyleLayer(ch[0], ch[0], cfg.w_dim, 4, cfg.leaky_slope)]
+        kw = dict(w_dim=cfg.w_dim, slope=cfg.leaky_slope, mode=cfg.style_mode)
+        layers = [StyleLayer(ch[0], ch[0], size=4, conv=False, **kw), StyleLayer(ch[0], ch[0], size=4, **kw)]
         for s in range(1, len(self.res)):
-            layers += [StyleLayer(ch[s - 1], ch[s], cfg.w_dim, self.res[s], cfg.leaky_slope),
-                       StyleLayer(ch[s], ch[s], cfg.w_dim, self.res[s], cfg.leaky_slope)]
+            layers += [StyleLayer(ch[s - 1], ch[s], size=self.res[s], **kw),
+                       StyleLayer(ch[s], ch[s], size=self.res[s], **kw)]
         self.layers = nn.ModuleList(layers)
         self.to_rgb = EqualizedConv2d(ch[-1], c, 1, gain=1.0)
 

@@ -154,17 +154,7 @@ class _Ctx:
 def load_heldout(run, source: str | None = None):
     """The run's held-out split when ``source`` is the run's own data (default), else all of
     ``source``. Never downloads: an uncached built-in dataset raises DataError."""
-    from ..data import load_data, train_valid_split
-    info = run.data_info
-    src = source or info.get("source")
-    if src is None:
-        raise ConfigError("no --data given and the run does not record its data source")
-    ds = load_data(src, download=False)
-    if src == info.get("source") and info.get("valid_fraction"):
-        _, valid = train_valid_split(ds, info["valid_fraction"], seed=run.config.seed)
-        if valid is not None:
-            return valid
-    return ds
+    return run.data_splits(source, download=False)[2]
 
 
 # ------------------------------------------------------------------------------------ sections

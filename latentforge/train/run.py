@@ -148,6 +148,24 @@ class Run:
             return np.load(out, mmap_mode="r")
         return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
 
+    def data_splits(self, source: str | None = None, labels: str | Path | None = None, *, download: bool = True):
+        """``(data, train part, held-out part, split name)`` of ``source`` (default: the run's own).
+
+        The run's own data: the run's training / held-out split, as it was trained. Other data:
+        no training part, and all of it held out (split name ``"all"``).
+        """
+        from ..data import load_data, train_valid_split
+        info = self.data_info
+        src = source or info.get("source")
+        if src is None:
+            raise DataError("no --data given and the run does not record its data source")
+        ds = load_data(src, labels=labels, download=download)
+        if src == info.get("source") and info.get("valid_fraction"):
+            train, valid = train_valid_split(ds, info["valid_fraction"], seed=self.config.seed)
+            if valid is not None:
+                return ds, train, valid, "held-out"
+        return ds, None, ds, "all"
+
     def _labels_for(self, y: np.ndarray | None, n: int) -> np.ndarray | None:
         """The labels to pass to a conditional model (None for the others)."""
         if not getattr(self.model, "uses_labels", False):
