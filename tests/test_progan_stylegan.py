@@ -274,7 +274,7 @@ def test_learned_constant_is_not_flat():
     normalisation: every image would then start from the style bias alone, its layout made only
     by the convolutions' zero padding. Random like the paper, it reaches layer 0's output as a
     unit-variance map per channel, scaled by the style."""
-    m = _stylegan(style_mixing=0.0)
+    m = _stylegan(style_mode="adain", style_mixing=0.0)
     syn = m.generator.synthesis.eval()
     assert (syn.const.std((2, 3)) > 0.1).all()
     w = torch.randn(3, 8)

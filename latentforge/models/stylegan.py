@@ -6,10 +6,22 @@ Generator
     synthesis network: a learned constant 4x4 block, then one block per rung of the resolution
     ladder (the same ladder as ``progan``: 32 -> 4, 8, 16, 32; 28 -> 4, 7, 14, 28; bilinear
     upsampling between rungs) up to the data size, then a 1x1 toRGB (linear, [-1, 1] units).
-    Each rung has two style layers; each style layer is [3x3 conv] -> + per-pixel noise (one
-    noise image per sample, times a learned per-channel scale, initialised to 0) -> + bias ->
-    LeakyReLU -> AdaIN: instance normalisation, then a per-channel scale and bias computed from
-    w by a learned affine layer (initialised to scale 1, bias 0). 2 x (number of rungs) styles.
+    Each rung has two style layers (2 x (number of rungs) styles), of one of two kinds
+    (``style_mode``):
+
+    ``adain`` (the chapter's StyleGAN): [3x3 conv] -> + per-pixel noise (one noise image per
+    sample, times a learned per-channel scale, initialised to 0) -> + bias -> LeakyReLU -> AdaIN:
+    instance normalisation, then a per-channel scale and bias computed from w by a learned affine
+    layer (initialised to scale 1, bias 0). Its known artefact: instance normalisation lets G
+    smuggle signal past it as a strong local blob that dominates a channel's mean and variance,
+    the "droplets" of StyleGAN (Karras et al. 2020, sec. 2), here blotchy, beaded strokes.
+
+    ``demod`` (default; StyleGAN2's fix of that artefact): the style moves into the convolution.
+    :class:`ModulatedConv2d` scales the 3x3 weights per sample and input channel by
+    ``s = affine(w)`` (1 at first), then demodulates, rescaling each output filter to unit norm,
+    so outputs have unit variance for unit-variance inputs, as after AdaIN, but normalised from
+    the weights' statistics instead of the features', which leaves nothing to gain from a blob;
+    -> + noise -> + bias -> LeakyReLU x sqrt(2). The first 4x4 layer is a conv too (StyleGAN2).
     Noise is random while training; in eval mode (``sample``, ``generate``, sample grids) each
     layer uses a fixed noise image stored with the model, so a seed always gives the same images.
 
@@ -21,9 +33,9 @@ decay ``w_avg_beta``) gives ``w' = w_avg + psi (w - w_avg)``; ``sample(..., trun
 ``generate --truncation PSI`` use it (psi = 1: no truncation; psi = 0: every sample is w_avg's image).
 
 Discriminator: progan's (equalized lr, box-filter downsampling), at the full resolution only, with
-StyleGAN's grouped minibatch std (:class:`GroupedMinibatchStd`, groups of ``mbstd_group`` = 4): the
-shared loop scores D on [fakes; reals] in one batch, where progan's whole-batch std gives every
-sample the same value and tells D nothing about a low-variety fake batch.
+StyleGAN's grouped minibatch std (:class:`GroupedMinibatchStd`, groups of ``mbstd_group`` = 4):
+each sample gets the feature std of its own group of 4, as the paper (the shared loop scores
+fakes and reals in separate calls when ``minibatch_std`` is on, so no group mixes them).
 
 Training defaults: the non-saturating logistic loss (``bce``) with the R1 penalty (gamma 10), the
 paper's FFHQ setup; RMSprop at lr 5e-4 rather than the paper's Adam(beta1 = 0, beta2 = 0.99) at 1e-3
@@ -78,7 +90,7 @@ class StyleGANConfig(GANConfig):
     optimizer: str = "rmsprop"      # ~ Adam(beta1=0): see the module doc
     lr: float = 5e-4
     ema: float = 0.99               # samples come from an EMA of G (half-life 70 steps: a short run)
-    style_mode: str = "adain"       # adain (the chapter) | demod (StyleGAN2's modulated conv, no droplets)
+    style_mode: str = "demod"       # demod (StyleGAN2's modulated conv, no droplets) | adain (the chapter)
     batch_size: int = 32
     epochs: int = 6
 
@@ -96,10 +108,10 @@ class StyleGANConfig(GANConfig):
 class GroupedMinibatchStd(nn.Module):
     """StyleGAN's minibatch std: the batch is split into groups of ``group`` consecutive samples
     (the largest divisor of the batch size up to ``group``); each sample gets its own group's
-    mean feature std as one more channel. The adversarial loop scores D on [fakes; reals] in one
-    batch: with ProGAN's whole-batch std every sample there would get the same value, so D could
-    not use it to tell a low-variety fake batch from a real one (mode collapse); groups of 4 never
-    straddle the fake/real boundary when the half batch is a multiple of 4."""
+    mean feature std as one more channel. Were fakes and reals ever scored in one batch, a
+    whole-batch std would give every sample the same value, useless against a low-variety fake
+    batch (mode collapse); groups of 4 never straddle the fake/real boundary when the half batch
+    is a multiple of 4. (The shared loop now scores them apart; groups also vary within a batch.)"""
 
     def __init__(self, group: int = 4):
         super().__init__()

@@ -607,8 +607,12 @@ def _embed_2d(codes: np.ndarray, seed: int, perplexity: float) -> tuple[np.ndarr
         random_state=seed,
     )
     # t-SNE calibrates a bandwidth per point, so a global rescale changes nothing but keeps the
-    # arithmetic away from extreme magnitudes.
-    xy = tsne.fit_transform(centred / scale)
+    # arithmetic away from extreme magnitudes. One OpenMP thread: for the few thousand points
+    # mapped here, sklearn's threads mostly spin-wait for each other (measured on a 2-core VM at
+    # load ~4: 53 s of CPU with its default threads, under 10 s with one).
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1, user_api="openmp"):
+        xy = tsne.fit_transform(centred / scale)
     if not np.isfinite(xy).all():
         raise DataError("codes: t-SNE produced non-finite coordinates")
     return np.asarray(xy, dtype=np.float64), "t-SNE"
