@@ -170,3 +170,18 @@ def test_npy_inputs_never_unpickle(tmp_path, run_cli, saved):
         code, _, err = run_cli(*args)
         assert code == 2 and "evil.npy" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_a_field_whose_default_changed_the_model_gets_its_legacy_value(tmp_path, tiny_images):
+    """StyleGAN's ``style_mode`` came later with default ``demod``; a run saved without the field
+    is an ``adain`` run (its weights are AdaIN's) and loads as one (``LEGACY_DEFAULTS``)."""
+    run_dir = tmp_path / "sg"
+    train("stylegan", tiny_images, out=run_dir, overrides={"channels": [4], "coding_size": 4, "w_dim": 4,
+                                                          "batch_size": 8, "epochs": 1, "sample_every": 0,
+                                                          "style_mode": "adain"}, **QUIET)
+    _rewrite(run_dir / CKPT, lambda t, m: (t, {**m, "config": {k: v for k, v in m["config"].items()
+                                                               if k != "style_mode"}}))
+    assert load_run(run_dir).config.style_mode == "adain"
+    _rewrite(run_dir / CKPT, lambda t, m: (t, {**m, "config": {**m["config"], "style_mode": "demod"}}))
+    with pytest.raises(CheckpointError):          # an adain checkpoint read as demod: weights do not fit
+        load_run(run_dir)

@@ -41,22 +41,31 @@ Training defaults: the non-saturating logistic loss (``bce``) with the R1 penalt
 paper's FFHQ setup; RMSprop at lr 5e-4 rather than the paper's Adam(beta1 = 0, beta2 = 0.99) at 1e-3
 (the shared ``TrainConfig`` has no beta fields; RMSprop is Adam without momentum); samples from an
 EMA of G (``ema`` 0.99); 6 epochs. The learned constant starts N(0, 1) as the paper: a uniform one
-(all ones, before) is erased by the first instance normalisation.
+(all ones, before) is erased by ``adain``'s first instance normalisation.
 
-Measured on MNIST-4k (``latentforge train stylegan --data ../shared/data/mnist-4k``, 6 epochs,
-about 4 min of CPU on one core; 1,000 samples classified by ``bench/gan_modes.py``'s MLP): 8
-classes cover >= 2 % (histogram 0-9: 123 20 207 252 6 295 25 11 38 23), mean classifier confidence
-0.78 and 38 % of samples classified with confidence > 0.9 (real digits: 0.98 and 95 %). The samples
-are stroke-like and some pass for 0, 2, 3 or 5, but most are not clearly recognisable digits: blotchy
-strokes (StyleGAN's AdaIN "droplets", worse with 8 channels at 28x28), grey backgrounds on some, and
-partial collapse to a few shapes. What did not help in the same budget: R1 gamma 1 or 0.5 (bright
-"paw-print" droplets), lr 1e-3 (more collapse: 5 classes), WGAN-GP (unstructured blobs).
-``progan`` gives cleaner digits in less time on this data.
+Measured on MNIST-4k (``latentforge train stylegan --data ../shared/data/mnist-4k``, 6 epochs, seed
+42, one CPU thread; 1,000 samples classified by ``bench/gan_modes.py``'s MLP, seed 0; real digits:
+mean confidence 0.98, 95 % with confidence > 0.9), both modes with the shared loop scoring fakes
+and reals apart:
+
+    style_mode  CPU    classes >= 2 %  histogram 0-9                           mean conf  conf > 0.9
+    adain       242 s  7               198 24 315 219 22 125 54 14 12 17       0.78       40 %
+    demod       288 s  7               168 67 82 0 1 50 64 200 14 354          0.82       44 %
+
+By eye ``demod`` is clearly better: smooth single strokes of even width on clean black backgrounds,
+where ``adain`` draws beaded, blotchy strokes ("droplets") and grey, textured backgrounds. Still
+not good digits: many samples are 0/6-, 7/9- and 2-like strokes, others no clear digit, and
+variety is limited (no 3 or 4 by the classifier). With ``demod``, R1 gamma 2 instead of 10
+collapsed the fixed-latent grid to one shape (6 classes, 42 %); 16 instead of 8 channels at 28x28
+(``channels`` 64 32 16 16, 344 s) gave thicker, mostly 0/9-like shapes (8 classes, 40 %).
+``progan`` gives cleaner digits in less time on this data. Runs saved before ``style_mode``
+existed are ``adain`` runs and load as such (``LEGACY_DEFAULTS``).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +83,7 @@ STYLE_MODES = ("adain", "demod")
 
 @dataclass
 class StyleGANConfig(GANConfig):
+    LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {"style_mode": "adain"}   # runs saved before style_mode
     coding_size: int = 64           # z
     w_dim: int = 64                 # the mapping network's width and the size of w
     mapping_layers: int = 8

@@ -220,6 +220,16 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     return Run(run_dir=run_dir, name=meta["model"], model=model, meta=meta)
 
 
+def with_legacy_defaults(cls, saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the values that fields added later had *before* they existed.
+
+    A field missing from an older run's config gets its default, except where the model's config
+    class lists another value in ``LEGACY_DEFAULTS`` (a new field whose default changed the model,
+    e.g. StyleGAN's ``style_mode``: older runs are ``adain``)."""
+    legacy = getattr(cls.config_class, "LEGACY_DEFAULTS", {})
+    return {**{k: v for k, v in legacy.items() if k not in saved}, **saved}
+
+
 def model_from_meta(tensors: dict[str, torch.Tensor], meta: dict[str, Any], source: str) -> LatentModel:
     name = meta.get("model")
     if not isinstance(name, str):
@@ -237,7 +247,7 @@ def model_from_meta(tensors: dict[str, torch.Tensor], meta: dict[str, Any], sour
         warnings.warn(f"{source}: ignoring config keys unknown to this version: {', '.join(unknown)} "
                       f"(saved by latentforge {meta.get('version', '?')})", stacklevel=2)
     try:
-        config = make_config(cls.config_class, saved, strict=False)
+        config = make_config(cls.config_class, with_legacy_defaults(cls, saved), strict=False)
     except ConfigError as e:
         raise CheckpointError(f"{source}: bad config in checkpoint: {e}") from None
     model = cls(config)
@@ -349,7 +359,7 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
         tensors, saved_meta = load_checkpoint(ckpt)
         if saved_meta.get("model") != model:
             raise ConfigError(f"{out}: this run trains {saved_meta.get('model')!r}, not {model!r}")
-        config = make_config(cls.config_class, saved_meta.get("config", {}), strict=False)
+        config = make_config(cls.config_class, with_legacy_defaults(cls, saved_meta.get("config", {})), strict=False)
         changes = dict(overrides or {})
         if config_file is not None:
             changes = {**load_config_file(config_file), **changes}
