@@ -53,7 +53,7 @@ class TrainConfig:
         _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"must be one of {', '.join(OPTIMIZERS)}")
         _check(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr, "must be a positive number")
         _check(self.lr_schedule in LR_SCHEDULES, "lr_schedule", self.lr_schedule, f"must be one of {', '.join(LR_SCHEDULES)}")
-        _check(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
+        check_fraction(self, "momentum")
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
         _check(self.early_stopping >= 0, "early_stopping", self.early_stopping, "must be >= 0")
         check_choice("precision", self.precision, PRECISIONS)
@@ -78,6 +78,14 @@ def check_choice(key: str, value: Any, choices: typing.Iterable[str]) -> None:
 def check_nonnegative(config: Any, *keys: str) -> None:
     for key in keys:
         _check(getattr(config, key) >= 0, key, getattr(config, key), "must be >= 0")
+
+
+def check_fraction(config: Any, *keys: str, closed: bool = False) -> None:
+    """Each field in [0, 1) (``closed``: [0, 1]), e.g. dropout rates and EMA decays."""
+    for key in keys:
+        value = getattr(config, key)
+        ok = 0 <= value <= 1 if closed else 0 <= value < 1
+        _check(ok, key, value, "must be in [0, 1]" if closed else "must be in [0, 1)")
 
 
 def check_positive(config: Any, *keys: str) -> None:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import TrainConfig, check_nonnegative, check_positive
+from ..config import TrainConfig, check_fraction, check_nonnegative, check_positive
 from ..errors import ConfigError, DataError
 from .base import (ACTIVATIONS, INITS, Autoencoder, LatentModel, ModelOutput, activation, check_choice, dense,
                    fit_normalizer, init_weight)
@@ -77,8 +77,7 @@ class ClassifierConfig(TrainConfig):
             raise ConfigError("config field 'conv_filters' = []: arch=conv needs at least one conv layer")
         if self.n_classes < 2:
             raise ConfigError(f"config field 'n_classes' = {self.n_classes!r}: must be >= 2")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"config field 'dropout' = {self.dropout!r}: must be in [0, 1)")
+        check_fraction(self, "dropout")
         check_nonnegative(self, "freeze_epochs", "pretrained_layers")
         n_enc = len(self.hidden_sizes) + 1 if self.arch == "dense" else len(self.conv_filters)
         if self.pretrained_layers > n_enc:

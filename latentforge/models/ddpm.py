@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import TrainConfig, check_choice, check_nonnegative, check_positive
+from ..config import TrainConfig, check_choice, check_fraction, check_nonnegative, check_positive
 from ..errors import ConfigError, DataError
 from .base import LatentModel, ModelOutput
 
@@ -345,8 +345,7 @@ class DDPMConfig(TrainConfig):
         check_choice("variance", self.variance, VARIANCES)
         if self.max_beta >= 1:
             raise ConfigError(f"config field 'max_beta' = {self.max_beta}: must be in (0, 1)")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"config field 'dropout' = {self.dropout}: must be in [0, 1)")
+        check_fraction(self, "dropout")
         if self.steps < 2:
             raise ConfigError(f"config field 'steps' = {self.steps}: must be >= 2")
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import check_nonnegative
+from ..config import check_fraction, check_nonnegative
 from ..errors import ConfigError
 from .base import Autoencoder, check_choice
 from .conv_ae import ConvAE, ConvAEConfig
@@ -56,8 +56,7 @@ class DenoisingAEConfig(StackedAEConfig, ConvAEConfig):
         check_choice("arch", self.arch, ARCHS)
         check_choice("noise", self.noise, NOISES)
         check_nonnegative(self, "noise_std")
-        if not 0 <= self.dropout_rate < 1:
-            raise ConfigError(f"config field 'dropout_rate' = {self.dropout_rate!r}: must be in [0, 1)")
+        check_fraction(self, "dropout_rate")
 
 
 class DenoisingAE(Autoencoder):

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import TrainConfig, check_nonnegative, check_positive
+from ..config import TrainConfig, check_fraction, check_nonnegative, check_positive
 from ..errors import ConfigError, DataError
 from .base import LatentModel, ModelOutput, fit_normalizer
 
@@ -55,8 +55,7 @@ class FeatureNetConfig(TrainConfig):
         check_nonnegative(self, "recon_weight")
         if self.n_classes < 2:
             raise ConfigError(f"config field 'n_classes' = {self.n_classes!r}: must be >= 2")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"config field 'dropout' = {self.dropout!r}: must be in [0, 1)")
+        check_fraction(self, "dropout")
 
 
 class FeatureNet(LatentModel):

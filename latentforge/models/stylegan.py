@@ -71,7 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import check_choice, check_positive
+from ..config import check_choice, check_fraction, check_positive
 from ..errors import ConfigError
 from .gan import GAN, GANConfig
 from .progan import (HE_GAIN, EqualizedConv2d, EqualizedLinear, PixelNorm, ProDiscriminator, image_shape,
@@ -108,10 +108,8 @@ class StyleGANConfig(GANConfig):
         super().validate()
         check_positive(self, "w_dim", "mapping_layers", "mapping_lr_mul", "channels", "leaky_slope", "mbstd_group")
         check_choice("style_mode", self.style_mode, STYLE_MODES)
-        if not 0 <= self.style_mixing <= 1:
-            raise ConfigError(f"config field 'style_mixing' = {self.style_mixing}: must be in [0, 1]")
-        if not 0 <= self.w_avg_beta < 1:
-            raise ConfigError(f"config field 'w_avg_beta' = {self.w_avg_beta}: must be in [0, 1)")
+        check_fraction(self, "style_mixing", closed=True)
+        check_fraction(self, "w_avg_beta")
 
 
 # ----------------------------------------------------------------------------- layers
@@ -305,7 +303,8 @@ class StyleGenerator(nn.Module):
 
 
 class StyleGAN(GAN):
-    """Mapping network, AdaIN styles, noise inputs, style mixing and truncation (see module doc)."""
+    """Mapping network, per-layer styles (modulated convs or AdaIN), noise inputs, style mixing and
+    truncation (see module doc)."""
 
     name = "stylegan"
     config_class = StyleGANConfig
