@@ -56,3 +56,20 @@ def test_apply(clean_env):
         assert apply_training_threads(build_model("stacked-ae", input_shape=[20]), 32) == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_training_uses_the_policy_records_it_and_restores_the_setting(clean_env, tmp_path, tiny_images):
+    """A run trains a small model on one thread, says so in run.json, and leaves PyTorch's setting
+    as it found it."""
+    import json
+
+    from latentforge.train import train
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train("stacked-ae", tiny_images, out=tmp_path / "r", overrides={"epochs": 1, "batch_size": 16},
+              progress=False, log=lambda m: None, device="cpu")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["hardware"]["threads"] == 1

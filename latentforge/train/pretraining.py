@@ -145,7 +145,7 @@ def fit_model(name: str, config, train_ds, valid_ds=None, *, data_info: dict[str
                    **(extra_meta or {}), "epochs_done": trainer.state.epoch, "greedy": None,
                    "metrics": trainer.state.history[-1] if trainer.state.history else {},
                    "params": sum(p.numel() for p in net.parameters()), "seconds": seconds,
-                   "hardware": _hardware(dev), "updated": _dt.datetime.now().isoformat(timespec="seconds")}
+                   "hardware": _hardware(dev, trainer.threads), "updated": _dt.datetime.now().isoformat(timespec="seconds")}
         atomic_write_json(run_dir / HISTORY_JSON, trainer.state.history)
         atomic_write_json(run_dir / RUN_JSON, summary)
     net.eval()

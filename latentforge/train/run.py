@@ -319,10 +319,11 @@ def prepare_run_dir(out: str | Path | None, name: str, *, resume: bool = False,
     return run_dir, created
 
 
-def _hardware(device: torch.device) -> dict[str, Any]:
+def _hardware(device: torch.device, threads: int | None = None) -> dict[str, Any]:
+    """Where a run ran; ``threads``: the intra-op threads training used (default: the current)."""
     info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
             "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "threads": torch.get_num_threads(), "device": str(device)}
+            "threads": threads or torch.get_num_threads(), "device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -458,7 +459,7 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
         "params": sum(p.numel() for p in net.parameters()),
         "train_seconds": sum(r.get("seconds", 0.0) for r in trainer.state.history),   # all epochs, resumed ones too
         "wall_seconds": seconds,                                                      # this invocation
-        "hardware": {**_hardware(dev), "processes": ddp.info().world},
+        "hardware": {**_hardware(dev, trainer.threads), "processes": ddp.info().world},
         "updated": _dt.datetime.now().isoformat(timespec="seconds"),
     }
     if ddp.info().main:                               # with several processes, rank 0 writes

@@ -106,6 +106,7 @@ class Trainer:
         self.device = torch.device(device)
         self.desc = desc
         self.eval_batch_size = eval_batch_size
+        self.threads: int | None = None    # intra-op threads of the last fit (restored after it)
         self.callbacks = list(callbacks)   # called as cb(trainer, record) after each epoch, before the checkpoint
         self.state = TrainerState()
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -390,7 +391,7 @@ class Trainer:
         and a torch RNG of each rank's own (unless restored from the checkpoint)."""
         cfg, d = self.cfg, self.dist
         self._threads_before = torch.get_num_threads()
-        apply_training_threads(self.model, cfg.batch_size)   # one thread for small models on CPU
+        self.threads = apply_training_threads(self.model, cfg.batch_size)   # one thread for small models on CPU
         self._compiled = maybe_compile(self.model, cfg.compile, self.device, self.log)
         self._plain = cfg.precision == "32" and d.world == 1 and not self._compiled
         if d.world > 1:
