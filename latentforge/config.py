@@ -36,6 +36,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_schedule: str = "constant"   # constant | cosine (per epoch, from lr down to ~0 at the last epoch)
     momentum: float = 0.0           # SGD momentum / RMSprop momentum
+    betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])  # adam/adamw/nadam (beta1, beta2)
     weight_decay: float = 0.0
     early_stopping: int = 0         # patience in epochs on the validation loss; 0 = off
     seed: int = 42
@@ -45,6 +46,7 @@ class TrainConfig:
     nan_policy: str = "stop"        # skip | stop | raise: what a NaN/Inf loss does
     steps_per_epoch: int = 0        # cap each epoch at this many batches (0 = the whole data; huge data sets)
     compile: bool = False           # torch.compile(mode="reduce-overhead") (CUDA graphs); CUDA only
+    cuda_graphs: bool = True        # on CUDA, replay hand-fused steps as CUDA graphs of 128 steps (train/graphs.py)
 
     def validate(self) -> None:
         """Raise ConfigError for values out of range. Subclasses extend it (call super)."""
@@ -54,6 +56,8 @@ class TrainConfig:
         _check(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr, "must be a positive number")
         _check(self.lr_schedule in LR_SCHEDULES, "lr_schedule", self.lr_schedule, f"must be one of {', '.join(LR_SCHEDULES)}")
         check_fraction(self, "momentum")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", self.betas,
+               "must be two numbers in [0, 1): Adam's beta1, beta2")
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
         _check(self.early_stopping >= 0, "early_stopping", self.early_stopping, "must be >= 0")
         check_choice("precision", self.precision, PRECISIONS)

@@ -94,18 +94,26 @@ class StackedAE(Autoencoder):
     # -- a lean training step for plain SGD -------------------------------------------------------
     _FAST_ACTIVATIONS = ("selu", "relu", "linear", "tanh")
 
+    def fused_sgd_applies(self) -> bool:
+        """Whether :meth:`fused_sgd_step` computes this model's step: no corruption of the input
+        (noise, dropout), no extra loss terms, untied layers and an activation it knows."""
+        return (type(self).corrupt is Autoencoder.corrupt and type(self).regularization is Autoencoder.regularization
+                and type(self)._dec_layer is StackedAE._dec_layer
+                and self.config.activation in self._FAST_ACTIVATIONS)
+
     def fused_sgd_step(self, x: Tensor, lr: float) -> ModelOutput | None:
         """One SGD step (no momentum, no weight decay) with a hand-written backward pass.
 
-        The chapter's dense AEs are bound by per-step overhead on a CPU; this step skips
-        autograd's bookkeeping, gradient buffers and the optimizer's pass by folding each weight
-        update into the GEMM that computes its gradient (``W.addmm_(δᵀ, h, alpha=-lr)``). It
-        computes exactly what autograd + ``torch.optim.SGD`` compute (tested against them).
-        Returns None where it does not apply (the trainer then takes the autograd path).
+        The chapter's dense AEs are bound by per-step overhead (a CPU's, or a GPU's kernel
+        launches); this step skips autograd's bookkeeping, gradient buffers and the optimizer's
+        pass by folding each update into the kernel that computes its gradient
+        (``W.addmm_(δᵀ, h, alpha=-lr/n)``, ``b.addmv_(δᵀ, 1, alpha=-lr/n)``): about 30 kernels per
+        step for the seed AE, few enough to replay as CUDA graphs (see ``train/graphs.py``). It
+        computes what autograd + ``torch.optim.SGD`` compute, up to float rounding (tested
+        against them). Returns None where it does not apply (the trainer then takes the
+        autograd path).
         """
-        if (type(self).corrupt is not Autoencoder.corrupt or type(self).regularization is not Autoencoder.regularization
-                or type(self)._dec_layer is not StackedAE._dec_layer
-                or self.config.activation not in self._FAST_ACTIVATIONS):
+        if not self.fused_sgd_applies():
             return None
         with torch.no_grad():
             target = self.to_internal(x)
@@ -116,30 +124,40 @@ class StackedAE(Autoencoder):
                 if k < len(layers) - 1:
                     h = self.act(z)
                     hs.append(h)
-            loss, delta = self._loss_and_delta(z, target)
+            loss, delta = self._loss_and_delta(z, target)         # delta: gradient of n * loss
+            alpha = -lr / target.numel()
+            ones = self._ones(len(target), delta)
             for k in range(len(layers) - 1, -1, -1):                # backward + update, top down
                 layer = layers[k]
                 d_in = delta.mm(layer.weight) if k > 0 else None   # uses the weights before the update
-                layer.bias.sub_(delta.sum(0), alpha=lr)
-                layer.weight.addmm_(delta.t(), hs[k], alpha=-lr)
+                layer.bias.addmv_(delta.t(), ones, alpha=alpha)
+                layer.weight.addmm_(delta.t(), hs[k], alpha=alpha)
                 if d_in is not None:
                     delta = self._act_backward(d_in, hs[k])
         parts = {"bce": loss} if self.config.loss == "bce" else {"mse": loss * self.data_scale.square()}
         return ModelOutput(loss=loss, parts=parts)
 
+    def _ones(self, n: int, like: Tensor) -> Tensor:
+        """A cached vector of ``n`` ones (the bias gradient is ``δᵀ 1``)."""
+        cache = self.__dict__.setdefault("_ones_cache", {})
+        key = (n, like.device, like.dtype)
+        if key not in cache:
+            cache[key] = torch.ones(n, device=like.device, dtype=like.dtype)
+        return cache[key]
+
     def _loss_and_delta(self, z: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean loss and its gradient w.r.t. the output pre-activation ``z``."""
+        """Mean loss, and the gradient of the summed loss (``n`` times the mean's) w.r.t. the
+        output pre-activation ``z``; the ``1/n`` goes into the update's ``alpha``."""
         n = target.numel()
-        if self.config.loss == "bce":          # BCE on logits: softplus(z) - t z = z (1 - t) - logsigmoid(z)
-            zf, tf = z.reshape(-1), target.reshape(-1)
-            loss = (zf.sum() - torch.dot(tf, zf) - F.logsigmoid(zf).sum()) / n
-            return loss, torch.sigmoid(z).sub_(target).div_(n)
+        if self.config.loss == "bce":          # BCE on logits: softplus(z) - t z
+            loss = (F.softplus(z).sum() - torch.dot(target.reshape(-1), z.reshape(-1))) / n
+            return loss, torch.sigmoid(z).sub_(target)
         if self.config.output_activation == "sigmoid":              # sigmoid + MSE
             p = torch.sigmoid(z)
             err = p - target
-            return err.square().mean(), err.mul_(p * (1 - p)).mul_(2.0 / n)
+            return err.square().mean(), err.mul_(p * (1 - p)).mul_(2.0)
         err = z - target                                            # linear + MSE
-        return err.square().mean(), err.mul(2.0 / n)
+        return err.square().mean(), err.mul(2.0)
 
     def _act_backward(self, grad: Tensor, h: Tensor) -> Tensor:
         """Gradient through the activation, from its output ``h`` (the kernels autograd uses)."""

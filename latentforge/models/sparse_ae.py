@@ -56,9 +56,9 @@ class SigmoidCodingAE(StackedAE):
     def _before_coding(self, h: Tensor) -> Tensor:
         return h
 
-    def fused_sgd_step(self, x: Tensor, lr: float) -> None:
+    def fused_sgd_applies(self) -> bool:
         """The hand-fused step knows only uniform activations: always take the autograd path."""
-        return None
+        return False
 
     def _encode(self, x: Tensor) -> Tensor:          # (N, D) -> (N, coding_size), in [0, 1]
         for layer in self.enc[:-1]:

@@ -28,6 +28,7 @@ from ..config import TrainConfig
 from ..errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from . import distributed as ddp
 from .accel import autocast, check_precision, grad_scaler, maybe_compile
+from .graphs import ChunkedSteps, graph_safe_params
 from .threads import apply_training_threads
 from .checkpoint import (load_module_state, load_optimizer_state, optimizer_state, save_checkpoint,
                          split_prefix)
@@ -43,12 +44,13 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig, lr: float 
     name = cfg.optimizer
     if name == "sgd":
         return torch.optim.SGD(params, momentum=cfg.momentum, **kw)
+    betas = tuple(cfg.betas)
     if name == "adam":
-        return torch.optim.Adam(params, **kw)
+        return torch.optim.Adam(params, betas=betas, **kw)
     if name == "adamw":
-        return torch.optim.AdamW(params, **kw)
+        return torch.optim.AdamW(params, betas=betas, **kw)
     if name == "nadam":
-        return torch.optim.NAdam(params, **kw)
+        return torch.optim.NAdam(params, betas=betas, **kw)
     if name == "rmsprop":  # Keras' RMSprop defaults: rho 0.9, eps 1e-7
         return torch.optim.RMSprop(params, alpha=0.9, eps=1e-7, momentum=cfg.momentum, **kw)
     raise AssertionError(name)  # validated by the config
@@ -66,6 +68,46 @@ def _share(size: int, rank: int, world: int) -> tuple[int, int]:
     base, extra = divmod(int(size), world)
     lo = rank * base + min(rank, extra)
     return lo, lo + base + (rank < extra)
+
+
+class StepLosses:
+    """An epoch's per-step losses, kept on the device as rows ``[loss, *parts]`` (one row per
+    step; a chunk of steps adds its block of rows at once) and read back in one transfer."""
+
+    def __init__(self) -> None:
+        self.blocks: list[Tensor] = []
+        self.names: list[str] | None = None      # the parts, in row order
+        self.rows = 0
+
+    def add(self, out: Any, scale: float = 1.0) -> None:
+        """One step's output (``.loss``, ``.parts``), its losses scaled by ``scale``."""
+        if self.names is None:
+            self.names = list(out.parts)
+        row = torch.stack([out.loss.detach(), *(out.parts[k].detach() for k in self.names)]).float()
+        self.add_block((row * scale if scale != 1.0 else row).unsqueeze(0))
+
+    def add_block(self, table: Tensor) -> None:
+        self.blocks.append(table)
+        self.rows += len(table)
+
+    def pop(self) -> None:
+        """Drop the last step (added alone by ``add``)."""
+        self.rows -= len(self.blocks.pop())
+
+    def table(self, start: int = 0) -> Tensor:
+        """Rows ``start:`` as one ``(steps, 1 + parts)`` tensor on the device."""
+        if len(self.blocks) > 1:
+            self.blocks = [torch.cat(self.blocks)]
+        return self.blocks[0][start:] if self.blocks else torch.empty(0, 1 + len(self.names or ()))
+
+    def means(self, n: int, bs: int, table: Tensor | None = None) -> dict[str, float]:
+        """Sample-weighted means over the steps of an epoch of ``n`` samples in batches of ``bs``
+        (the last batch may be short); one device sync."""
+        table = self.table() if table is None else table
+        weights = torch.full((len(table),), float(bs), dtype=torch.float64)
+        weights[-1] = min(bs, n - bs * (len(table) - 1))
+        vals = (weights @ table.cpu().double() / weights.sum()).tolist()
+        return {"loss": vals[0], **{k: v for k, v in zip(self.names or (), vals[1:]) if k != "loss"}}
 
 
 @dataclass
@@ -104,6 +146,8 @@ class Trainer:
         self.progress = progress_enabled(progress)
         self.log = log if log is not None else (lambda msg: print(msg, file=sys.stderr))
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:   # "cuda" is the current GPU, by index
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.desc = desc
         self.eval_batch_size = eval_batch_size
         self.threads: int | None = None    # intra-op threads of the last fit (restored after it)
@@ -112,6 +156,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self._best_weights: dict[str, Tensor] | None = None
         self._fused = None
+        self._chunks: tuple[float, ChunkedSteps] | None = None    # (lr, the chunked path), see _chunked
         # NaN/Inf policy and interruption bookkeeping (see _nan_guard, fit)
         self.skipped_batches = 0          # batches skipped under --nan-policy skip, in this process
         self._skips_in_row = 0
@@ -275,32 +320,23 @@ class Trainer:
                     self._sync.refresh()                      # gradients of newly unfrozen parameters too
                 model.train()
                 t0 = time.perf_counter()
-                batches = (x.epoch_batches(bs, cfg.seed, epoch, n_use, rank=self.dist.rank, world=self.dist.world,
-                                           device=self.device) if streaming
-                           else self._memory_batches(x, y, n_use))
                 bar = self._bar(epoch, n_batches)
-                steps: list[tuple[Tensor, dict[str, Tensor]]] = []   # per-step losses, read back at refreshes
+                losses = StepLosses()                     # on the device, read back at refreshes
+                self._checked = self._skipped_epoch = 0   # the NaN guard's counts (_nan_guard)
+                if cfg.nan_policy == "skip":
+                    self._guard_optimizers()              # no-op unless the optimizers were rebuilt since __init__
                 refresh = max(1, n_batches // 50)
-                self._fused = self._fused_step() if self._plain else None   # it bypasses autograd and autocast
-                step = self._scaled_step if self._scaler is not None else self.train_step
-                for b, (xb, yb, share) in enumerate(batches):
-                    if self._sync is not None:
-                        self._sync.share = share              # this rank's part of the global batch
-                    if self._compiled:
-                        torch.compiler.cudagraph_mark_step_begin()
-                    with autocast(cfg.precision, self.device):
-                        out = step(xb, yb)
-                    steps.append(self._step_losses(out, share))
-                    self._nan_guard(steps, epoch, b, n_batches)
-                    if bar is not None and ((b + 1) % refresh == 0 or b + 1 == n_batches):
-                        running = self._mean_losses(steps, n_use, bs)["loss"]
+                for b in self._epoch_steps(x, y, n_use, epoch, losses):
+                    self._nan_guard(losses, epoch, b, n_batches)
+                    if bar is not None and (b + 1 - bar.n >= refresh or b + 1 == n_batches):
+                        running = losses.means(n_use, bs)["loss"]
                         self._check_finite(running, epoch)
                         bar.update(b + 1 - bar.n)
                         bar.set_postfix(loss=f"{running:.4f}",
                                         samples_s=f"{min((b + 1) * bs, n_use) / max(time.perf_counter() - t0, 1e-9):,.0f}")
                 if bar is not None:
                     bar.close()
-                train_vals = self._epoch_losses(steps, n_use, bs)
+                train_vals = self._epoch_losses(losses, n_use, bs)
                 self._check_finite(train_vals["loss"], epoch)
                 seconds = time.perf_counter() - t0
                 record: dict[str, Any] = {"epoch": epoch + 1}
@@ -355,13 +391,63 @@ class Trainer:
             n_use = min(n_use, self.cfg.steps_per_epoch * bs)
         return n_use
 
+    def _epoch_steps(self, x: Any, y: Tensor | None, n_use: int, epoch: int, losses: StepLosses):
+        """Run this epoch's training steps, recording their losses in ``losses``; yields the index
+        of the last step done, after each step or, on the chunked path, after each chunk of
+        steps (CUDA graphs on a GPU, see :mod:`.graphs`)."""
+        cfg = self.cfg
+        self._fused = self._fused_step() if self._plain else None   # it bypasses autograd and autocast
+        chunks = self._chunked(x)
+        if chunks is not None:
+            for b, table in chunks.epoch(self._epoch_order(len(x), n_use, x.device), cfg.batch_size):
+                losses.names = chunks.names
+                losses.add_block(table)
+                yield b
+            return
+        if isinstance(x, Tensor):
+            batches = self._memory_batches(x, y, n_use)
+        else:
+            batches = x.epoch_batches(cfg.batch_size, cfg.seed, epoch, n_use, rank=self.dist.rank,
+                                      world=self.dist.world, device=self.device)
+        step = self._scaled_step if self._scaler is not None else self.train_step
+        for b, (xb, yb, share) in enumerate(batches):
+            if self._sync is not None:
+                self._sync.share = share              # this rank's part of the global batch
+            if self._compiled:
+                torch.compiler.cudagraph_mark_step_begin()
+            with autocast(cfg.precision, self.device):
+                out = step(xb, yb)
+            # with several processes the losses are scaled by share * world, so that their mean
+            # over the ranks is the global batch's mean (1 for evenly split batches)
+            losses.add(out, share * self.dist.world)
+            yield b
+
+    def _chunked(self, x: Any) -> ChunkedSteps | None:
+        """The chunked path (:class:`.graphs.ChunkedSteps`) where it applies: a hand-fused step
+        (plain SGD, precision 32, one process, this trainer's own ``train_step``) on in-memory
+        data on the training device. Rebuilt when the learning rate changes (it is baked into
+        the CUDA graphs)."""
+        if (self._fused is None or getattr(self.train_step, "__func__", None) is not Trainer.train_step
+                or not isinstance(x, Tensor) or x.device != self.device):
+            return None
+        lr = self.optimizer.param_groups[0]["lr"]
+        if self._chunks is None or self._chunks[0] != lr or self._chunks[1].x is not x:
+            fused = self._fused
+            self._chunks = (lr, ChunkedSteps(lambda xb: fused(xb, lr), x, graph_safe_params(self.model),
+                                             graphs=self.cfg.cuda_graphs, log=self.log))
+        return self._chunks[1]
+
+    def _epoch_order(self, n: int, n_use: int, device: torch.device) -> Tensor:
+        """This epoch's seeded random order of the samples (the first ``n_use`` of a permutation)."""
+        order = torch.randperm(n, generator=self.generator)
+        return (order[:n_use] if n_use < n else order).to(device)
+
     def _memory_batches(self, x: Tensor, y: Tensor | None, n_use: int):
         """This epoch's batches from the in-memory tensors, in a seeded random order: a gather per
         batch (cheaper than a shuffled copy of the whole set per epoch); with several processes,
         each takes its contiguous part of every global batch. Yields ``(xb, yb, share)``."""
         bs, d = self.cfg.batch_size, self.dist
-        order = torch.randperm(len(x), generator=self.generator)
-        order = (order[:n_use] if n_use < len(x) else order).to(x.device)
+        order = self._epoch_order(len(x), n_use, x.device)
         copy = x.device != self.device
         for b in range(math.ceil(n_use / bs)):
             idx = order[b * bs:(b + 1) * bs]
@@ -419,26 +505,12 @@ class Trainer:
             cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
             self._rank_rng = ddp.all_gather_objects((torch.get_rng_state(), cuda))
 
-    def _step_losses(self, out: Any, share: float) -> tuple[Tensor, dict[str, Tensor]]:
-        """The step's detached losses; with several processes scaled by ``share * world`` so that
-        their mean over ranks is the global batch's mean (1 for evenly split batches)."""
-        loss, parts = out.loss.detach(), {k: v.detach() for k, v in out.parts.items()}
-        if self._compiled:         # CUDA-graph outputs are overwritten by the next replay
-            loss, parts = loss.clone(), {k: v.clone() for k, v in parts.items()}
-        scale = share * self.dist.world
-        if scale != 1.0:
-            loss, parts = loss * scale, {k: v * scale for k, v in parts.items()}
-        return loss, parts
-
-    def _epoch_losses(self, steps: list[tuple[Tensor, dict[str, Tensor]]], n: int, bs: int) -> dict[str, float]:
+    def _epoch_losses(self, losses: StepLosses, n: int, bs: int) -> dict[str, float]:
         """The epoch's mean losses over all processes (one all-reduce)."""
         world = self.dist.world
-        if world == 1 or not steps:
-            return self._mean_losses(steps, n, bs)
-        names = list(steps[0][1])
-        table = torch.stack([torch.stack([loss, *(parts[k] for k in names)]) for loss, parts in steps]).float()
-        table = ddp.all_reduce_sum(table) / world
-        return self._mean_losses([(row[0], dict(zip(names, row[1:]))) for row in table], n, bs)
+        if world == 1 or not losses.rows:
+            return losses.means(n, bs)
+        return losses.means(n, bs, ddp.all_reduce_sum(losses.table().float()) / world)
 
     def _evaluate_shared(self, x: Any, y: Tensor | None) -> dict[str, float]:
         """``evaluate`` under the run's precision; with several processes each evaluates its part of
@@ -495,22 +567,12 @@ class Trainer:
         """Called after each epoch's record is appended, before the checkpoint is written."""
 
     # ------------------------------------------------------------------------------ helpers
-    @staticmethod
-    def _mean_losses(steps: list[tuple[Tensor, dict[str, Tensor]]], n: int, bs: int) -> dict[str, float]:
-        """Sample-weighted mean of the per-step losses so far (one device sync)."""
-        weights = torch.full((len(steps),), float(bs))
-        weights[-1] = min(bs, n - bs * (len(steps) - 1))
-        names = list(steps[0][1])
-        table = torch.stack([torch.stack([loss, *(parts[k] for k in names)]) for loss, parts in steps]).cpu()
-        vals = (weights @ table / weights.sum()).tolist()
-        return {"loss": vals[0], **{k: v for k, v in zip(names, vals[1:]) if k != "loss"}}
-
     def _fused_step(self):
         """The model's hand-fused SGD step, where it applies: plain SGD (no momentum, no weight
         decay) on all of the model's parameters, and the config leaves ``fused_step`` on."""
         fn = getattr(self.model, "fused_sgd_step", None)
         cfg = self.cfg
-        if (fn is None or not getattr(cfg, "fused_step", True) or cfg.optimizer != "sgd" or cfg.momentum
+        if (fn is None or not self.model.fused_sgd_applies() or not cfg.fused_step or cfg.optimizer != "sgd" or cfg.momentum
                 or cfg.weight_decay or len(self.optimizer.param_groups) != 1
                 or cfg.nan_policy == "skip"):        # skip must see the gradients before the update
             return None
@@ -565,8 +627,9 @@ class Trainer:
             f"Try a lower learning rate (now {self.optimizer.param_groups[0]['lr']:g}, --lr), "
             f"a smaller batch size, or {tips}")
 
-    def _nan_guard(self, steps: list[tuple[Tensor, dict[str, Tensor]]], epoch: int, b: int, n_batches: int) -> None:
-        """Apply ``cfg.nan_policy`` after step ``b`` (its losses are ``steps[-1]``).
+    def _nan_guard(self, losses: StepLosses, epoch: int, b: int, n_batches: int) -> None:
+        """Apply ``cfg.nan_policy`` after step ``b`` (the last row of ``losses``; the chunked path
+        calls it after each chunk, so ``stop`` and ``raise`` check whole chunks).
 
         * ``stop`` (default): every ``n_batches // 50`` steps, one ``isfinite`` over the losses since
           the last check (a single device sync, none per step); a non-finite loss stops training
@@ -579,42 +642,37 @@ class Trainer:
           training with a TrainingError.
         """
         policy = self.cfg.nan_policy
-        if b == 0:
-            self._checked = 0
-            self._skipped_epoch = 0
-            if policy == "skip":
-                self._guard_optimizers()   # no-op unless the optimizers were rebuilt since __init__
         if policy == "skip":
-            loss, parts = steps[-1]
-            finite = bool(torch.isfinite(torch.stack([loss, *parts.values()])).all())
+            row = losses.blocks[-1][0]
+            finite = bool(torch.isfinite(row).all())
             if self._step_skipped or not finite:
                 self._step_skipped = False
-                steps.pop()
+                losses.pop()
                 self._skipped_epoch += 1
                 self.skipped_batches += 1
                 self._skips_in_row += 1
                 limit = max(1, n_batches // 10)
                 if self._skips_in_row > limit:
                     raise self._nonfinite_error(
-                        loss.item(), epoch, b, f" ({self._skips_in_row} batches in a row skipped, more than "
+                        row[0].item(), epoch, b, f" ({self._skips_in_row} batches in a row skipped, more than "
                                                f"the {limit} allowed)")
             else:
                 self._skips_in_row = 0
             if b + 1 == n_batches:
-                if not steps:
+                if not losses.rows:
                     raise self._nonfinite_error("non-finite", epoch, None, " (every batch of the epoch)")
                 if self._skipped_epoch:
                     self.log(f"{self.desc} epoch {epoch + 1}: skipped {self._skipped_epoch} of {n_batches} "
                              f"batches with a non-finite loss or gradient (--nan-policy skip)")
             return
         every = 1 if policy == "raise" else max(1, n_batches // 50)
-        if (b + 1) % every and b + 1 != n_batches:
+        if b + 1 - self._checked < every and b + 1 != n_batches:
             return
-        losses = torch.stack([loss for loss, _ in steps[self._checked:]])
-        if not bool(torch.isfinite(losses).all()):       # the one sync of this check
-            first = int((~torch.isfinite(losses)).nonzero()[0, 0])
-            raise self._nonfinite_error(losses[first].item(), epoch, self._checked + first)
-        self._checked = len(steps)
+        new = losses.table(self._checked)[:, 0]
+        if not bool(torch.isfinite(new).all()):          # the one sync of this check
+            first = int((~torch.isfinite(new)).nonzero()[0, 0])
+            raise self._nonfinite_error(new[first].item(), epoch, self._checked + first)
+        self._checked = losses.rows
 
     def _guard_optimizers(self) -> None:
         """For ``--nan-policy skip``: each optimizer's ``step`` first checks that every gradient
