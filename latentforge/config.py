@@ -46,6 +46,7 @@ class TrainConfig:
     nan_policy: str = "stop"        # skip | stop | raise: what a NaN/Inf loss does
     steps_per_epoch: int = 0        # cap each epoch at this many batches (0 = the whole data; huge data sets)
     compile: bool = False           # torch.compile(mode="reduce-overhead") (CUDA graphs); CUDA only
+    sample_every: int = 1           # generative models: RUN_DIR/samples/epoch_NNN.png every N epochs (0 = never)
     cuda_graphs: bool = True        # on CUDA, replay hand-fused steps as CUDA graphs of 128 steps (train/graphs.py)
 
     def validate(self) -> None:
@@ -60,6 +61,7 @@ class TrainConfig:
                "must be two numbers in [0, 1): Adam's beta1, beta2")
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
         _check(self.early_stopping >= 0, "early_stopping", self.early_stopping, "must be >= 0")
+        _check(self.sample_every >= 0, "sample_every", self.sample_every, "must be >= 0")
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("nan_policy", self.nan_policy, NAN_POLICIES)
         _check(self.steps_per_epoch >= 0, "steps_per_epoch", self.steps_per_epoch, "must be >= 0 (0 = no cap)")

@@ -39,6 +39,7 @@ class GANConfig(TrainConfig):
     d_lr: float = 0.0                       # discriminator lr; 0 = lr
     gp_weight: float = 10.0                 # wgan-gp's gradient-penalty weight
     r1: float = 0.0                         # R1 penalty weight (gamma) on real data; 0 = off
+    r1_every: int = 1                       # lazy R1 (StyleGAN2): only every N-th D step, weighted N x
     label_smoothing: float = 0.0            # one-sided: real targets are 1 - label_smoothing
     experience_replay: int = 0              # replay buffer size (past fakes); 0 = off
     replay_ratio: float = 0.5               # share of D's fake half drawn from the buffer
@@ -47,7 +48,6 @@ class GANConfig(TrainConfig):
     minibatch_std: bool = False             # append the batch's feature std to D's features
     spectral_norm: bool = False             # spectral normalisation of D's layers
     ema: float = 0.0                        # EMA decay of G's weights (e.g. 0.999); 0 = off
-    sample_every: int = 1                   # save a sample grid every N epochs (0 = never)
     # the chapter's training defaults
     optimizer: str = "rmsprop"
     lr: float = 1e-3
@@ -56,8 +56,8 @@ class GANConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_positive(self, "coding_size", "d_steps", "gp_weight", "replay_ratio", "minibatch_kernel_dim")
-        check_nonnegative(self, "g_lr", "d_lr", "r1", "experience_replay", "minibatch_discrimination", "sample_every")
+        check_positive(self, "coding_size", "d_steps", "gp_weight", "replay_ratio", "minibatch_kernel_dim", "r1_every")
+        check_nonnegative(self, "g_lr", "d_lr", "r1", "experience_replay", "minibatch_discrimination")
         check_choice("loss", self.loss, GAN_LOSSES)
         check_choice("d_output", self.d_output, ("sigmoid", "linear"))
         if self.loss in ("wgan-gp", "hinge") and self.d_output == "sigmoid":

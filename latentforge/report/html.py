@@ -356,8 +356,8 @@ def _evolution_section(ctx: _Ctx) -> Section | None:
         if not ctx.has("sample"):
             return None
         return Section("evolution", "Samples over epochs",
-                       note="no per-epoch sample grids were saved: GANs save them to RUN_DIR/samples/ "
-                            "(config sample_every); other models when trained with --tensorboard")
+                       note="no per-epoch sample grids were saved: generative models save them to "
+                            "RUN_DIR/samples/ (config sample_every, 0 = never)")
     shown = _evenly(grids, EVOLUTION_MAX)
     body = '<div class="gallery">' + "".join(_figure(png, f"epoch {epoch}") for epoch, png in shown) + "</div>"
     note = f"{len(shown)} of the {len(grids)} saved grids" if len(shown) < len(grids) else None

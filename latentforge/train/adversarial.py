@@ -9,7 +9,6 @@ exactly is checkpointed: G, D, the EMA copy, both optimizers, the replay buffer 
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -109,14 +108,18 @@ class AdversarialTrainer(Trainer):
         super().__init__(model, cfg, **kw)
         self.replay = ReplayBuffer(cfg.experience_replay, cfg.replay_ratio) if cfg.experience_replay else None
         self._fixed_z = model.latent(64, torch.Generator().manual_seed(cfg.seed + 1), device="cpu")
+        self.d_updates = 0                                              # D steps so far (lazy R1's clock)
 
     # -- state ---------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Tensor]:
+        lazy = {"d_updates": torch.tensor(self.d_updates)} if self.cfg.r1_every > 1 else {}
         if self.replay is None or self.replay.buffer is None:
-            return {}
-        return {"replay.buffer": self.replay.buffer, "replay.count": torch.tensor(self.replay.count)}
+            return lazy
+        return {"replay.buffer": self.replay.buffer, "replay.count": torch.tensor(self.replay.count), **lazy}
 
     def load_extra_state(self, tensors: dict[str, Tensor], source: str) -> None:
+        if "d_updates" in tensors:
+            self.d_updates = int(tensors["d_updates"])
         if self.replay is None or "replay.buffer" not in tensors:
             return
         buf = tensors["replay.buffer"]
@@ -153,8 +156,9 @@ class AdversarialTrainer(Trainer):
             d_loss = d_loss_fn(cfg.loss, s_real, s_fake, cfg.label_smoothing, sig)
             if cfg.loss == "wgan-gp":
                 d_loss = d_loss + cfg.gp_weight * gradient_penalty(D, real, fake, yb)
-            if cfg.r1:
-                d_loss = d_loss + cfg.r1 * r1_penalty(D, real, yb)
+            if cfg.r1 and self.d_updates % cfg.r1_every == 0:             # lazy R1: every r1_every-th step
+                d_loss = d_loss + cfg.r1 * cfg.r1_every * r1_penalty(D, real, yb)
+            self.d_updates += 1
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
@@ -194,18 +198,11 @@ class AdversarialTrainer(Trainer):
     def _early_stopping(self, record: dict[str, Any]) -> bool:
         return False
 
-    def on_epoch_end(self, epoch: int) -> None:
-        """Save a grid of samples from fixed latents, so progress can be watched epoch by epoch."""
-        every = self.cfg.sample_every
-        if self.run_dir is None or not self.dist.main or not every or (epoch % every and epoch != self.epochs):
-            return
-        from ..report import plot_image_grid
+    def epoch_samples(self) -> Tensor:
+        """G's images from the same 64 latents every epoch (one class per column if conditional)."""
         m = self.model
         z = self._fixed_z.to(self.device)
         labels = None
         if m.uses_labels:
             labels = (torch.arange(len(z)) % m.config.n_classes).to(self.device)
-        images = m.decode(z, labels).cpu().numpy()
-        folder = Path(self.run_dir) / "samples"
-        folder.mkdir(exist_ok=True)
-        plot_image_grid(images, folder / f"epoch_{epoch:03d}.png", ncols=8, title=f"{m.name}: epoch {epoch}")
+        return m.decode(z, labels)

@@ -564,7 +564,39 @@ class Trainer:
         return out
 
     def on_epoch_end(self, epoch: int) -> None:
-        """Called after each epoch's record is appended, before the checkpoint is written."""
+        """Called after each epoch's record is appended, before the checkpoint is written: saves
+        the sample grid of a generative model every ``sample_every`` epochs (and after the last)
+        to ``RUN_DIR/samples/epoch_NNN.png``, so progress can be watched while it trains."""
+        every = self.cfg.sample_every
+        if (self.run_dir is None or not self.dist.main or not every or (epoch % every and epoch != self.epochs)
+                or self.meta.get("data", {}).get("is_image") is False):
+            return
+        with torch.no_grad():
+            images = self.epoch_samples()
+        if images is None:
+            return
+        from ..report import plot_image_grid
+        folder = Path(self.run_dir) / "samples"
+        folder.mkdir(exist_ok=True)
+        plot_image_grid(images.float().cpu().numpy(), folder / f"epoch_{epoch:03d}.png", ncols=8,
+                        title=f"{self.meta.get('model', type(self.model).__name__)}: epoch {epoch}")
+
+    def epoch_samples(self) -> Tensor | None:
+        """Samples of a model with ``sample(n, labels, generator)`` (VAEs, DDPM), from the same
+        noise every epoch and without touching the training RNG; None for other models. The
+        model's ``epoch_grid`` (default 64) sets how many."""
+        m = self.model
+        if not callable(getattr(m, "sample", None)):
+            return None
+        n, labels = getattr(m, "epoch_grid", 64), None
+        if getattr(m, "uses_labels", False):
+            labels = (torch.arange(n) % m.config.n_classes).to(self.device)
+        was = m.training
+        m.eval()
+        try:
+            return m.sample(n, labels, generator=torch.Generator().manual_seed(self.cfg.seed + 1))
+        finally:
+            m.train(was)
 
     # ------------------------------------------------------------------------------ helpers
     def _fused_step(self):
