@@ -433,7 +433,7 @@ def demo_cmd(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Ru
     for what, path in figs.items():
         print(f"  {what:<16} {path}")
     from .report.html import build_report
-    print(f"report: {build_report(run.run_dir, data)}")
+    print(f"report: {build_report(run.run_dir, data, seed=run.config.seed)}")   # same seed: it reuses tsne.png's map
 
 
 def _load_command_modules() -> None:

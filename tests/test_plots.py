@@ -444,3 +444,18 @@ def test_saved_file_permissions_follow_umask(tmp_path: Path, grey: np.ndarray) -
     finally:
         os.umask(old)
     assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_tsne_map_is_reused_for_the_same_codes(tmp_path, monkeypatch):
+    """demo draws tsne.png and then its report maps the same codes: t-SNE runs once."""
+    import latentforge.report.plots as P
+    calls = []
+    real = P._tsne
+    monkeypatch.setattr(P, "_tsne", lambda *a: calls.append(1) or real(*a))
+    codes = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
+    a = P.plot_tsne(codes, tmp_path / "a.png", seed=3)
+    b = P.plot_tsne(codes.copy(), tmp_path / "b.png", seed=3)
+    assert len(calls) == 1 and a.exists() and b.exists()
+    P.plot_tsne(codes, tmp_path / "c.png", seed=4)                 # another seed: a new map
+    P.plot_tsne(codes + 1e-3, tmp_path / "d.png", seed=4)          # other codes: a new map
+    assert len(calls) == 3

@@ -587,10 +587,26 @@ def _normalise_xy(xy: np.ndarray) -> np.ndarray:
     return out.astype(np.float64)
 
 
+_EMBEDDED: dict[tuple, tuple[np.ndarray, str]] = {}   # the last t-SNE map, by (codes' digest, seed, perplexity)
+
+
 def _embed_2d(codes: np.ndarray, seed: int, perplexity: float) -> tuple[np.ndarray, str]:
-    """Map codes to 2-D: as they are if already 2-D, else t-SNE. Returns (xy, method name)."""
+    """Map codes to 2-D: as they are if already 2-D, else t-SNE. Returns (xy, method name).
+    The last map is kept: the same codes mapped again (``demo``'s figure, then its report) cost
+    nothing the second time."""
     if codes.shape[1] == 2:
         return codes.astype(np.float64), "latent"
+    import hashlib
+    key = (hashlib.sha1(np.ascontiguousarray(codes).tobytes()).hexdigest(), codes.shape, codes.dtype.str,
+           seed, float(perplexity))
+    if key not in _EMBEDDED:
+        _EMBEDDED.clear()
+        _EMBEDDED[key] = _tsne(codes, seed, perplexity)
+    xy, method = _EMBEDDED[key]
+    return xy.copy(), method
+
+
+def _tsne(codes: np.ndarray, seed: int, perplexity: float) -> tuple[np.ndarray, str]:
     centred = codes.astype(np.float64) - codes.mean(axis=0)
     scale = float(np.abs(centred).max())
     if scale == 0.0 or scale <= 1e-12 * float(np.abs(codes).max()):
