@@ -266,9 +266,10 @@ def _launch_processes(model: str, nproc: int, device: str, values: dict[str, Any
     if dev.type == "cuda" and nproc > torch.cuda.device_count():
         raise ConfigError(f"--nproc {nproc}: only {torch.cuda.device_count()} GPU(s) here (one process per GPU)")
     rc = ddp.launch(ddp.strip_nproc(_INVOCATION or sys.argv[1:]), nproc)
+    if rc in (2, 130):                 # the processes have said why (one line each, or once for all)
+        raise typer.Exit(rc)
     if rc:
-        raise TrainingError(f"training with {nproc} processes failed (torchrun exit status {rc}); "
-                            f"see the messages above")
+        raise TrainingError(f"training with {nproc} processes failed (exit status {rc}); see the messages above")
 
 
 @app.command("encode")
@@ -488,7 +489,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     except LatentforgeError as e:
         if _DEBUG:
             raise
-        _err(str(e))
+        if getattr(e, "collective", False):      # every process raised it: process 0 reports it
+            from .train.distributed import report_once
+            report_once(lambda: _err(str(e)))
+        else:
+            _err(str(e))
         sys.exit(getattr(e, "exit_code", 2))     # errors.Interrupted (Ctrl-C in training): 130
     except KeyboardInterrupt:
         _err("interrupted")

@@ -55,6 +55,13 @@ class TrainingError(LatentforgeError):
     """Training cannot go on (e.g. the loss became NaN/Inf)."""
 
 
+def collective(error: LatentforgeError) -> LatentforgeError:
+    """Mark ``error`` as raised by every process of a multi-process run at once (e.g. the NaN
+    guard, which decides collectively): the CLI of process 0 alone reports it."""
+    error.collective = True
+    return error
+
+
 class Interrupted(LatentforgeError):
     """Training was stopped by Ctrl-C (SIGINT). The checkpoint of the last completed epoch is
     kept; the message says where it is and how to resume. The CLI exits with status 130."""

@@ -136,3 +136,18 @@ def test_two_processes_streaming_match_one(tmp_path, data, capfd, monkeypatch):
     one = _one_process(tmp_path, data)
     assert one.data_info["streamed"]
     _assert_same_run(one, run2, 2)
+
+
+@pytest.mark.parametrize("policy", ["stop", "raise"])
+def test_two_processes_stop_together_on_a_nan(tmp_path, data, capfd, policy):
+    """A diverging run under two processes: every process reaches the same decision at the same
+    check (the NaN test is collective), the job ends with status 2 and one error line, and the
+    last good checkpoint stays."""
+    run = tmp_path / "nan"
+    code, out, err = _cli(capfd, "train", "stacked-ae", "--data", data, "--epochs", "2", "--batch-size", "32",
+                          "--out", run, "--nproc", "2", "--device", "cpu", "--no-progress", "--lr", "1e7",
+                          "--nan-policy", policy, *AE)
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if "latentforge: error:" in ln]
+    assert len(lines) == 1 and "loss became" in lines[0] and "Traceback" not in err, err
+    assert not run.exists() or not (run / "checkpoint.safetensors").exists()   # failed in epoch 1: nothing kept

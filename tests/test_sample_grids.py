@@ -35,12 +35,12 @@ def test_ddpm_grids_every_n_epochs_and_after_the_last(tmp_path, tiny_images):
     assert build_model("ddpm", input_shape=[1, 8, 8]).config.sample_every == 5   # sampling costs: every 5
 
 
-def test_no_grids_for_non_image_data_or_autoencoders(tmp_path):
+def test_tabular_data_gets_a_heat_map_and_autoencoders_no_grid(tmp_path):
     rng = np.random.default_rng(0)
     table = Dataset(x=rng.random((48, 6)).astype(np.float32), y=None, name="table", sample_shape=(6,),
                     is_image=False)
     train("vae", table, out=tmp_path / "t", overrides={**VAE, "epochs": 1}, **QUIET)
-    assert _names(tmp_path / "t") == []
+    assert _names(tmp_path / "t") == ["epoch_001.png"]
     images = Dataset(x=rng.random((48, 1, 8, 8)).astype(np.float32), y=None, name="img", sample_shape=(8, 8),
                      is_image=True)
     train("stacked-ae", images, out=tmp_path / "ae", overrides={"epochs": 1, "hidden_sizes": [8], "coding_size": 2},

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import logging
 import os
 import socket
-import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -216,6 +216,20 @@ class GradSync:
         self.handles = {}
 
 
+def report_once(report: Callable[[], None]) -> None:
+    """For an error every process raised at once: process 0 reports it, and the others wait until
+    it has (they would otherwise exit first, and the launcher stop process 0 before it speaks)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        report()
+        return
+    if dist.get_rank() == 0:
+        report()
+    try:
+        dist.barrier()
+    except Exception:                   # noqa: BLE001 (a process already gone: nothing to wait for)
+        pass
+
+
 # ------------------------------------------------------------------------------ the launcher
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
@@ -238,16 +252,36 @@ def strip_nproc(argv: list[str]) -> list[str]:
 
 
 def launch(argv: list[str], nproc: int) -> int:
-    """Run ``latentforge ARGV`` in ``nproc`` processes on this machine through torchrun
-    (``python -m torch.distributed.run``) and return its exit status."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={nproc}",
-           "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "latentforge", *argv]
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))   # no oversubscription
+    """Run ``latentforge ARGV`` in ``nproc`` processes on this machine with torchrun's launcher
+    (``torch.distributed.run``, in this process) and return the processes' exit status: 0, the
+    status of a failed process (2 for an error it has reported, 130 for Ctrl-C), or 1.
+
+    torchrun's own failure report (a traceback of its launcher) is left out: each process prints
+    its error as one line, and the NaN guard's errors, raised by all processes at once, once."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    args = parse_args(["--nnodes=1", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+                       f"--master_port={free_port()}", "-m", "latentforge", *argv])
+    env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}           # no oversubscription
     if sys.platform.startswith("linux"):
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")                                    # single machine: loopback
-    proc = subprocess.Popen(cmd, env=env)
+        env["GLOO_SOCKET_IFNAME"] = "lo"                                             # single machine: loopback
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update({k: v for k, v in env.items() if saved[k] is None})           # the user's settings win
+    elastic = logging.getLogger("torch.distributed.elastic")
+    level = elastic.level
+    elastic.setLevel(logging.CRITICAL)       # its notes on stopping processes repeat what they said
     try:
-        return proc.wait()
-    except KeyboardInterrupt:          # the processes got the same Ctrl-C: let them save and exit
-        return proc.wait()
+        run(args)
+        return 0
+    except ChildFailedError as e:
+        codes = [f.exitcode for f in e.failures.values()]
+        return next((c for c in (2, 130) if c in codes), 1)
+    except (SignalException, KeyboardInterrupt):   # Ctrl-C: the processes got it too, and saved
+        return 130
+    finally:
+        elastic.setLevel(level)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)

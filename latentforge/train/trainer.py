@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..config import TrainConfig
-from ..errors import CheckpointError, ConfigError, Interrupted, TrainingError
+from ..errors import CheckpointError, ConfigError, Interrupted, TrainingError, collective
 from . import distributed as ddp
 from .accel import autocast, check_precision, grad_scaler, maybe_compile
 from .graphs import ChunkedSteps, graph_safe_params
@@ -329,8 +329,7 @@ class Trainer:
                 for b in self._epoch_steps(x, y, n_use, epoch, losses):
                     self._nan_guard(losses, epoch, b, n_batches)
                     if bar is not None and (b + 1 - bar.n >= refresh or b + 1 == n_batches):
-                        running = losses.means(n_use, bs)["loss"]
-                        self._check_finite(running, epoch)
+                        running = losses.means(n_use, bs)["loss"]     # (the NaN guard has checked it)
                         bar.update(b + 1 - bar.n)
                         bar.set_postfix(loss=f"{running:.4f}",
                                         samples_s=f"{min((b + 1) * bs, n_use) / max(time.perf_counter() - t0, 1e-9):,.0f}")
@@ -566,10 +565,10 @@ class Trainer:
     def on_epoch_end(self, epoch: int) -> None:
         """Called after each epoch's record is appended, before the checkpoint is written: saves
         the sample grid of a generative model every ``sample_every`` epochs (and after the last)
-        to ``RUN_DIR/samples/epoch_NNN.png``, so progress can be watched while it trains."""
+        to ``RUN_DIR/samples/epoch_NNN.png``, so progress can be watched while it trains (tabular
+        data: a heat map, one line per sample)."""
         every = self.cfg.sample_every
-        if (self.run_dir is None or not self.dist.main or not every or (epoch % every and epoch != self.epochs)
-                or self.meta.get("data", {}).get("is_image") is False):
+        if self.run_dir is None or not self.dist.main or not every or (epoch % every and epoch != self.epochs):
             return
         with torch.no_grad():
             images = self.epoch_samples()
@@ -654,10 +653,10 @@ class Trainer:
                 else "no checkpoint was written")
         where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "")
         tips = "--nan-policy skip to drop such batches" if self.cfg.nan_policy != "skip" else "cleaner data"
-        return TrainingError(
+        return collective(TrainingError(
             f"{self.desc}: the loss became {value} during {where}{why}; training stopped and {kept}. "
             f"Try a lower learning rate (now {self.optimizer.param_groups[0]['lr']:g}, --lr), "
-            f"a smaller batch size, or {tips}")
+            f"a smaller batch size, or {tips}"))
 
     def _nan_guard(self, losses: StepLosses, epoch: int, b: int, n_batches: int) -> None:
         """Apply ``cfg.nan_policy`` after step ``b`` (the last row of ``losses``; the chunked path
@@ -701,8 +700,13 @@ class Trainer:
         if b + 1 - self._checked < every and b + 1 != n_batches:
             return
         new = losses.table(self._checked)[:, 0]
-        if not bool(torch.isfinite(new).all()):          # the one sync of this check
-            first = int((~torch.isfinite(new)).nonzero()[0, 0])
+        bad = ~torch.isfinite(new)
+        if self.dist.world > 1:       # decided together: one process may see the NaN a step before the others
+            anywhere = bool(ddp.all_reduce_sum(bad.any().float().reshape(1)))
+            if anywhere and not bool(bad.any()):
+                raise self._nonfinite_error("non-finite", epoch, None, " (in another process)")
+        if bool(bad.any()):                               # the one sync of this check
+            first = int(bad.nonzero()[0, 0])
             raise self._nonfinite_error(new[first].item(), epoch, self._checked + first)
         self._checked = losses.rows
 
