@@ -214,9 +214,6 @@ def train_cmd(
     if greedy and model == "classifier":
         raise ConfigError("--greedy: the classifier has no layer-wise stages (pretrain an AE with --greedy, "
                           "then use --encoder-from)")
-    if tensorboard and model == "classifier":
-        raise ConfigError("--tensorboard: not available for `train classifier` (its training path takes no "
-                          "epoch callbacks); its history.json has every epoch")
     if dry_run:
         epochs = 1
         limit = min(limit or 256, 256)
@@ -239,7 +236,7 @@ def train_cmd(
             ds = ds.materialize()           # the classifier's pretraining paths work in memory
         run = train_classifier(ds, labeled=labeled, encoder_from=encoder_from, freeze_epochs=freeze_epochs, out=out,
                                overrides=values, config_file=config, valid_fraction=valid_fraction, resume=resume,
-                               progress=progress, device=device, overwrite=overwrite)
+                               progress=progress, device=device, overwrite=overwrite, tensorboard=tensorboard)
     else:
         run = train(model, ds, out=out, overrides=values, config_file=config, resume=resume, greedy=greedy,
                     valid_fraction=valid_fraction, progress=progress, device=device, overwrite=overwrite,

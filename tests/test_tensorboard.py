@@ -101,6 +101,15 @@ def test_missing_tensorboard_is_a_clear_error(tmp_path, digits, monkeypatch, run
     assert not (tmp_path / "run").exists()                             # refused before anything was written
 
 
-def test_classifier_refuses_tensorboard(tmp_path, run_cli):
-    code, _, err = run_cli("train", "classifier", "--dry-run", "--tensorboard", "--out", tmp_path / "c")
-    assert code == 2 and "--tensorboard" in err
+@pytest.mark.parametrize("extra", [[], ["--labeled", "100"]])
+def test_classifier_logs_its_epochs(tmp_path, run_cli, extra):
+    """Both training paths of `train classifier` (all labels, a labelled subset) log every epoch;
+    a replaced run's events are gone."""
+    run_dir = tmp_path / "c"
+    for _ in range(2):                                  # the second run replaces the first
+        code, _, err = run_cli("train", "classifier", "--data", "digits", "--epochs", "2", "--tensorboard",
+                               "--set", "hidden_sizes=[16]", "--out", run_dir, "--overwrite", *extra)
+        assert code == 0, err
+    acc = _events(run_dir)
+    _check_scalars(acc, run_dir)
+    assert "train_accuracy" in acc.Tags()["scalars"] or "valid_accuracy" in acc.Tags()["scalars"]

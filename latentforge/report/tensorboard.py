@@ -13,6 +13,7 @@ asking for TensorBoard is a :class:`~latentforge.errors.ConfigError` raised befo
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,13 @@ class TensorBoardLogger:
     """Trainer callback writing scalars and image grids to ``RUN_DIR/tensorboard``.
 
     ``reference``: a Dataset (normally the held-out split) whose first :data:`N_RECON` samples are
-    reconstructed every epoch; ``seed`` fixes the latents of the sample grid.
+    reconstructed every epoch; ``seed`` fixes the latents of the sample grid; ``fresh`` removes an
+    earlier run's events from the folder before the first epoch's are written.
     """
 
-    def __init__(self, reference=None, *, seed: int = 0, n_samples: int = N_SAMPLES):
+    def __init__(self, reference=None, *, seed: int = 0, n_samples: int = N_SAMPLES, fresh: bool = False):
         self._writer_cls = summary_writer_class()          # fail before training, not after epoch 1
+        self.fresh = fresh
         self.reference = reference
         self.seed = seed
         self.n_samples = n_samples
@@ -66,6 +69,8 @@ class TensorBoardLogger:
             return
         if self.writer is None:
             self.log_dir = Path(trainer.run_dir) / TB_DIR
+            if self.fresh:
+                shutil.rmtree(self.log_dir, ignore_errors=True)
             self.writer = self._writer_cls(log_dir=str(self.log_dir))
         step = int(record["epoch"])
         for key, value in record.items():
@@ -88,7 +93,7 @@ class TensorBoardLogger:
         out = []
         shape = tuple(model.config.input_shape)
         if callable(getattr(model, "sample", None)):
-            n, labels, ncols = self.n_samples, None, 8
+            n, labels, ncols = min(self.n_samples, getattr(model, "epoch_grid", self.n_samples)), None, 8
             if getattr(model, "uses_labels", False):           # one row per class
                 k = int(model.config.n_classes)
                 labels = torch.arange(k).repeat_interleave(ncols).to(device)

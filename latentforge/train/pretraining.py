@@ -22,7 +22,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -88,7 +88,8 @@ def _prepare_run_dir(out: str | Path | None, name: str, overwrite: bool) -> Path
 def fit_model(name: str, config, train_ds, valid_ds=None, *, data_info: dict[str, Any] | None = None,
               out: str | Path | None = None, save: bool = True, setup: Callable[[Any], None] | None = None,
               extra_meta: dict[str, Any] | None = None, overwrite: bool = False, progress: bool | None = None,
-              log: Log | None = None, device: str = "auto", desc: str = "train") -> Run:
+              log: Log | None = None, device: str = "auto", desc: str = "train",
+              callbacks: Iterable[Callable[[Any, dict[str, Any]], None]] = ()) -> Run:
     """Train registered model ``name`` with ``config`` on ``train_ds``, validating on ``valid_ds``.
 
     Like :func:`latentforge.train.train` but with the split given (labelled subsets, a fixed test
@@ -135,7 +136,7 @@ def fit_model(name: str, config, train_ds, valid_ds=None, *, data_info: dict[str
     meta = {"model": name, "config": config_to_dict(config), "data": data_info, **(extra_meta or {})}
     t0 = time.perf_counter()
     trainer = Trainer(net, config, run_dir=run_dir, checkpoint_meta=meta, progress=progress, log=log,
-                      device=dev, desc=desc)
+                      device=dev, desc=desc, callbacks=callbacks)
     trainer.fit(x, xv, y, yv)
     seconds = time.perf_counter() - t0
     meta["trainer"] = {"epoch": trainer.state.epoch, "history": trainer.state.history}
@@ -172,13 +173,14 @@ def train_classifier(data, labeled: int | None = None, encoder_from: str | Path 
                      overrides: dict[str, Any] | None = None, config_file: str | Path | None = None,
                      valid_fraction: float | None = None, labels: str | Path | None = None,
                      resume: bool = False, progress: bool | None = None, log: Log | None = None,
-                     device: str = "auto", overwrite: bool = False) -> Run:
+                     device: str = "auto", overwrite: bool = False, tensorboard: bool = False) -> Run:
     """Train the classifier on ``data``, optionally on ``labeled`` samples only and from the encoder
     of the autoencoder run ``encoder_from`` (frozen for ``freeze_epochs``, then fine-tuned).
 
     ``n_classes`` defaults to the data's number of classes. The encoder's sizes, activation and
     input normalisation come from the AE's config (overriding them otherwise is a ConfigError).
-    Everything is validated before anything is written.
+    Everything is validated before anything is written. ``tensorboard`` also logs each epoch's
+    scalars to ``RUN_DIR/tensorboard``.
     """
     from ..data import Dataset, load_data, train_valid_split
     from .run import train
@@ -219,7 +221,8 @@ def train_classifier(data, labeled: int | None = None, encoder_from: str | Path 
             if ae_run is not None:
                 init_from_autoencoder(probe, ae_run)
         return train("classifier", ds, out=out, overrides=values, config_file=config_file, resume=resume,
-                     valid_fraction=valid_fraction, progress=progress, log=log, device=device, overwrite=overwrite)
+                     valid_fraction=valid_fraction, progress=progress, log=log, device=device, overwrite=overwrite,
+                     tensorboard=tensorboard)
 
     config = resolve_config("classifier", config_file=config_file, overrides=values)
     config.input_shape = list(ds.x.shape[1:])
@@ -232,8 +235,12 @@ def train_classifier(data, labeled: int | None = None, encoder_from: str | Path 
     info = describe_data(ds, sub, valid, vf, labeled=labeled, n_pool=len(pool))
     setup = (lambda net: init_from_autoencoder(net, ae_run)) if ae_run is not None else None
     extra = {"pretraining": _provenance(ae_run)} if ae_run is not None else None
+    callbacks = []
+    if tensorboard:                      # a run on a labelled subset never resumes: a fresh log
+        from ..report.tensorboard import TensorBoardLogger
+        callbacks.append(TensorBoardLogger(valid if valid is not None else sub, seed=config.seed, fresh=True))
     return fit_model("classifier", config, sub, valid, data_info=info, out=out, setup=setup, extra_meta=extra,
-                     overwrite=overwrite, progress=progress, log=log, device=device)
+                     overwrite=overwrite, progress=progress, log=log, device=device, callbacks=callbacks)
 
 
 def _provenance(ae_run: Run) -> dict[str, Any]:
