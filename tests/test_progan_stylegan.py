@@ -236,7 +236,7 @@ def test_modulated_conv_modulates_then_demodulates():
     x, w = torch.randn(3, 6, 9, 9), torch.randn(3, 4)
     out = mc(x, w)
     s = mc.affine(w)
-    for i in range(3):                                               # the grouped conv = a conv per sample
+    for i in range(3):                                               # = a conv per sample, weights modulated
         wt = mc.weight * mc.scale * s[i].view(1, -1, 1, 1)
         wt = wt / wt.square().sum((1, 2, 3), keepdim=True).sqrt()
         assert torch.allclose(out[i:i + 1], F.conv2d(x[i:i + 1], wt, padding=1), atol=1e-5)
@@ -370,8 +370,45 @@ def test_w_avg_and_truncation():
         m.sample(2, truncation=-1.0)
 
 
+def test_lazy_r1_every_kth_d_step_weighted_k(monkeypatch):
+    """StyleGAN2's lazy regularisation: R1 only at every ``r1_every``-th D step, times ``r1_every``."""
+    import latentforge.train.adversarial as adv
+    calls = []
+    monkeypatch.setattr(adv, "r1_penalty", lambda D, real, y: calls.append(1) or torch.tensor(1.0))  # no gradient
+    losses = {}
+    for r1 in (0.0, 2.0):                               # a constant penalty: the same updates with and without
+        m = _stylegan(r1=r1, r1_every=3)
+        tr = AdversarialTrainer(m, m.config, progress=False, **QUIET)
+        torch.manual_seed(1)
+        x = torch.rand(8, 1, 16, 16)
+        losses[r1] = [float(tr.train_step(x, None).parts["d_loss"].detach()) for _ in range(7)]
+    assert len(calls) == 3 and tr.d_updates == 7
+    assert [b - a for a, b in zip(losses[0.0], losses[2.0])] == pytest.approx([6, 0, 0, 6, 0, 0, 6], abs=1e-4)
+    with pytest.raises(ConfigError, match="r1_every"):
+        _stylegan(r1_every=0)
+
+
+def test_stylegan_adam_betas_and_legacy_training_fields():
+    """StyleGAN trains with Adam(beta1 = 0, beta2 = 0.99); other models keep PyTorch's betas; runs
+    saved before ``betas``/``r1_every`` existed keep the training they had (R1 every step)."""
+    from latentforge.models.gan import GANConfig
+    from latentforge.models.stylegan import StyleGAN
+    from latentforge.train.run import with_legacy_defaults
+    from latentforge.train.trainer import build_optimizer
+    m = _stylegan()
+    opt = build_optimizer(m.generator.parameters(), m.config)
+    assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["betas"] == (0.0, 0.99)
+    plain = build_optimizer(m.generator.parameters(), GANConfig(optimizer="adam"))
+    assert plain.param_groups[0]["betas"] == (0.9, 0.999)
+    for bad in ([1.0, 0.99], [0.5], [-0.1, 0.9]):
+        with pytest.raises(ConfigError, match="betas"):
+            _stylegan(betas=bad)
+    old = with_legacy_defaults(StyleGAN, {"optimizer": "rmsprop"})
+    assert old["r1_every"] == 1 and old["betas"] == [0.9, 0.999] and old["optimizer"] == "rmsprop"
+
+
 def test_stylegan_trains_resumes_and_generates_with_truncation(tmp_path, tiny_images, run_cli):
-    cfg = {**SG, "channels": [4], "sample_every": 1}
+    cfg = {**SG, "channels": [4], "sample_every": 1, "r1_every": 3}   # the lazy-R1 clock crosses the resume
     straight = train("stylegan", tiny_images, out=tmp_path / "s", overrides={**cfg, "epochs": 3}, **QUIET)
     train("stylegan", tiny_images, out=tmp_path / "r", overrides={**cfg, "epochs": 2}, **QUIET)
     resumed = train("stylegan", tiny_images, out=tmp_path / "r", overrides={"epochs": 3}, resume=True, **QUIET)
