@@ -10,7 +10,10 @@ Runs, alternately and ``--repeats`` times, each as its own subprocess on the sam
     loaded 2-core machine that one can be 20x slower, and its runs then take minutes),
   - the chapter's Keras code when ``--keras-python`` names a Python with TensorFlow
     (``keras_seed_ae.py``, ``keras_conv_ae.py``, ``keras_dcgan.py`` of ``../shared/bench``),
-  - ``latentforge-Nt`` for each ``--lf-threads N``: latentforge with ``LATENTFORGE_THREADS=N``.
+  - ``latentforge-Nt`` for each ``--lf-threads N``: latentforge with ``LATENTFORGE_THREADS=N``,
+  - with ``--lf-plain-kernels``, ``latentforge-plain``: latentforge with PyTorch's own layers in place
+    of ``models/convkernels.py``'s (``nn.Conv2d``, ``nn.ConvTranspose2d``, ``nn.Dropout``; same
+    parameters), i.e. the code before those kernels, to measure them in the same run.
 Each ``--batch`` is its own round. Prints samples/s (for dcgan: real images consumed per second)
 and held-out BCE, then the ratios of the medians. The machine is shared and noisy: only ratios
 measured in the same run mean anything; the load average is printed before and after.
@@ -45,6 +48,16 @@ MODELS = {
 }
 
 
+def plain_kernels(model) -> None:
+    """Swap models/convkernels.py's layers back to PyTorch's own (same parameters, same function)."""
+    from torch import nn
+
+    from latentforge.models import convkernels as ck
+    plain = {ck.ImageConv2d: nn.Conv2d, ck.ImageConvTranspose2d: nn.ConvTranspose2d, ck.MaskDropout: nn.Dropout}
+    for m in model.modules():
+        m.__class__ = plain.get(type(m), type(m))
+
+
 def worker(name: str, epochs: int, tile: int, batch: int, seed: int) -> None:
     """Train with latentforge's trainer; print one line like the reference scripts."""
     sys.path.insert(0, str(SHARED_BENCH))
@@ -62,6 +75,8 @@ def worker(name: str, epochs: int, tile: int, batch: int, seed: int) -> None:
     extra = {"sample_every": 0} if name == "dcgan" else {}
     model = build_model(name, input_shape=[1, 28, 28], epochs=epochs, batch_size=batch, seed=seed, **extra)
     model.prepare(x)
+    if os.environ.get("BENCH_PLAIN_KERNELS"):
+        plain_kernels(model)
     cls = AdversarialTrainer if getattr(model, "adversarial", False) else Trainer
     trainer = cls(model, model.config, progress=False, log=lambda m: None)
     n = len(x) // batch * batch if name == "dcgan" else len(x)      # Keras' DCGAN loop drops the last batch
@@ -69,7 +84,7 @@ def worker(name: str, epochs: int, tile: int, batch: int, seed: int) -> None:
     trainer.fit(x[:n])                  # timed like the references: training epochs only
     dt = time.perf_counter() - t0
     val = "" if name == "dcgan" else f" val_bce={trainer.evaluate(xv)['loss']:.4f}"
-    print(f"latentforge {name} batch={batch} n={n} epochs={epochs} threads={torch.get_num_threads()} "
+    print(f"latentforge {name} batch={batch} n={n} epochs={epochs} threads={trainer.threads} "
           f"seconds={dt:.2f} samples_per_s={epochs * n / dt:.0f}{val}")
 
 
@@ -104,6 +119,8 @@ def contest(a, batch: int, spec: dict) -> dict[str, list[tuple[float, float | No
     contenders: dict[str, tuple[list[str], dict[str, str]]] = {"latentforge": (lf, env)}
     for t in a.lf_threads:
         contenders[f"latentforge-{t}t"] = (lf, {**env, "LATENTFORGE_THREADS": str(t)})
+    if a.lf_plain_kernels:
+        contenders["latentforge-plain"] = (lf, {**env, "BENCH_PLAIN_KERNELS": "1"})
     if a.model == "stacked-ae":
         plain = [sys.executable, str(SHARED_BENCH / "torch_plain_ae.py")]
         contenders["torch-plain-1t"] = (plain, {**env, "OMP_NUM_THREADS": "1"})
@@ -126,13 +143,16 @@ def summary(a, batch: int, spec: dict, results) -> list[str]:
     for k, v in med.items():
         bces = [b for _, b in results[k] if b is not None]
         held = f"   held-out BCE {statistics.median(bces):.4f}" if bces else ""
-        lines.append(f"  {k:<15} {v:>10,.0f} samples/s{held}")
+        lines.append(f"  {k:<17} {v:>10,.0f} samples/s{held}")
     targets = {"keras": spec["keras_target"].get(batch), "torch-plain": spec.get("plain_target"),
                "torch-plain-1t": spec.get("plain_target")}
-    for ref in [k for k in med if not k.startswith("latentforge")]:
+    for ref in [k for k in med if k in ("keras", "latentforge-plain") or k.startswith("torch")]:
         t = targets.get(ref)
         goal = f"  (target >= {t:g}x: {'met' if med['latentforge'] / med[ref] >= t else 'NOT met'})" if t else ""
-        lines.append(f"  ratio latentforge / {ref}: {med['latentforge'] / med[ref]:.2f}x{goal}")
+        # each round's own ratio: the contenders of a round ran back to back, under about the same load
+        rounds = [lf[0] / other[0] for lf, other in zip(results["latentforge"], results[ref])]
+        lines.append(f"  ratio latentforge / {ref}: {med['latentforge'] / med[ref]:.2f}x{goal}; per round "
+                     + " ".join(f"{r:.2f}x" for r in rounds) + f" (median {statistics.median(rounds):.2f}x)")
     return lines
 
 
@@ -147,6 +167,8 @@ def main() -> None:
     ap.add_argument("--keras-python", help="a Python with TensorFlow/Keras (see ../shared/bench/keras_seed_ae.py)")
     ap.add_argument("--lf-threads", type=int, nargs="*", default=[],
                     help="also run latentforge with LATENTFORGE_THREADS=N for each N")
+    ap.add_argument("--lf-plain-kernels", action="store_true",
+                    help="also run latentforge with PyTorch's own conv/dropout layers (the code before convkernels.py)")
     ap.add_argument("--plain-default-threads", action="store_true",
                     help="stacked-ae: also run the plain PyTorch loop with PyTorch's default threads")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
