@@ -198,41 +198,44 @@ def main() -> None:
         meta = json.loads((work / "auto" / "run.json").read_text())
         note("--device auto", f"run.json device = {meta['hardware']['device']} ({dt:.1f}s)")
         dt, out = cli("evaluate", str(work / "auto"), "--data", d)
-        note("evaluate (stacked-ae)", " / ".join(out.strip().splitlines()[-3:])[:300])
+        try:
+            res = json.loads(out[out.index("{"):])
+            note("evaluate (stacked-ae)", ", ".join(f"{k}={v:.4g}" for k, v in res.items() if isinstance(v, float))[:300])
+        except ValueError:
+            note("evaluate (stacked-ae) output", out.strip()[-300:])
+
+    def cli_train(tag: str, model: str, data: str, *extra: str) -> tuple[float, list | None]:
+        """`latentforge train` into work/TAG; (seconds, history), or a note and None if it failed."""
+        dt, out = cli("train", model, "--data", data, "--device", dev.type, "--out", str(work / tag),
+                      "--no-progress", *extra, check=False)
+        hist = work / tag / "history.json"
+        if not hist.exists():
+            note(f"{tag} on {dev.type} FAILED", out.strip()[-500:])
+            return dt, None
+        return dt, json.loads(hist.read_text())
 
     def cli_precision():
         for prec in ("bf16", "16-mixed"):
-            dt, out = cli("train", "stacked-ae", "--data", d, "--device", dev.type, "--epochs", "2",
-                          "--precision", prec, "--out", str(work / prec), "--no-progress", check=False)
-            hist = work / prec / "history.json"
-            if not hist.exists():
-                note(f"--precision {prec}", out.strip()[-300:])
-                continue
-            h = json.loads(hist.read_text())
-            note(f"--precision {prec} (autograd, 2 ep)", f"train BCE {h[-1]['train_loss']:.4f}, "
-                 f"{h[-1]['samples_per_s']:,.0f} samples/s, {dt:.1f}s total")
+            dt, h = cli_train(prec, "stacked-ae", d, "--epochs", "2", "--precision", prec)
+            if h:
+                note(f"--precision {prec} (autograd, 2 ep)", f"train BCE {h[-1]['train_loss']:.4f}, "
+                     f"{h[-1]['samples_per_s']:,.0f} samples/s, {dt:.1f}s total")
 
     def cli_compile():
-        dt, out = cli("train", "stacked-ae", "--data", d, "--device", dev.type, "--epochs", "2",
-                      "--set", "compile=true", "--set", "fused_step=false", "--out", str(work / "compiled"),
-                      "--no-progress")
-        h = json.loads((work / "compiled" / "history.json").read_text())
-        note("compile=true (autograd, 2 ep)", f"epoch 1 {h[0]['seconds']:.1f}s, epoch 2 {h[1]['seconds']:.2f}s "
-             f"({h[1]['samples_per_s']:,.0f} samples/s), BCE {h[-1]['train_loss']:.4f}")
+        dt, h = cli_train("compiled", "stacked-ae", d, "--epochs", "2", "--set", "compile=true",
+                          "--set", "fused_step=false")
+        if h:
+            note("compile=true (autograd, 2 ep)", f"epoch 1 {h[0]['seconds']:.1f}s, epoch 2 {h[1]['seconds']:.2f}s "
+                 f"({h[1]['samples_per_s']:,.0f} samples/s), BCE {h[-1]['train_loss']:.4f}")
 
     def cli_models():
         for model, extra in (("dcgan", []), ("conv-ae", []), ("dcgan", ["--precision", "bf16"]),
                              ("ddpm", ["--set", "steps=100"])):
             tag = model + ("-bf16" if extra[:1] == ["--precision"] else "")
-            dt, out = cli("train", model, "--data", str(a.data), "--device", dev.type, "--epochs", "1" if quick else "2",
-                          "--out", str(work / tag), "--no-progress", *extra, check=False)
-            hist = work / tag / "history.json"
-            if not hist.exists():
-                note(f"{tag} on {dev.type} FAILED", out.strip()[-500:])
-                continue
-            h = json.loads(hist.read_text())
-            note(f"{tag} on {dev.type}", f"{h[-1]['samples_per_s']:,.0f} samples/s (last epoch), "
-                 f"loss {h[-1]['train_loss']:.4f}, {dt:.1f}s total")
+            dt, h = cli_train(tag, model, str(a.data), "--epochs", "1" if quick else "2", *extra)
+            if h:
+                note(f"{tag} on {dev.type}", f"{h[-1]['samples_per_s']:,.0f} samples/s (last epoch), "
+                     f"loss {h[-1]['train_loss']:.4f}, {dt:.1f}s total")
         dt, out = cli("generate", str(work / "dcgan"), "-n", "10000", "--out", str(work / "s.npy"),
                       "--device", dev.type)
         note("generate 10,000 (dcgan, CLI)", f"{dt:.1f}s incl. start-up")
