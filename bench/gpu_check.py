@@ -20,6 +20,11 @@ What it measures (each a separate section in the printed table; all in one proce
   ``broadcast_module`` on CUDA tensors.
 
 ``--device cpu --quick`` runs the same code on a CPU with tiny sizes (to check the script).
+
+On the workplace's lent GPU machine (only the repository travels, not ``../shared``): once,
+``echo /.gpu/ >> .git/info/exclude; mkdir -p .gpu; cp -r ../shared/data/mnist-4k .gpu/``; then run
+``PYTHONPATH=$PWD python3 bench/gpu_check.py --data .gpu/mnist-4k`` carrying ``.gpu`` (about 4
+minutes; each section's result is printed as it ends, so a cut run still reports).
 """
 from __future__ import annotations
 
