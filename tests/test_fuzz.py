@@ -39,6 +39,20 @@ def _tmpfile(data: bytes, suffix: str) -> Path:
     return Path(name)
 
 
+def _read_file(data: bytes, suffix: str, *readers) -> None:
+    """Write ``data`` to a temporary file and read it with each reader: it reads, or it raises
+    DataError (anything else fails the test)."""
+    p = _tmpfile(data, suffix)
+    try:
+        for reader in readers:
+            try:
+                reader(p)
+            except DataError:
+                pass
+    finally:
+        p.unlink()
+
+
 # ------------------------------------------------------------------------------ IDX
 _DTYPES = [0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E]
 
@@ -68,13 +82,7 @@ def _idx_case(buf: bytes, gz: bool) -> None:
         assert isinstance(arr, np.ndarray)
     except DataError:
         pass
-    p = _tmpfile(gzip.compress(buf) if gz else buf, "-images-idx3-ubyte" + (".gz" if gz else ""))
-    try:
-        load_path(p)
-    except DataError:
-        pass
-    finally:
-        p.unlink()
+    _read_file(gzip.compress(buf) if gz else buf, "-images-idx3-ubyte" + (".gz" if gz else ""), load_path)
 
 
 def _check_idx(n):
@@ -106,15 +114,7 @@ npy_arrays = st.builds(
 
 
 def _npy_case(data: bytes) -> None:
-    p = _tmpfile(data, ".npy")
-    try:
-        for reader in (read_npy, lambda q: load_path(q), NpyStream):
-            try:
-                reader(p)
-            except DataError:
-                pass
-    finally:
-        p.unlink()
+    _read_file(data, ".npy", read_npy, load_path, NpyStream)
 
 
 def _check_npy(n):
@@ -149,15 +149,7 @@ def _check_csv(n):
             assert data.ndim == 2
         except DataError:
             pass
-        p = _tmpfile(text.encode("utf-8", "surrogatepass"), ".csv")
-        try:
-            for reader in (load_path, read_labels):
-                try:
-                    reader(p)
-                except DataError:
-                    pass
-        finally:
-            p.unlink()
+        _read_file(text.encode("utf-8", "surrogatepass"), ".csv", load_path, read_labels)
     run()
 
 
