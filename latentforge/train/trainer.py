@@ -1,10 +1,11 @@
 """One trainer for every non-adversarial model (every model whose forward returns ``.loss``).
 
 Fast by construction for the chapter's small models, which are bound by per-step overhead:
-the whole training set is one in-memory tensor, each epoch gathers it once in a seeded random
-order, and batches are zero-copy slices of that buffer (no per-sample Python work, no
-DataLoader collation). Losses are accumulated on the device and read back only when the
-progress bar refreshes, not at every step.
+the whole training set is one in-memory tensor (on the GPU when it fits), each batch is one
+gather from it in the epoch's seeded random order (no per-sample Python work, no DataLoader
+collation), and models with a hand-fused SGD step run their epochs in chunks of steps, replayed
+as CUDA graphs on a GPU (``graphs.py``). Losses stay on the device (:class:`StepLosses`) and are
+read back only at the NaN checks, progress-bar refreshes and the end of the epoch.
 
 State that makes ``--resume`` exact: model and optimizer tensors, the data-order generator, the
 global torch RNG (dropout, noise, sampling), the history, and early-stopping counters; all saved
