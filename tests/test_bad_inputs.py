@@ -289,6 +289,10 @@ CONFIG_CASES = {
     "resume-without-out": (["train", "stacked-ae", "--resume"], ["--resume"]),
     "classifier-flag-on-ae": (["train", "stacked-ae", "--labeled", "10"], ["--labeled"]),
     "greedy-on-gan": (["train", "gan", "--greedy"], ["--greedy"]),
+    "negative-sample-every": (["train", "vae", "--set", "sample_every=-1"], ["sample_every", ">= 0"]),
+    "zero-r1-every": (["train", "stylegan", "--set", "r1_every=0"], ["r1_every"]),
+    "bad-betas": (["train", "stylegan", "--set", "betas=[0.9]"], ["betas"]),
+    "bad-cuda-graphs": (["train", "stacked-ae", "--set", "cuda_graphs=maybe"], ["cuda_graphs"]),
 }
 
 
