@@ -124,6 +124,25 @@ def saved_run(tmp_path, tiny_images):
     return tmp_path / "r"
 
 
+def test_run_batches_equal_one_call_on_everything(saved_run, tiny_images):
+    """Run.encode/decode/reconstruct over batches that do not divide the data (and in binary
+    mode, uint8) give what one model call on all of it gives."""
+    run = load_run(saved_run)
+    x = tiny_images.x[:61]
+    with torch.inference_mode():
+        xt = torch.from_numpy(x)
+        codes, recon = run.model.encode(xt).numpy(), run.model.reconstruct(xt).numpy()
+        dec = run.model.decode(torch.from_numpy(codes)).numpy()
+    got = run.encode(x, batch_size=8, progress=False)
+    assert got.dtype == np.float32 and got.shape == codes.shape
+    np.testing.assert_allclose(got, codes, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run.decode(codes, batch_size=7, progress=False), dec, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run.reconstruct(x, batch_size=60, progress=False), recon, rtol=1e-5, atol=1e-6)
+    hashes = run.encode(x, batch_size=8, progress=False, binary=True)
+    assert hashes.dtype == np.uint8 and np.array_equal(hashes, (codes >= 0.5).astype(np.uint8))
+    assert run.encode(x[:0], progress=False).shape[0] == 0
+
+
 def test_checkpoint_is_not_a_pickle(saved_run):
     raw = (saved_run / "checkpoint.safetensors").read_bytes()
     assert not raw.startswith(b"\x80") and b"latentforge-checkpoint" in raw[:20000]

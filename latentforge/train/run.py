@@ -108,7 +108,7 @@ class Run:
         from .checkpoint import NpyWriter
         from .trainer import progress_enabled
         self.model.eval()
-        parts: list[np.ndarray] = []
+        result: np.ndarray | None = None      # filled batch by batch (no list of parts to concatenate)
         n = len(x)
         bar = None
         if progress_enabled(progress) and n > batch_size:
@@ -130,7 +130,9 @@ class Run:
                     if writer is not None:
                         writer.write(r)
                     else:
-                        parts.append(r)
+                        if result is None:
+                            result = np.empty((n, *r.shape[1:]), r.dtype)
+                        result[i:i + len(r)] = r
                     if bar is not None:
                         bar.update(len(xb))
             if writer is not None:
@@ -146,7 +148,7 @@ class Run:
                 bar.close()
         if writer is not None:
             return np.load(out, mmap_mode="r")
-        return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
+        return result if result is not None else np.zeros((0,), np.float32)
 
     def data_splits(self, source: str | None = None, labels: str | Path | None = None, *, download: bool = True):
         """``(data, train part, held-out part, split name)`` of ``source`` (default: the run's own).
