@@ -148,16 +148,17 @@ class StackedAE(Autoencoder):
     def _loss_and_delta(self, z: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """Mean loss, and the gradient of the summed loss (``n`` times the mean's) w.r.t. the
         output pre-activation ``z``; the ``1/n`` goes into the update's ``alpha``."""
-        n = target.numel()
-        if self.config.loss == "bce":          # BCE on logits: softplus(z) - t z
-            loss = (F.softplus(z).sum() - torch.dot(target.reshape(-1), z.reshape(-1))) / n
+        if self.config.loss == "bce":          # BCE on logits: softplus(z) - t z (3 kernels)
+            loss = F.softplus(z).addcmul_(target, z, value=-1.0).mean()
             return loss, torch.sigmoid(z).sub_(target)
         if self.config.output_activation == "sigmoid":              # sigmoid + MSE
             p = torch.sigmoid(z)
             err = p - target
-            return err.square().mean(), err.mul_(p * (1 - p)).mul_(2.0)
+            loss = err.square().mean()
+            return loss, torch.ops.aten.sigmoid_backward(err, p).mul_(2.0)     # 2 err p (1 - p)
         err = z - target                                            # linear + MSE
-        return err.square().mean(), err.mul(2.0)
+        loss = err.square().mean()
+        return loss, err.mul_(2.0)
 
     def _act_backward(self, grad: Tensor, h: Tensor) -> Tensor:
         """Gradient through the activation, from its output ``h`` (the kernels autograd uses)."""
