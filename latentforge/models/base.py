@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -77,6 +78,19 @@ def fit_normalizer(shift: Tensor, scale: Tensor, x: Tensor, rms: float) -> None:
     scale.copy_(((flat - mean).pow(2).mean().sqrt() / rms).clamp_min(1e-12).float())
 
 
+def value_range(x) -> tuple[float, float]:
+    """``(min, max)`` of an array or tensor. A float32 array (or tensor) is read once, by
+    ``torch.aminmax`` on PyTorch's threads: a third of the time of numpy's ``min`` + ``max`` on
+    50,000 MNIST-sized images. Anything else (a read-only memory map, a streamed array that
+    samples its rows, another dtype) uses its own ``min`` / ``max``."""
+    if isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.writeable:
+        x = torch.from_numpy(x)
+    if isinstance(x, Tensor) and x.is_floating_point():
+        lo, hi = torch.aminmax(x.detach())
+        return float(lo), float(hi)
+    return float(x.min()), float(x.max())
+
+
 class LatentModel(nn.Module):
     """Base of every model: holds the validated config and states the contract."""
 
@@ -113,6 +127,13 @@ class LatentModel(nn.Module):
         if shape != self.input_shape and (math.prod(shape) != self.input_dim or not self.accepts_flat):
             raise DataError(f"{source}: samples have shape {shape} but this {self.name} model was built "
                             f"for {self.input_shape}")
+
+    def check_unit_interval(self, x, source: str, needs: str) -> None:
+        """Raise DataError when values of ``x`` lie outside [0, 1]; ``needs`` ends the message."""
+        if len(x):
+            lo, hi = value_range(x)
+            if lo < 0.0 or hi > 1.0:
+                raise DataError(f"{source}: values lie in [{lo:.4g}, {hi:.4g}] but {self.name} {needs}")
 
     def prepare(self, x: Tensor) -> None:
         """Fit data-dependent state (e.g. normalisation) before the first epoch. Default: none."""
@@ -162,12 +183,9 @@ class Autoencoder(LatentModel):
 
     def check_data(self, x, source: str = "data") -> None:
         super().check_data(x, source)
-        if self.needs_unit_interval and len(x):
-            lo, hi = float(x.min()), float(x.max())
-            if lo < 0.0 or hi > 1.0:
-                raise DataError(
-                    f"{source}: values lie in [{lo:.4g}, {hi:.4g}] but {self.name} has a sigmoid output "
-                    f"and needs data in [0, 1]; rescale it, or use --set output_activation=linear --set loss=mse")
+        if self.needs_unit_interval:
+            self.check_unit_interval(x, source, "has a sigmoid output and needs data in [0, 1]; rescale it, "
+                                                "or use --set output_activation=linear --set loss=mse")
 
     def prepare(self, x: Tensor) -> None:
         if self.config.output_activation == "linear" and self.config.normalize:

@@ -376,11 +376,7 @@ class DDPM(LatentModel):
 
     def check_data(self, x, source: str = "data") -> None:
         super().check_data(x, source)
-        if len(x):
-            lo, hi = float(x.min()), float(x.max())
-            if lo < 0.0 or hi > 1.0:
-                raise DataError(f"{source}: values lie in [{lo:.4g}, {hi:.4g}] but {self.name} models "
-                                f"images in [0, 1]; rescale the data to [0, 1]")
+        self.check_unit_interval(x, source, "models images in [0, 1]; rescale the data to [0, 1]")
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> ModelOutput:
         """The noise-prediction loss at a uniformly random step per sample.

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import TrainConfig, check_choice, check_nonnegative, check_positive
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from .base import LatentModel, activation, dense
 
 GAN_LOSSES = ("bce", "hinge", "wgan-gp", "lsgan")
@@ -156,11 +156,7 @@ class GAN(LatentModel):
     # -- data ----------------------------------------------------------------------------------
     def check_data(self, x, source: str = "data") -> None:
         super().check_data(x, source)
-        if len(x):
-            lo, hi = float(x.min()), float(x.max())
-            if lo < 0.0 or hi > 1.0:
-                raise DataError(f"{source}: values lie in [{lo:.4g}, {hi:.4g}] but {self.name} generates "
-                                f"images in [0, 1]; rescale the data to [0, 1]")
+        self.check_unit_interval(x, source, "generates images in [0, 1]; rescale the data to [0, 1]")
 
     def to_internal(self, x: Tensor) -> Tensor:
         x = x.reshape((len(x),) + self.input_shape)
