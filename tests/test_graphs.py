@@ -29,15 +29,19 @@ def test_plan_covers_the_epoch_in_chunks():
     assert not c.use_graphs                            # CPU data: the chunks run eagerly
 
 
+@pytest.mark.parametrize("gather_chunks", [False, True], ids=["gather-per-step", "gather-per-chunk"])
 @pytest.mark.parametrize("n", [96, 101])
-def test_chunks_compute_the_per_step_loop_exactly(n):
+def test_chunks_compute_the_per_step_loop_exactly(n, gather_chunks):
     """An epoch in chunks (the last one short, with a short last batch) gives bit for bit the
-    weights and losses of calling the fused step batch by batch in the same order."""
+    weights and losses of calling the fused step batch by batch in the same order, whether each
+    batch is gathered on its own (CPU) or sliced from one gather per chunk (CUDA's default)."""
     x = torch.rand(n, 20)
     a, b = _model(), _model()
     a.prepare(x), b.prepare(x)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(3))
-    chunks = ChunkedSteps(lambda xb: a.fused_sgd_step(xb, 0.5), x, graph_safe_params(a), chunk=3)
+    chunks = ChunkedSteps(lambda xb: a.fused_sgd_step(xb, 0.5), x, graph_safe_params(a), chunk=3,
+                          gather_chunks=gather_chunks)
+    assert chunks.gather_chunks is gather_chunks
     done = list(chunks.epoch(order, 8))
     table = torch.cat([t for _, t in done])
     ref = []

@@ -107,7 +107,7 @@ class StackedAE(Autoencoder):
         The chapter's dense AEs are bound by per-step overhead (a CPU's, or a GPU's kernel
         launches); this step skips autograd's bookkeeping, gradient buffers and the optimizer's
         pass by folding each update into the kernel that computes its gradient
-        (``W.addmm_(δᵀ, h, alpha=-lr/n)``, ``b.addmv_(δᵀ, 1, alpha=-lr/n)``): about 30 kernels per
+        (``W.addmm_(δᵀ, h, alpha=-lr/n)``, ``b.addmv_(δᵀ, 1, alpha=-lr/n)``): about 26 kernels per
         step for the seed AE, few enough to replay as CUDA graphs (see ``train/graphs.py``). It
         computes what autograd + ``torch.optim.SGD`` compute, up to float rounding (tested
         against them). Returns None where it does not apply (the trainer then takes the

@@ -1,12 +1,12 @@
 """Many training steps per launch: chunks of steps replayed as CUDA graphs.
 
-The chapter's dense autoencoders take ~30 tiny kernels per step. On a GPU each step then costs
+The chapter's dense autoencoders take ~26 tiny kernels per step. On a GPU each step then costs
 what Python and the kernel launches cost (a few hundred µs), not what the arithmetic costs
 (microseconds). :class:`ChunkedSteps` runs an epoch as chunks of up to ``chunk`` consecutive
 steps. Each chunk gathers its batches from the in-memory data with a static index buffer,
 calls the step function, and collects the losses in one ``(steps, 1 + parts)`` table. On CUDA
 each distinct chunk (at most two per epoch: full chunks and the last, shorter one) is captured
-once as a CUDA graph and then replayed: one launch per chunk instead of ~30 per step, and no
+once as a CUDA graph and then replayed: one launch per chunk instead of ~26 per step, and no
 Python in between. Elsewhere the same chunk function runs eagerly, so the CPU test suite checks
 exactly what the graphs replay.
 
@@ -35,14 +35,16 @@ class ChunkedSteps:
 
     ``params`` are the tensors the step updates in place: CUDA graph capture needs warm-up steps,
     whose updates are undone. ``graphs`` captures CUDA graphs (on a CUDA ``x`` only).
+    ``gather_chunks`` gathers a chunk's batches at once (default: on CUDA, see :meth:`_run`).
     """
 
     def __init__(self, step: Step, x: Tensor, params: list[Tensor], *, chunk: int = 128, graphs: bool = True,
-                 log: Callable[[str], None] = print):
+                 gather_chunks: bool | None = None, log: Callable[[str], None] = print):
         self.step, self.x, self.params, self.log = step, x, params, log
         self.names: list[str] | None = None       # the step's loss parts, in table order
         self.chunk = chunk
         self.use_graphs = graphs and x.is_cuda
+        self.gather_chunks = x.is_cuda if gather_chunks is None else gather_chunks
         self._graphs: dict[tuple[int, ...], tuple[Any, Tensor, Tensor]] = {}   # sizes -> (graph, idx, table)
         self._pool = None
 
@@ -64,11 +66,17 @@ class ChunkedSteps:
             yield last, table
 
     def _run(self, sizes: tuple[int, ...], idx: Tensor) -> Tensor:
-        """The chunk itself: gather each batch, step, and stack the losses (one kernel)."""
+        """The chunk itself: gather each batch, step, and stack the losses (one kernel).
+
+        On CUDA the whole chunk is gathered by one kernel and each step takes a slice of it (one
+        launch less per step); on a CPU each batch is gathered just before its step, while the
+        rest of the chunk would not stay in cache."""
         vals: list[Tensor] = []
+        whole = self.x.index_select(0, idx) if self.gather_chunks else None  # (sum(sizes), ...)
         off = 0
         for s in sizes:
-            out = self.step(self.x.index_select(0, idx[off:off + s]))   # (s, ...) batch
+            xb = whole[off:off + s] if whole is not None else self.x.index_select(0, idx[off:off + s])
+            out = self.step(xb)                                             # (s, ...) batch
             off += s
             if self.names is None:
                 self.names = list(out.parts)
