@@ -143,6 +143,26 @@ def test_run_batches_equal_one_call_on_everything(saved_run, tiny_images):
     assert run.encode(x[:0], progress=False).shape[0] == 0
 
 
+def test_run_refuses_nan_and_values_outside_the_unit_interval(saved_run, tiny_images):
+    """The Python API checks arrays as the CLI's readers do, whatever their dtype and flags
+    (``value_range``: one torch.aminmax pass for writable float32, numpy's min/max otherwise)."""
+    from latentforge.models.base import value_range
+    run = load_run(saved_run)
+    x = tiny_images.x.copy()
+    ro = x.copy()
+    ro.setflags(write=False)
+    for a in (x, ro, x.astype(np.float64), torch.from_numpy(x)):
+        assert value_range(a) == (float(x.min()), float(x.max()))
+    bad = x.copy()
+    bad[3, 0, 2, 2] = np.nan
+    for a in (bad, bad.astype(np.float64)):
+        with pytest.raises(DataError, match="NaN"):
+            run.encode(a, progress=False)
+    for a in (x * 2, (x - 0.5).astype(np.float64)):
+        with pytest.raises(DataError, match=r"values lie in .* needs data in \[0, 1\]"):
+            run.reconstruct(a, progress=False)
+
+
 def test_checkpoint_is_not_a_pickle(saved_run):
     raw = (saved_run / "checkpoint.safetensors").read_bytes()
     assert not raw.startswith(b"\x80") and b"latentforge-checkpoint" in raw[:20000]
