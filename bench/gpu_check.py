@@ -11,6 +11,9 @@ What it measures (each a separate section in the printed table; all in one proce
 * the same with ``cuda_graphs=false`` (eager fused step), with the autograd path
   (``fused_step=false``), and a plain PyTorch loop (data on the GPU, autograd, torch.optim.SGD),
   for ratios measured in the same run;
+* **kernels** (first): the fused step's cost per step in chunks of 128, eager and replayed as a
+  CUDA graph, and a profile of eager steps (kernels per step, their summed device time: the
+  floor under graph replays; the costliest kernels);
 * **graphs == eager**: one epoch from the same weights with and without CUDA graphs: the
   largest weight difference and the loss tables;
 * **resume**: ``latentforge train`` 2 epochs vs 1 epoch + ``--resume``: weights compared;
@@ -172,6 +175,54 @@ def main() -> None:
                  f"{p['samples_per_s']:,.0f} samples/s, held-out BCE {p['valid_bce']:.4f} (at {e_ep} ep); "
                  f"graphs/plain = {r2['samples_per_s'] / p['samples_per_s']:.2f}x")
 
+    def kernels():
+        """Per-step cost of the fused step in chunks of 128 (eager, and replayed as a CUDA graph),
+        and what a profile of eager steps says: kernels per step and their summed device time,
+        the floor that graph replays cannot go below."""
+        from torch.profiler import ProfilerActivity, profile
+
+        from latentforge.train.graphs import ChunkedSteps, graph_safe_params
+        torch.manual_seed(0)
+        m = build_model("stacked-ae", input_shape=[784]).to(dev)
+        xd = x.to(dev)
+        order = torch.randperm(len(xd), device=dev)[:128 * 32]
+        steps = len(order) // 32                                    # one chunk (fewer with --quick)
+        order = order[:steps * 32]
+
+        def chunks(graphs: bool) -> ChunkedSteps:
+            return ChunkedSteps(lambda xb: m.fused_sgd_step(xb, 1.5), xd, graph_safe_params(m), graphs=graphs,
+                                log=lambda s: note("kernels: graphs", s))
+        for graphs in ((False, True) if dev.type == "cuda" else (False,)):
+            ch = chunks(graphs)
+            list(ch.epoch(order, 32))                               # warm-up (and capture)
+            sync(dev)
+            t0 = time.perf_counter()
+            for _ in range(5):
+                list(ch.epoch(order, 32))
+            sync(dev)
+            per = (time.perf_counter() - t0) / (5 * steps)
+            note(f"kernels: batch 32, chunk of {steps} steps, {'CUDA graph' if graphs and ch.use_graphs else 'eager'}",
+                 f"{per * 1e6:.1f} us/step; 20 epochs of 55,000 would take {per * 34_375:.2f} s")
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+        ch = chunks(False)
+        list(ch.epoch(order[:32 * 16], 32))
+        sync(dev)
+        with profile(activities=acts) as prof:
+            list(ch.epoch(order[:32 * 16], 32))
+            sync(dev)
+        dev_type = torch.autograd.DeviceType.CUDA if dev.type == "cuda" else torch.autograd.DeviceType.CPU
+        evs = [e for e in prof.events() if e.device_type == dev_type
+               and (dev.type == "cuda" or e.cpu_parent is None)]
+        us = [e.time_range.elapsed_us() for e in evs]
+        top: dict[str, list[float]] = {}
+        for e, t in zip(evs, us):
+            top.setdefault(e.name[:60], []).append(t)
+        worst = sorted(top.items(), key=lambda kv: -sum(kv[1]))[:6]
+        note("kernels: profile of 16 eager steps",
+             f"{len(evs) / 16:.1f} {'kernels' if dev.type == 'cuda' else 'top-level ops'}/step, "
+             f"{sum(us) / 16:.1f} us/step of {'device' if dev.type == 'cuda' else 'CPU'} time; top: "
+             + "; ".join(f"{k} x{len(v) / 16:g} {sum(v) / len(v):.1f} us" for k, v in worst))
+
     def equality():
         runs = []
         for graphs in (True, False):
@@ -287,7 +338,7 @@ def main() -> None:
         finally:
             dist.destroy_process_group()
 
-    for name, fn in (("target", target), ("equality", equality), ("resume", resume), ("cli-auto", cli_auto),
+    for name, fn in (("kernels", kernels), ("target", target), ("equality", equality), ("resume", resume), ("cli-auto", cli_auto),
                      ("inference", inference), ("cli-precision", cli_precision), ("cli-models", cli_models),
                      ("nccl", nccl), ("cli-compile", cli_compile)):
         if name not in a.skip:
