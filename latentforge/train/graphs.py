@@ -86,6 +86,12 @@ class ChunkedSteps:
 
     # -------------------------------------------------------------------------------- CUDA graphs
     def _replay(self, sizes: tuple[int, ...], idx: Tensor) -> Tensor:
+        if not self.x.is_cuda:                        # (the tests' stand-in graphs on a CPU)
+            return self._replay_here(sizes, idx)
+        with torch.cuda.device(self.x.device):       # graphs capture and launch on the current device
+            return self._replay_here(sizes, idx)
+
+    def _replay_here(self, sizes: tuple[int, ...], idx: Tensor) -> Tensor:
         if sizes not in self._graphs:
             try:
                 captured = self._capture(sizes)
