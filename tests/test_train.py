@@ -141,6 +141,8 @@ def test_run_batches_equal_one_call_on_everything(saved_run, tiny_images):
     hashes = run.encode(x, batch_size=8, progress=False, binary=True)
     assert hashes.dtype == np.uint8 and np.array_equal(hashes, (codes >= 0.5).astype(np.uint8))
     assert run.encode(x[:0], progress=False).shape[0] == 0
+    with pytest.raises(ValueError, match="3 rows of results for a batch of 8 rows"):
+        run.batched(lambda xb: xb[:3], x, 8, progress=False, desc="odd")
 
 
 def test_run_refuses_nan_and_values_outside_the_unit_interval(saved_run, tiny_images):

@@ -126,6 +126,8 @@ class Run:
                     xb = torch.as_tensor(np.ascontiguousarray(x[i:i + batch_size]), dtype=torch.float32).to(self.device)
                     kw = {} if y is None else {"y": torch.as_tensor(y[i:i + batch_size]).to(self.device)}
                     r = fn(xb, **kw)
+                    if len(r) != len(xb):
+                        raise ValueError(f"{desc}: {len(r)} rows of results for a batch of {len(xb)} rows")
                     r = (r.float() if r.is_floating_point() else r).cpu().numpy()
                     if writer is not None:
                         writer.write(r)
