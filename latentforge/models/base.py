@@ -132,8 +132,6 @@ class LatentModel(nn.Module):
         """Raise DataError when values of ``x`` lie outside [0, 1]; ``needs`` ends the message."""
         if len(x):
             lo, hi = value_range(x)
-            if math.isnan(lo) or math.isnan(hi):
-                raise DataError(f"{source}: contains NaN values")
             if lo < 0.0 or hi > 1.0:
                 raise DataError(f"{source}: values lie in [{lo:.4g}, {hi:.4g}] but {self.name} {needs}")
 
