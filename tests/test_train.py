@@ -213,3 +213,31 @@ def test_older_run_missing_a_config_field_gets_the_default(saved_run):
         return t, m
     _rewrite(saved_run / "checkpoint.safetensors", drop)
     assert load_run(saved_run).config.finetune_epochs == 0
+
+
+def test_step_losses_stack_single_steps_lazily():
+    """Single steps are kept as scalars and stacked when the table is read; the rows, their
+    scales (several processes), chunk blocks, ``pop`` and ``last`` are as if stacked per step."""
+    from types import SimpleNamespace
+
+    from latentforge.train.trainer import StepLosses
+
+    def out(loss, bce):
+        return SimpleNamespace(loss=torch.tensor(loss), parts={"bce": torch.tensor(bce)})
+    s = StepLosses()
+    s.add(out(1.0, 2.0))
+    s.add(out(3.0, 4.0), scale=0.5)
+    assert s.rows == 2 and torch.equal(s.last(), torch.tensor([1.5, 2.0]))
+    s.add_block(torch.tensor([[5.0, 6.0], [7.0, 8.0]]))
+    s.add(out(9.0, 10.0))
+    s.add(out(float("nan"), 0.0))
+    assert torch.isnan(s.last()[0])
+    s.pop()
+    assert s.rows == 5 and s.names == ["bce"]
+    want = torch.tensor([[1.0, 2.0], [1.5, 2.0], [5.0, 6.0], [7.0, 8.0], [9.0, 10.0]])
+    assert torch.equal(s.table(), want) and torch.equal(s.table(3), want[3:])
+    s.add(out(11.0, 12.0))                               # after a read: stacked onto the table
+    assert torch.equal(s.table(4), torch.tensor([[9.0, 10.0], [11.0, 12.0]]))
+    means = s.means(n=6 * 4 - 2, bs=4)                   # last batch of 2 samples
+    assert means["loss"] == pytest.approx((4 * (1 + 1.5 + 5 + 7 + 9) + 2 * 11) / 22)
+    assert means["bce"] == pytest.approx((4 * (2 + 2 + 6 + 8 + 10) + 2 * 12) / 22)

@@ -73,10 +73,15 @@ def _share(size: int, rank: int, world: int) -> tuple[int, int]:
 
 class StepLosses:
     """An epoch's per-step losses, kept on the device as rows ``[loss, *parts]`` (one row per
-    step; a chunk of steps adds its block of rows at once) and read back in one transfer."""
+    step; a chunk of steps adds its block of rows at once) and read back in one transfer.
+
+    A single step's losses are kept as they are (detached scalars) until the table is needed (a
+    NaN check, a progress refresh, the epoch's end): then one ``stack`` makes their rows, instead
+    of a stack, a cast and a reshape per step (three launches per step on a GPU)."""
 
     def __init__(self) -> None:
         self.blocks: list[Tensor] = []
+        self.pending: list[tuple[list[Tensor], float]] = []   # steps not yet stacked: (values, scale)
         self.names: list[str] | None = None      # the parts, in row order
         self.rows = 0
 
@@ -84,19 +89,38 @@ class StepLosses:
         """One step's output (``.loss``, ``.parts``), its losses scaled by ``scale``."""
         if self.names is None:
             self.names = list(out.parts)
-        row = torch.stack([out.loss.detach(), *(out.parts[k].detach() for k in self.names)]).float()
-        self.add_block((row * scale if scale != 1.0 else row).unsqueeze(0))
+        self.pending.append(([out.loss.detach(), *(out.parts[k].detach() for k in self.names)], scale))
+        self.rows += 1
 
     def add_block(self, table: Tensor) -> None:
+        self._stack_pending()
         self.blocks.append(table)
         self.rows += len(table)
 
     def pop(self) -> None:
         """Drop the last step (added alone by ``add``)."""
-        self.rows -= len(self.blocks.pop())
+        self.rows -= 1
+        self.pending.pop()
+
+    def last(self) -> Tensor:
+        """The last step's row (added alone by ``add``)."""
+        vals, scale = self.pending[-1]
+        return torch.stack(vals).float() * scale
+
+    def _stack_pending(self) -> None:
+        if not self.pending:
+            return
+        width = 1 + len(self.names or ())
+        block = torch.stack([v for vals, _ in self.pending for v in vals]).float().view(-1, width)
+        scales = [scale for _, scale in self.pending]
+        if any(sc != 1.0 for sc in scales):
+            block = block * torch.tensor(scales, dtype=block.dtype).to(block.device, non_blocking=True).unsqueeze(1)
+        self.blocks.append(block)
+        self.pending = []
 
     def table(self, start: int = 0) -> Tensor:
         """Rows ``start:`` as one ``(steps, 1 + parts)`` tensor on the device."""
+        self._stack_pending()
         if len(self.blocks) > 1:
             self.blocks = [torch.cat(self.blocks)]
         return self.blocks[0][start:] if self.blocks else torch.empty(0, 1 + len(self.names or ()))
@@ -675,7 +699,7 @@ class Trainer:
         """
         policy = self.cfg.nan_policy
         if policy == "skip":
-            row = losses.blocks[-1][0]
+            row = losses.last()
             finite = bool(torch.isfinite(row).all())
             if self._step_skipped or not finite:
                 self._step_skipped = False
