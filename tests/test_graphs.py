@@ -29,19 +29,25 @@ def test_plan_covers_the_epoch_in_chunks():
     assert not c.use_graphs                            # CPU data: the chunks run eagerly
 
 
-@pytest.mark.parametrize("gather_chunks", [False, True], ids=["gather-per-step", "gather-per-chunk"])
+@pytest.mark.parametrize("gather_chunks", [False, True, "capped"],
+                         ids=["gather-per-step", "gather-per-chunk", "gather-per-chunk-over-the-cap"])
 @pytest.mark.parametrize("n", [96, 101])
-def test_chunks_compute_the_per_step_loop_exactly(n, gather_chunks):
+def test_chunks_compute_the_per_step_loop_exactly(n, gather_chunks, monkeypatch):
     """An epoch in chunks (the last one short, with a short last batch) gives bit for bit the
     weights and losses of calling the fused step batch by batch in the same order, whether each
-    batch is gathered on its own (CPU) or sliced from one gather per chunk (CUDA's default)."""
+    batch is gathered on its own (CPU) or sliced from one gather per chunk (CUDA's default, up
+    to CHUNK_GATHER_BYTES: a larger chunk gathers per step)."""
+    from latentforge.train import graphs
+    if gather_chunks == "capped":
+        monkeypatch.setattr(graphs, "CHUNK_GATHER_BYTES", 20 * 4 * 23)    # 23 rows of 20 floats
     x = torch.rand(n, 20)
     a, b = _model(), _model()
     a.prepare(x), b.prepare(x)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(3))
     chunks = ChunkedSteps(lambda xb: a.fused_sgd_step(xb, 0.5), x, graph_safe_params(a), chunk=3,
-                          gather_chunks=gather_chunks)
-    assert chunks.gather_chunks is gather_chunks
+                          gather_chunks=bool(gather_chunks))
+    assert chunks.gathers_whole(5) is bool(gather_chunks)             # the short last chunk: always
+    assert chunks.gathers_whole(24) is (gather_chunks is True)         # a full chunk: not over the cap
     done = list(chunks.epoch(order, 8))
     table = torch.cat([t for _, t in done])
     ref = []
