@@ -116,11 +116,13 @@ def contest(a, batch: int, spec: dict) -> dict[str, list[tuple[float, float | No
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     lf = [sys.executable, __file__, "--worker", "--model", a.model, "--epochs", str(a.epochs), "--tile",
           str(a.tile), "--batch", str(batch), "--seed", str(a.seed)]
-    contenders: dict[str, tuple[list[str], dict[str, str]]] = {"latentforge": (lf, env)}
+    # latentforge as the `latentforge` command runs it: OpenMP threads wait passively (train/threads.py)
+    lf_env = {**env, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    contenders: dict[str, tuple[list[str], dict[str, str]]] = {"latentforge": (lf, lf_env)}
     for t in a.lf_threads:
-        contenders[f"latentforge-{t}t"] = (lf, {**env, "LATENTFORGE_THREADS": str(t)})
+        contenders[f"latentforge-{t}t"] = (lf, {**lf_env, "LATENTFORGE_THREADS": str(t)})
     if a.lf_plain_kernels:
-        contenders["latentforge-plain"] = (lf, {**env, "BENCH_PLAIN_KERNELS": "1"})
+        contenders["latentforge-plain"] = (lf, {**lf_env, "BENCH_PLAIN_KERNELS": "1"})
     if a.model == "stacked-ae":
         plain = [sys.executable, str(SHARED_BENCH / "torch_plain_ae.py")]
         contenders["torch-plain-1t"] = (plain, {**env, "OMP_NUM_THREADS": "1"})

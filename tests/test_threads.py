@@ -13,6 +13,7 @@ from latentforge.train.threads import ENV, apply_training_threads, forward_flops
 def clean_env(monkeypatch):
     monkeypatch.delenv(ENV, raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     return monkeypatch
 
 
@@ -73,3 +74,33 @@ def test_training_uses_the_policy_records_it_and_restores_the_setting(clean_env,
     finally:
         torch.set_num_threads(before)
     assert json.loads((tmp_path / "r" / "run.json").read_text())["hardware"]["threads"] == 1
+
+
+def test_passive_waiting_gives_the_large_conv_steps_all_threads(clean_env):
+    """With OMP_WAIT_POLICY=PASSIVE the DCGAN's ~4 GFLOP step keeps PyTorch's threads; the small
+    steps (conv AE, seed AE at batch 256) still train on one."""
+    dcgan = build_model("dcgan", input_shape=[1, 28, 28])
+    conv = build_model("conv-ae", input_shape=[1, 28, 28])
+    seed = build_model("stacked-ae", input_shape=[1, 28, 28])
+    assert training_threads(dcgan, 32) == 1                       # spinning waits: one thread
+    clean_env.setenv("OMP_WAIT_POLICY", "passive")
+    assert training_threads(dcgan, 32) is None
+    assert training_threads(dcgan, 8) == 1                        # ~1 GFLOP: small again
+    assert training_threads(conv, 32) == 1 and training_threads(seed, 256) == 1
+
+
+@pytest.mark.parametrize("preset", [None, "ACTIVE"])
+def test_the_command_sets_passive_waiting_before_torch_loads(preset):
+    """``latentforge`` sets OMP_WAIT_POLICY=PASSIVE before PyTorch is imported, unless it is set."""
+    import os
+    import subprocess
+    import sys
+    code = ("import os, sys\nfrom latentforge import cli\nassert 'torch' not in sys.modules\n"
+            "try:\n    cli.main(['models'])\nexcept SystemExit:\n    pass\n"
+            "print('WAIT', os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"WAIT {preset or 'PASSIVE'}" in out.stdout
