@@ -13,8 +13,8 @@ The stalls come from OpenMP's busy waiting: a thread that reaches a barrier firs
 the core the late thread needs. With ``OMP_WAIT_POLICY=PASSIVE`` waiting threads sleep at once.
 Measured on the same 2-core VM, a DCGAN step then took as long on 2 threads as on 1 with one or
 two busy processes beside it (204 vs 176-227 ms; 288-361 vs 256-405 ms), where spinning threads
-made it 2-7x slower; on the idle VM it took 137-146 ms on 2 threads, 168-193 ms on 1 (spinning: 117-150).
-Sleeping costs a wake-up per kernel, so a small step still runs best on one thread (the seed AE
+made it 2-7x slower; on the idle VM it took 137-146 ms on 2 threads, 168-193 ms on 1 (spinning
+threads: 117-150). Sleeping costs a wake-up per kernel, so a small step still runs best on one thread (the seed AE
 at batch 32: 1.37 ms on 1 thread, 1.64 ms on 2). The ``latentforge`` command therefore sets
 ``OMP_WAIT_POLICY=PASSIVE`` before it imports PyTorch (unless it is set), and where waiting is
 passive, steps of at least :data:`PASSIVE_MULTI_THREAD_FLOPS` (the DCGAN's and the conditional
