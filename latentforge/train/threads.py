@@ -14,11 +14,11 @@ the core the late thread needs. With ``OMP_WAIT_POLICY=PASSIVE`` waiting threads
 Measured on the same 2-core VM, a DCGAN step then took as long on 2 threads as on 1 with one or
 two busy processes beside it (204 vs 176-227 ms; 288-361 vs 256-405 ms), where spinning threads
 made it 2-7x slower; on the idle VM it took 137-146 ms on 2 threads, 168-193 ms on 1 (spinning
-threads: 117-150). Sleeping costs a wake-up per kernel, so a small step still runs best on one thread (the seed AE
-at batch 32: 1.37 ms on 1 thread, 1.64 ms on 2). The ``latentforge`` command therefore sets
-``OMP_WAIT_POLICY=PASSIVE`` before it imports PyTorch (unless it is set), and where waiting is
-passive, steps of at least :data:`PASSIVE_MULTI_THREAD_FLOPS` (the DCGAN's and the conditional
-GAN's at their batch size) keep PyTorch's thread count too.
+threads: 117-150). Sleeping costs a wake-up per kernel, so a small step still runs best on one
+thread (the seed AE at batch 32: 1.37 ms on 1 thread, 1.64 ms on 2). The ``latentforge``
+command therefore sets ``OMP_WAIT_POLICY=PASSIVE`` before it imports PyTorch (unless it is set),
+and where waiting is passive, steps of at least :data:`PASSIVE_MULTI_THREAD_FLOPS` (the DCGAN's
+and the conditional GAN's at their batch size) keep PyTorch's thread count too.
 
 The choice depends on the model, the batch size and the wait policy, never on the machine's
 load, so runs stay reproducible. ``LATENTFORGE_THREADS=N`` sets the thread count for every step
