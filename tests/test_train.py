@@ -241,3 +241,10 @@ def test_step_losses_stack_single_steps_lazily():
     means = s.means(n=6 * 4 - 2, bs=4)                   # last batch of 2 samples
     assert means["loss"] == pytest.approx((4 * (1 + 1.5 + 5 + 7 + 9) + 2 * 11) / 22)
     assert means["bce"] == pytest.approx((4 * (2 + 2 + 6 + 8 + 10) + 2 * 12) / 22)
+    # copy=True (a compiled model's outputs, overwritten by its next CUDA-graph replay): the values
+    # as they were when added, whatever happens to the output tensors afterwards
+    c = StepLosses()
+    o = out(1.0, 2.0)
+    c.add(o, copy=True)
+    o.loss.fill_(7.0), o.parts["bce"].fill_(8.0)
+    assert torch.equal(c.table(), torch.tensor([[1.0, 2.0]]))

@@ -85,11 +85,16 @@ class StepLosses:
         self.names: list[str] | None = None      # the parts, in row order
         self.rows = 0
 
-    def add(self, out: Any, scale: float = 1.0) -> None:
-        """One step's output (``.loss``, ``.parts``), its losses scaled by ``scale``."""
+    def add(self, out: Any, scale: float = 1.0, copy: bool = False) -> None:
+        """One step's output (``.loss``, ``.parts``), its losses scaled by ``scale``. ``copy``: the
+        values are overwritten later (outputs of a compiled model's CUDA graphs, which the next
+        replay reuses), so they are copied now (one stack) instead of kept until the table is read."""
         if self.names is None:
             self.names = list(out.parts)
-        self.pending.append(([out.loss.detach(), *(out.parts[k].detach() for k in self.names)], scale))
+        vals = [out.loss.detach(), *(out.parts[k].detach() for k in self.names)]
+        if copy:
+            vals = list(torch.stack(vals).unbind())
+        self.pending.append((vals, scale))
         self.rows += 1
 
     def add_block(self, table: Tensor) -> None:
@@ -443,7 +448,7 @@ class Trainer:
                 out = step(xb, yb)
             # with several processes the losses are scaled by share * world, so that their mean
             # over the ranks is the global batch's mean (1 for evenly split batches)
-            losses.add(out, share * self.dist.world)
+            losses.add(out, share * self.dist.world, copy=self._compiled)
             yield b
 
     def _chunked(self, x: Any) -> ChunkedSteps | None:
