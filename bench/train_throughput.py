@@ -10,7 +10,9 @@ Runs, alternately and ``--repeats`` times, each as its own subprocess on the sam
     loaded 2-core machine that one can be 20x slower, and its runs then take minutes),
   - the chapter's Keras code when ``--keras-python`` names a Python with TensorFlow
     (``keras_seed_ae.py``, ``keras_conv_ae.py``, ``keras_dcgan.py`` of ``../shared/bench``),
-  - ``latentforge-Nt`` for each ``--lf-threads N``: latentforge with ``LATENTFORGE_THREADS=N``,
+  - ``latentforge-Nt`` for each ``--lf-threads N``: latentforge with ``LATENTFORGE_THREADS=N``
+    (an explicit thread count also turns the batch split of ``train/split.py`` off: ``--lf-threads 1``
+    is latentforge on one thread, as it trained the conv AE before the split),
   - with ``--lf-plain-kernels``, ``latentforge-plain``: latentforge with PyTorch's own layers in place
     of ``models/convkernels.py``'s (``nn.Conv2d``, ``nn.ConvTranspose2d``, ``nn.Dropout``; same
     parameters), i.e. the code before those kernels, to measure them in the same run.
@@ -85,6 +87,7 @@ def worker(name: str, epochs: int, tile: int, batch: int, seed: int) -> None:
     dt = time.perf_counter() - t0
     val = "" if name == "dcgan" else f" val_bce={trainer.evaluate(xv)['loss']:.4f}"
     print(f"latentforge {name} batch={batch} n={n} epochs={epochs} threads={trainer.threads} "
+          f"split={trainer.batch_parts} "
           f"seconds={dt:.2f} samples_per_s={epochs * n / dt:.0f}{val}")
 
 
@@ -168,7 +171,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--keras-python", help="a Python with TensorFlow/Keras (see ../shared/bench/keras_seed_ae.py)")
     ap.add_argument("--lf-threads", type=int, nargs="*", default=[],
-                    help="also run latentforge with LATENTFORGE_THREADS=N for each N")
+                    help="also run latentforge with LATENTFORGE_THREADS=N for each N (no batch split)")
     ap.add_argument("--lf-plain-kernels", action="store_true",
                     help="also run latentforge with PyTorch's own conv/dropout layers (the code before convkernels.py)")
     ap.add_argument("--plain-default-threads", action="store_true",

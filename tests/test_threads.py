@@ -54,7 +54,7 @@ def test_apply(clean_env):
     before = torch.get_num_threads()
     try:
         clean_env.setenv(ENV, "2")
-        assert apply_training_threads(build_model("stacked-ae", input_shape=[20]), 32) == 2
+        assert apply_training_threads(build_model("stacked-ae", input_shape=[20]), 32) == (2, 1)
     finally:
         torch.set_num_threads(before)
 
@@ -104,3 +104,15 @@ def test_the_command_sets_passive_waiting_before_torch_loads(preset):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert f"WAIT {preset or 'PASSIVE'}" in out.stdout
+
+
+def test_recurrent_layers_are_counted():
+    """PyTorch's fused LSTM kernels are invisible to FlopCounterMode: their matrix products are
+    counted from the layer's sizes (2 x 4 gates x hidden x (input + hidden) per step)."""
+    m = build_model("recurrent-ae", input_shape=[1, 28, 28])
+    lstm = 2 * 4 * 28 * (100 * (28 + 100) + 30 * (100 + 30) + 100 * (30 + 100))    # enc1, enc2, dec1
+    dense = 2 * 28 * 100 * 28                                                      # per-step output layer
+    assert forward_flops(m) == lstm + dense
+    gru = torch.nn.GRU(5, 7, num_layers=2, bidirectional=True, batch_first=True)
+    from latentforge.train.threads import _rnn_flops
+    assert _rnn_flops(gru, torch.zeros(3, 4, 5)) == 12 * 2 * 3 * 7 * ((5 + 7) + (14 + 7)) * 2

@@ -55,6 +55,7 @@ class StackedAE(Autoencoder):
     """Deep dense autoencoder; the decoder mirrors the encoder."""
 
     name = "stacked-ae"
+    separable_batches = True          # a mean per-sample loss, no noise: see LatentModel.batch_separable
     config_class = StackedAEConfig
     config: StackedAEConfig
 
@@ -237,6 +238,7 @@ class LinearAE(StackedAE):
     """Undercomplete linear autoencoder: with MSE it finds PCA's subspace (SPEC 1)."""
 
     name = "linear-ae"
+    separable_batches = True          # a mean per-sample loss, no noise: see LatentModel.batch_separable
     config_class = LinearAEConfig
 
 
@@ -249,6 +251,7 @@ class TiedAE(StackedAE):
     """Stacked AE whose decoder reuses the transposed encoder kernels (SPEC 6)."""
 
     name = "tied-ae"
+    separable_batches = True          # a mean per-sample loss, no noise: see LatentModel.batch_separable
     config_class = TiedAEConfig
 
     def _build_decoder(self) -> None:

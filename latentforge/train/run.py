@@ -463,7 +463,8 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
         "params": sum(p.numel() for p in net.parameters()),
         "train_seconds": sum(r.get("seconds", 0.0) for r in trainer.state.history),   # all epochs, resumed ones too
         "wall_seconds": seconds,                                                      # this invocation
-        "hardware": {**_hardware(dev, trainer.threads), "processes": ddp.info().world},
+        "hardware": {**_hardware(dev, trainer.threads), "batch_split": trainer.batch_parts,
+                     "processes": ddp.info().world},
         "updated": _dt.datetime.now().isoformat(timespec="seconds"),
     }
     if ddp.info().main:                               # with several processes, rank 0 writes

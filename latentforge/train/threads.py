@@ -20,19 +20,32 @@ command therefore sets ``OMP_WAIT_POLICY=PASSIVE`` before it imports PyTorch (un
 and where waiting is passive, steps of at least :data:`PASSIVE_MULTI_THREAD_FLOPS` (the DCGAN's
 and the conditional GAN's at their batch size) keep PyTorch's thread count too.
 
-The choice depends on the model, the batch size and the wait policy, never on the machine's
-load, so runs stay reproducible. ``LATENTFORGE_THREADS=N`` sets the thread count for every step
-(``0`` leaves PyTorch's setting, whatever the size); an explicit ``OMP_NUM_THREADS`` is respected
-as well.
+A step on one thread can still use several cores: :func:`batch_parts` shares the batch itself
+out, as sub-batches whose forward and backward passes run on threads of their own
+(:mod:`.split`), for models where that computes the same gradient (``batch_separable()``) and
+steps of at least :data:`SPLIT_MIN_FLOPS` (the conv and recurrent AEs at batch 32; not the seed
+AE, whose hand-fused SGD step bypasses autograd). Two parts where the process may use two cores
+or more.
+
+The choice depends on the model, the batch size, the wait policy and the cores the process may
+use, never on the machine's load, so runs stay reproducible. ``LATENTFORGE_THREADS=N`` sets the
+thread count for every step (``0`` leaves PyTorch's setting, whatever the size); an explicit
+``OMP_NUM_THREADS`` is respected as well, and either turns the batch split off.
+``LATENTFORGE_BATCH_SPLIT=N`` sets the number of parts (``1``: no split).
 """
 from __future__ import annotations
 
+import functools
 import os
+from typing import Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from .split import MIN_PART
 
 ENV = "LATENTFORGE_THREADS"
+SPLIT_ENV = "LATENTFORGE_BATCH_SPLIT"
 #: steps below this many FLOPs (forward + backward, whole batch) train on one thread: every model
 #: of the chapter at its batch size (the DCGAN at batch 32: 4 GFLOP, 1 thread 5x faster than 2 on
 #: the loaded VM), not DDPM's U-Net (13 GFLOP)
@@ -41,12 +54,35 @@ SMALL_STEP_FLOPS = 1e10
 #: the DCGAN at batch 32, ~4 GFLOP a step, trains 1.2-1.4x faster on 2 threads than on 1; the
 #: conv AE, 0.45 GFLOP, 1.1x; the seed AE at batch 256, 0.25 GFLOP, 0.9x)
 PASSIVE_MULTI_THREAD_FLOPS = 2e9
+#: one-thread steps from this many FLOPs share their batch out over two threads (:mod:`.split`);
+#: measured on 2 cores: the conv AE at batch 32 (0.45 GFLOP) 1.2-1.6x, the recurrent AE (0.65
+#: GFLOP) 1.5-2x, the stacked AE with Adam at batch 256 (0.25 GFLOP) 1.35x, at batch 32 (0.03
+#: GFLOP) 0.74x
+SPLIT_MIN_FLOPS = 1e8
+#: the most parts chosen without ``LATENTFORGE_BATCH_SPLIT`` (only two cores measured)
+MAX_AUTO_PARTS = 2
 
 
 def passive_wait() -> bool:
     """Whether OpenMP's waiting threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``;
     the OpenMP runtime reads it when PyTorch is imported)."""
     return os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
+
+
+def _rnn_flops(module: nn.RNNBase, x: Tensor) -> int:
+    """Matrix-product FLOPs of a recurrent layer on input ``x`` (PyTorch's fused RNN kernels are
+    invisible to ``FlopCounterMode``): 2 x gates x hidden x (input + hidden) per step and layer."""
+    if isinstance(x, nn.utils.rnn.PackedSequence):
+        rows = int(x.batch_sizes.sum())                      # steps x samples, summed
+    else:
+        rows = x.shape[0] * x.shape[1] if x.dim() == 3 else x.shape[0]
+    gates = {"LSTM": 4, "GRU": 3}.get(module.mode, 1)
+    dirs = 2 if module.bidirectional else 1
+    h, total = module.hidden_size, 0
+    for layer in range(module.num_layers):
+        n_in = module.input_size if layer == 0 else h * dirs
+        total += 2 * gates * h * (n_in + h) * dirs * rows
+    return total
 
 
 def forward_flops(model: nn.Module) -> int | None:
@@ -60,6 +96,9 @@ def forward_flops(model: nn.Module) -> int | None:
     shape = getattr(model, "input_shape", None)
     if shape is None:
         return None
+    rnn = [0]
+    hooks = [m.register_forward_hook(lambda m, args, out: rnn.__setitem__(0, rnn[0] + _rnn_flops(m, args[0])))
+             for m in model.modules() if isinstance(m, nn.RNNBase)]
     was = model.training
     model.eval()
     try:
@@ -74,37 +113,84 @@ def forward_flops(model: nn.Module) -> int | None:
         return None
     finally:
         model.train(was)
-    return counter.get_total_flops() // 2
+        for hook in hooks:
+            hook.remove()
+    return (counter.get_total_flops() + rnn[0]) // 2
 
 
-def training_threads(model: nn.Module, batch_size: int) -> int | None:
-    """The intra-op thread count to train ``model`` at ``batch_size`` with (None: leave it)."""
-    env = os.environ.get(ENV, "").strip()
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            from ..errors import ConfigError
-            raise ConfigError(f"{ENV}={env!r}: expected a number of threads (0 = PyTorch's default)") from None
-        return n if n > 0 else None
-    if os.environ.get("OMP_NUM_THREADS"):
+def _env_int(name: str, what: str) -> int | None:
+    env = os.environ.get(name, "").strip()
+    if not env:
         return None
     try:
-        dev = next(model.parameters()).device
-    except StopIteration:
-        return None
-    if dev.type != "cpu":
-        return None
+        return int(env)
+    except ValueError:
+        from ..errors import ConfigError
+        raise ConfigError(f"{name}={env!r}: expected {what}") from None
+
+
+def _on_cpu(model: nn.Module) -> bool:
+    p = next(model.parameters(), None)
+    return p is not None and p.device.type == "cpu"
+
+
+def step_flops(model: nn.Module, batch_size: int) -> float | None:
+    """FLOPs of one training step, forward + backward (~2x forward), or None if unknown."""
     flops = forward_flops(model)
-    if flops is None:
+    return None if flops is None else 3.0 * flops * batch_size
+
+
+def _step_flops_once(model: nn.Module, batch_size: int) -> Callable[[], float | None]:
+    """:func:`step_flops`, computed at the first call only."""
+    return functools.cache(lambda: step_flops(model, batch_size))
+
+
+def training_threads(model: nn.Module, batch_size: int, flops: Callable[[], float | None] | None = None) -> int | None:
+    """The intra-op thread count to train ``model`` at ``batch_size`` with (None: leave it).
+    ``flops``: a function giving the step's FLOPs (default :func:`step_flops`)."""
+    n = _env_int(ENV, "a number of threads (0 = PyTorch's default)")
+    if n is not None:
+        return n if n > 0 else None
+    if os.environ.get("OMP_NUM_THREADS") or not _on_cpu(model):
+        return None
+    f = (flops or _step_flops_once(model, batch_size))()
+    if f is None:
         return None
     limit = PASSIVE_MULTI_THREAD_FLOPS if passive_wait() else SMALL_STEP_FLOPS
-    return 1 if 3 * flops * batch_size < limit else None                # backward ~ 2x forward
+    return 1 if f < limit else None
 
 
-def apply_training_threads(model: nn.Module, batch_size: int) -> int:
-    """Set PyTorch's intra-op thread count for training (see the module docstring); returns it."""
-    n = training_threads(model, batch_size)
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):           # not on Linux
+        return os.cpu_count() or 1
+
+
+def batch_parts(model: nn.Module, batch_size: int, threads: int,
+                flops: Callable[[], float | None] | None = None) -> int:
+    """Into how many sub-batches on their own threads a step on ``threads`` intra-op threads
+    shares its batch (see the module docstring and :mod:`.split`); 1: none."""
+    n = _env_int(SPLIT_ENV, "a number of sub-batches (1 = no split)")
+    separable = callable(getattr(model, "batch_separable", None)) and model.batch_separable()
+    if n is not None:
+        return max(n, 1) if separable and _on_cpu(model) else 1
+    if (threads != 1 or not separable or os.environ.get(ENV) or os.environ.get("OMP_NUM_THREADS")
+            or not _on_cpu(model)):
+        return 1
+    f = (flops or _step_flops_once(model, batch_size))()
+    if f is None or f < SPLIT_MIN_FLOPS:
+        return 1
+    return max(1, min(MAX_AUTO_PARTS, usable_cores(), batch_size // MIN_PART))
+
+
+def apply_training_threads(model: nn.Module, batch_size: int) -> tuple[int, int]:
+    """Set PyTorch's intra-op thread count for training (see the module docstring); returns it
+    and the number of sub-batches each step's batch is shared out in (:func:`batch_parts`)."""
+    flops = _step_flops_once(model, batch_size)              # one estimate for both choices
+    n = training_threads(model, batch_size, flops)
     if n is not None and n != torch.get_num_threads():
         torch.set_num_threads(n)
-    return torch.get_num_threads()
+    threads = torch.get_num_threads()
+    return threads, batch_parts(model, batch_size, threads, flops)

@@ -30,6 +30,7 @@ from ..errors import CheckpointError, ConfigError, Interrupted, TrainingError, c
 from . import distributed as ddp
 from .accel import autocast, check_precision, grad_scaler, maybe_compile
 from .graphs import ChunkedSteps, graph_safe_params
+from .split import BatchSplit
 from .threads import apply_training_threads
 from .checkpoint import (load_module_state, load_optimizer_state, optimizer_state, save_checkpoint,
                          split_prefix)
@@ -181,6 +182,8 @@ class Trainer:
         self.desc = desc
         self.eval_batch_size = eval_batch_size
         self.threads: int | None = None    # intra-op threads of the last fit (restored after it)
+        self.batch_parts = 1               # sub-batches on threads of their own, per step (see split.py)
+        self._split: BatchSplit | None = None
         self.callbacks = list(callbacks)   # called as cb(trainer, record) after each epoch, before the checkpoint
         self.state = TrainerState()
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -506,9 +509,15 @@ class Trainer:
         and a torch RNG of each rank's own (unless restored from the checkpoint)."""
         cfg, d = self.cfg, self.dist
         self._threads_before = torch.get_num_threads()
-        self.threads = apply_training_threads(self.model, cfg.batch_size)   # one thread for small models on CPU
+        # one thread for small models on CPU; their batch shared out over threads where that pays
+        self.threads, parts = apply_training_threads(self.model, cfg.batch_size)
         self._compiled = maybe_compile(self.model, cfg.compile, self.device, self.log)
         self._plain = cfg.precision == "32" and d.world == 1 and not self._compiled
+        # (not where the hand-fused SGD step runs: it bypasses autograd)
+        own_step = type(self).train_step is Trainer.train_step
+        self.batch_parts = parts if self._plain and own_step and self._fused_step() is None else 1
+        if self.batch_parts > 1:
+            self._split = BatchSplit(self.model, self.params, self.batch_parts)
         if d.world > 1:
             ddp.broadcast_module(self.model)
             self._sync = ddp.GradSync(self.params)
@@ -517,6 +526,9 @@ class Trainer:
 
     def _end_fit(self) -> None:
         torch.set_num_threads(self._threads_before)
+        if self._split is not None:
+            self._split.close()
+            self._split = None
         if self._sync is not None:
             self._sync.remove()
             self._sync = None
@@ -586,9 +598,12 @@ class Trainer:
             out = self._fused(xb, self.optimizer.param_groups[0]["lr"])
             if out is not None:
                 return out
-        out = self.model(xb, yb)
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        if self._split is not None:
+            out = self._split(xb, yb)              # sub-batches on threads: the whole batch's .grad
+        else:
+            out = self.model(xb, yb)
+            out.loss.backward()
         self.optimizer.step()
         return out
 
