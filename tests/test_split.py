@@ -53,11 +53,11 @@ def test_split_steps_compute_the_whole_batch_steps(name, parts, kw):
     a, b = _pair(name, **kw)
     x = torch.rand(80, 1, 12, 12)
     opt_a, opt_b = torch.optim.SGD(a.parameters(), 0.5), torch.optim.SGD(b.parameters(), 0.5)
-    split = BatchSplit(a, list(a.parameters()), parts)
+    split = BatchSplit(parts)
     try:
         for lo, hi in [(0, 33), (33, 54), (54, 80), (0, 2 * MIN_PART - 1)]:   # 33, 21, 26, 15 samples
             opt_a.zero_grad(set_to_none=True)
-            out_a = split(x[lo:hi])
+            out_a = split.forward_backward(a, list(a.parameters()), x[lo:hi])
             opt_a.step()
             opt_b.zero_grad(set_to_none=True)
             out_b = b(x[lo:hi])
@@ -73,6 +73,26 @@ def test_split_steps_compute_the_whole_batch_steps(name, parts, kw):
         assert torch.allclose(va, vb, rtol=1e-4, atol=1e-5), k
 
 
+@pytest.mark.parametrize("parts,kw", [(2, {}), (3, {"activation": "relu", "output_activation": "linear", "loss": "mse"})])
+def test_the_fused_sgd_step_on_threads_computes_the_one_thread_step(parts, kw):
+    """The dense AEs' hand-fused step with sub-batches on threads, then the layers' updates shared
+    out, gives the one-thread step's losses and weights."""
+    a, b = _pair("stacked-ae", hidden_sizes=[20, 10], coding_size=5, **kw)
+    x = torch.rand(80, 1, 12, 12) * (3 if kw else 1)
+    a.prepare(x), b.prepare(x)
+    split = BatchSplit(parts)
+    try:
+        for lo, hi in [(0, 33), (33, 54), (54, 80), (0, 2 * MIN_PART - 1)]:
+            out_a = a.fused_sgd_step(x[lo:hi], 0.5, threads=split)
+            out_b = b.fused_sgd_step(x[lo:hi], 0.5)
+            assert torch.allclose(out_a.loss, out_b.loss, rtol=1e-5, atol=1e-7)
+            assert out_a.parts.keys() == out_b.parts.keys()
+    finally:
+        split.close()
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(va, vb, rtol=1e-4, atol=1e-6), k
+
+
 def test_parts_run_on_threads_of_their_own_and_frozen_parameters_get_no_gradient():
     m = build_model("stacked-ae", input_shape=[16], hidden_sizes=[8], coding_size=3)
     m.enc[0].weight.requires_grad_(False)
@@ -82,9 +102,9 @@ def test_parts_run_on_threads_of_their_own_and_frozen_parameters_get_no_gradient
         seen.add(threading.get_ident())
         return forward(x, y)
     m.forward = spy
-    split = BatchSplit(m, list(m.parameters()), 2)
+    split = BatchSplit(2)
     try:
-        split(torch.rand(32, 16))
+        split.forward_backward(m, list(m.parameters()), torch.rand(32, 16))
     finally:
         split.close()
     assert len(seen) == 2
@@ -100,14 +120,16 @@ def test_an_error_in_a_part_reaches_the_caller():
             raise RuntimeError("part failed")
         return forward(x, y)
     m.forward = failing
-    split = BatchSplit(m, list(m.parameters()), 2)
+    split = BatchSplit(2)
     try:
         with pytest.raises(RuntimeError, match="part failed"):
-            split(torch.rand(32, 16))
+            split.forward_backward(m, list(m.parameters()), torch.rand(32, 16))
+        with pytest.raises(ValueError, match="3 functions for 2 threads"):
+            split.run([lambda: 1] * 3)
     finally:
         split.close()
     with pytest.raises(ValueError, match="at least 2"):
-        BatchSplit(m, list(m.parameters()), 1)
+        BatchSplit(1)
 
 
 def test_policy(clean_env):
@@ -121,7 +143,8 @@ def test_policy(clean_env):
     assert batch_parts(conv, 32, threads=1) == 2
     assert batch_parts(conv, 32, threads=2) == 1                      # intra-op threads already
     assert batch_parts(conv, 8, threads=1) == 1                       # too few FLOPs (and samples)
-    assert batch_parts(seed, 32, threads=1) == 1 and batch_parts(seed, 4096, threads=1) == 2
+    assert batch_parts(seed, 32, threads=1) == 1 and batch_parts(seed, 64, threads=1) == 1   # handoffs cost more
+    assert batch_parts(seed, 256, threads=1) == 2
     assert batch_parts(dcgan, 32, threads=1) == 1
     clean_env.setattr(th, "usable_cores", lambda: 1)
     assert batch_parts(conv, 32, threads=1) == 1
@@ -140,16 +163,17 @@ def test_policy(clean_env):
         clean_env.delenv(var)
 
 
-def test_training_with_a_split_batch_matches_training_without(clean_env, tmp_path, tiny_images):
-    """``latentforge train`` end to end: the run records its split, reaches the weights of the run
-    without it (and exactly those of another split run: the sums have a fixed order), and leaves
-    no worker thread behind."""
+@pytest.mark.parametrize("model,kw", [("conv-ae", {"filters": [4, 8]}), ("stacked-ae", {"hidden_sizes": [20]})])
+def test_training_with_a_split_batch_matches_training_without(clean_env, tmp_path, tiny_images, model, kw):
+    """``latentforge train`` end to end (the autograd step; the hand-fused SGD step): the run
+    records its split, reaches the weights of the run without it (and exactly those of another
+    split run: the sums have a fixed order), and leaves no worker thread behind."""
     from latentforge.train import load_run, train
     weights = {}
     for run, parts in (("a", "2"), ("b", "2"), ("c", "1")):
         clean_env.setenv(SPLIT_ENV, parts)
-        train("conv-ae", tiny_images, out=tmp_path / run, progress=False, log=lambda m: None, device="cpu",
-              overrides={"epochs": 2, "batch_size": 32, "filters": [4, 8]})
+        train(model, tiny_images, out=tmp_path / run, progress=False, log=lambda m: None, device="cpu",
+              overrides={"epochs": 2, "batch_size": 32, **kw})
         hw = json.loads((tmp_path / run / "run.json").read_text())["hardware"]
         assert hw["batch_split"] == int(parts) and hw["threads"] == 1
         weights[run] = load_run(tmp_path / run).model.state_dict()

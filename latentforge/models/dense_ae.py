@@ -10,7 +10,9 @@ SPEC 7  greedy layer-wise training (``greedy_stages``): AE1 D-100-D on the data,
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +20,9 @@ from torch import Tensor, nn
 
 from ..config import check_nonnegative, check_positive
 from .base import ACTIVATIONS, AEConfig, Autoencoder, ModelOutput, activation, check_choice, dense
+
+if TYPE_CHECKING:
+    from ..train.split import BatchSplit
 
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
@@ -102,7 +107,7 @@ class StackedAE(Autoencoder):
                 and type(self)._dec_layer is StackedAE._dec_layer
                 and self.config.activation in self._FAST_ACTIVATIONS)
 
-    def fused_sgd_step(self, x: Tensor, lr: float) -> ModelOutput | None:
+    def fused_sgd_step(self, x: Tensor, lr: float, threads: "BatchSplit | None" = None) -> ModelOutput | None:
         """One SGD step (no momentum, no weight decay) with a hand-written backward pass.
 
         The chapter's dense AEs are bound by per-step overhead (a CPU's, or a GPU's kernel
@@ -113,30 +118,75 @@ class StackedAE(Autoencoder):
         computes what autograd + ``torch.optim.SGD`` compute, up to float rounding (tested
         against them). Returns None where it does not apply (the trainer then takes the
         autograd path).
+
+        ``threads`` (a ``train.split.BatchSplit``, CPU): the forward and backward passes run on
+        sub-batches, one per thread, then the updates, a share of the layers per thread.
         """
         if not self.fused_sgd_applies():
             return None
         with torch.no_grad():
             target = self.to_internal(x)
-            layers = [*self.enc, *self.dec]
-            hs, h = [target], target
-            for k, layer in enumerate(layers):                     # forward, keeping each input
-                z = torch.addmm(layer.bias, h, layer.weight.t())
-                if k < len(layers) - 1:
-                    h = self.act(z)
-                    hs.append(h)
-            loss, delta = self._loss_and_delta(z, target)         # delta: gradient of n * loss
             alpha = -lr / target.numel()
-            ones = self._ones(len(target), delta)
-            for k in range(len(layers) - 1, -1, -1):                # backward + update, top down
-                layer = layers[k]
-                d_in = delta.mm(layer.weight) if k > 0 else None   # uses the weights before the update
-                layer.bias.addmv_(delta.t(), ones, alpha=alpha)
-                layer.weight.addmm_(delta.t(), hs[k], alpha=alpha)
-                if d_in is not None:
-                    delta = self._act_backward(d_in, hs[k])
-        parts = {"bce": loss} if self.config.loss == "bce" else {"mse": loss * self.data_scale.square()}
-        return ModelOutput(loss=loss, parts=parts)
+            rows = threads.rows(target) if threads is not None else (target,)
+            if len(rows) == 1:                                 # updates as the backward pass goes
+                loss = self._fused_backward(target, alpha)[0]
+            else:
+                parts = threads.run([functools.partial(self._fused_backward, t) for t in rows], grad=False)
+                threads.run([functools.partial(self._fused_update, ks, parts, alpha)
+                             for ks in self._layer_shares(threads.parts)], grad=False)
+                loss = sum((p[0] for p in parts[1:]), parts[0][0])
+            loss = loss / target.numel()
+        parts_ = {"bce": loss} if self.config.loss == "bce" else {"mse": loss * self.data_scale.square()}
+        return ModelOutput(loss=loss, parts=parts_)
+
+    def _fused_backward(self, target: Tensor, alpha: float | None = None):
+        """Forward and backward pass of the fused step on ``target`` (internal units); returns the
+        summed loss, each layer's input ``h_k`` and the gradient ``δ_k`` of the summed loss w.r.t.
+        its pre-activation. With ``alpha``, each layer is updated as soon as the gradient below it
+        is computed from its weights (while they are in cache) and no ``δ_k`` is kept; without,
+        the weights are only read (the updates follow, from the returned values)."""
+        layers = [*self.enc, *self.dec]
+        hs, h = [target], target
+        for k, layer in enumerate(layers):                     # forward, keeping each input
+            z = torch.addmm(layer.bias, h, layer.weight.t())
+            if k < len(layers) - 1:
+                h = self.act(z)
+                hs.append(h)
+        loss_sum, delta = self._loss_and_delta(z, target)
+        deltas: list[Tensor] = []                                # (the caller has turned gradients off)
+        for k in range(len(layers) - 1, -1, -1):               # backward, top down
+            d_in = delta.mm(layers[k].weight) if k > 0 else None   # from the weights before the update
+            if alpha is not None:
+                self._update(layers[k], delta, hs[k], alpha)
+            else:
+                deltas.insert(0, delta)
+            if d_in is not None:
+                delta = self._act_backward(d_in, hs[k])
+        return loss_sum, hs, deltas
+
+    def _layer_shares(self, n: int) -> list[list[int]]:
+        """The layers' updates shared out over ``n`` threads: the biggest first, each to the least
+        loaded thread."""
+        layers = [*self.enc, *self.dec]
+        shares: list[list[int]] = [[] for _ in range(n)]
+        load = [0] * n
+        for k in sorted(range(len(layers)), key=lambda k: -layers[k].weight.numel()):
+            t = load.index(min(load))
+            shares[t].append(k)
+            load[t] += layers[k].weight.numel()
+        return shares
+
+    def _fused_update(self, ks: list[int], parts: list[tuple], alpha: float) -> None:
+        """The SGD updates of layers ``ks`` from each sub-batch's :meth:`_fused_backward`."""
+        layers = [*self.enc, *self.dec]
+        for k in ks:
+            for _, hs, deltas in parts:
+                self._update(layers[k], deltas[k], hs[k], alpha)
+
+    def _update(self, layer: nn.Linear, delta: Tensor, h: Tensor, alpha: float) -> None:
+        """``W += alpha δᵀ h``, ``b += alpha δᵀ 1``: SGD on the summed loss's gradient."""
+        layer.bias.addmv_(delta.t(), self._ones(len(delta), delta), alpha=alpha)
+        layer.weight.addmm_(delta.t(), h, alpha=alpha)
 
     def _ones(self, n: int, like: Tensor) -> Tensor:
         """A cached vector of ``n`` ones (the bias gradient is ``δᵀ 1``)."""
@@ -147,18 +197,18 @@ class StackedAE(Autoencoder):
         return cache[key]
 
     def _loss_and_delta(self, z: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean loss, and the gradient of the summed loss (``n`` times the mean's) w.r.t. the
-        output pre-activation ``z``; the ``1/n`` goes into the update's ``alpha``."""
+        """Summed loss, and its gradient w.r.t. the output pre-activation ``z``; the mean's ``1/n``
+        goes into the update's ``alpha``."""
         if self.config.loss == "bce":          # BCE on logits: softplus(z) - t z (3 kernels)
-            loss = F.softplus(z).addcmul_(target, z, value=-1.0).mean()
+            loss = F.softplus(z).addcmul_(target, z, value=-1.0).sum()
             return loss, torch.sigmoid(z).sub_(target)
         if self.config.output_activation == "sigmoid":              # sigmoid + MSE
             p = torch.sigmoid(z)
             err = p - target
-            loss = err.square().mean()
+            loss = err.square().sum()
             return loss, torch.ops.aten.sigmoid_backward(err, p).mul_(2.0)     # 2 err p (1 - p)
         err = z - target                                            # linear + MSE
-        loss = err.square().mean()
+        loss = err.square().sum()
         return loss, err.mul_(2.0)
 
     def _act_backward(self, grad: Tensor, h: Tensor) -> Tensor:

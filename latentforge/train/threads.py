@@ -23,9 +23,9 @@ and the conditional GAN's at their batch size) keep PyTorch's thread count too.
 A step on one thread can still use several cores: :func:`batch_parts` shares the batch itself
 out, as sub-batches whose forward and backward passes run on threads of their own
 (:mod:`.split`), for models where that computes the same gradient (``batch_separable()``) and
-steps of at least :data:`SPLIT_MIN_FLOPS` (the conv and recurrent AEs at batch 32; not the seed
-AE, whose hand-fused SGD step bypasses autograd). Two parts where the process may use two cores
-or more.
+steps of at least :data:`SPLIT_MIN_FLOPS` (the conv and recurrent AEs at batch 32, the seed AE
+from batch 128; not at 32, where handing work to a thread costs more than it saves). Two parts
+where the process may use two cores or more.
 
 The choice depends on the model, the batch size, the wait policy and the cores the process may
 use, never on the machine's load, so runs stay reproducible. ``LATENTFORGE_THREADS=N`` sets the
@@ -57,7 +57,7 @@ PASSIVE_MULTI_THREAD_FLOPS = 2e9
 #: one-thread steps from this many FLOPs share their batch out over two threads (:mod:`.split`);
 #: measured on 2 cores: the conv AE at batch 32 (0.45 GFLOP) 1.2-1.6x, the recurrent AE (0.65
 #: GFLOP) 1.5-2x, the stacked AE with Adam at batch 256 (0.25 GFLOP) 1.35x, at batch 32 (0.03
-#: GFLOP) 0.74x
+#: GFLOP) 0.74x; its fused SGD step at batch 256 1.25-1.6x, 128 (0.125 GFLOP) 1.1-1.2x, 64 0.64x
 SPLIT_MIN_FLOPS = 1e8
 #: the most parts chosen without ``LATENTFORGE_BATCH_SPLIT`` (only two cores measured)
 MAX_AUTO_PARTS = 2

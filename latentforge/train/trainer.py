@@ -464,8 +464,8 @@ class Trainer:
             return None
         lr = self.optimizer.param_groups[0]["lr"]
         if self._chunks is None or self._chunks[0] != lr or self._chunks[1].x is not x:
-            fused = self._fused
-            self._chunks = (lr, ChunkedSteps(lambda xb: fused(xb, lr), x, graph_safe_params(self.model),
+            fused, split = self._fused, self._split
+            self._chunks = (lr, ChunkedSteps(lambda xb: fused(xb, lr, threads=split), x, graph_safe_params(self.model),
                                              graphs=self.cfg.cuda_graphs, log=self.log))
         return self._chunks[1]
 
@@ -513,11 +513,9 @@ class Trainer:
         self.threads, parts = apply_training_threads(self.model, cfg.batch_size)
         self._compiled = maybe_compile(self.model, cfg.compile, self.device, self.log)
         self._plain = cfg.precision == "32" and d.world == 1 and not self._compiled
-        # (not where the hand-fused SGD step runs: it bypasses autograd)
-        own_step = type(self).train_step is Trainer.train_step
-        self.batch_parts = parts if self._plain and own_step and self._fused_step() is None else 1
+        self.batch_parts = parts if self._plain and type(self).train_step is Trainer.train_step else 1
         if self.batch_parts > 1:
-            self._split = BatchSplit(self.model, self.params, self.batch_parts)
+            self._split = BatchSplit(self.batch_parts)
         if d.world > 1:
             ddp.broadcast_module(self.model)
             self._sync = ddp.GradSync(self.params)
@@ -595,12 +593,12 @@ class Trainer:
     def train_step(self, xb: Tensor, yb: Tensor | None) -> Any:
         """One optimisation step on a batch; returns the model's output (``.loss``, ``.parts``)."""
         if self._fused is not None:
-            out = self._fused(xb, self.optimizer.param_groups[0]["lr"])
+            out = self._fused(xb, self.optimizer.param_groups[0]["lr"], threads=self._split)
             if out is not None:
                 return out
         self.optimizer.zero_grad(set_to_none=True)
         if self._split is not None:
-            out = self._split(xb, yb)              # sub-batches on threads: the whole batch's .grad
+            out = self._split.forward_backward(self.model, self.params, xb, yb)   # sets the batch's .grad
         else:
             out = self.model(xb, yb)
             out.loss.backward()
