@@ -181,3 +181,16 @@ def test_training_with_a_split_batch_matches_training_without(clean_env, tmp_pat
     for k, v in weights["a"].items():
         assert torch.equal(v, weights["b"][k]), k
         assert torch.allclose(v, weights["c"][k], rtol=1e-4, atol=1e-5), k
+
+
+def test_a_second_fit_gets_threads_of_its_own(clean_env):
+    """Each fit starts its threads and ends them; fitting again (more epochs) works."""
+    from latentforge.train import Trainer
+    clean_env.setenv(SPLIT_ENV, "2")
+    m = build_model("stacked-ae", input_shape=[16], hidden_sizes=[8], coding_size=3, epochs=1, batch_size=32)
+    tr = Trainer(m, m.config, progress=False, log=lambda s: None)
+    x = torch.rand(96, 16)
+    tr.fit(x)
+    tr.epochs = 2
+    tr.fit(x)
+    assert tr.state.epoch == 2 and tr.batch_parts == 2 and tr._split is None

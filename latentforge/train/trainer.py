@@ -464,8 +464,9 @@ class Trainer:
             return None
         lr = self.optimizer.param_groups[0]["lr"]
         if self._chunks is None or self._chunks[0] != lr or self._chunks[1].x is not x:
-            fused, split = self._fused, self._split
-            self._chunks = (lr, ChunkedSteps(lambda xb: fused(xb, lr, threads=split), x, graph_safe_params(self.model),
+            fused = self._fused                # (this fit's threads: a fit's BatchSplit ends with it)
+            self._chunks = (lr, ChunkedSteps(lambda xb: fused(xb, lr, threads=self._split), x,
+                                             graph_safe_params(self.model),
                                              graphs=self.cfg.cuda_graphs, log=self.log))
         return self._chunks[1]
 
