@@ -118,6 +118,8 @@ def test_report_has_the_sections_of_each_model_type(runs, reports, name):
     run_json = json.loads((runs[name] / "run.json").read_text())
     assert f"{run_json['params']:,}" in secs["run"]                     # parameters card
     assert "samples/s" in secs["run"]
+    split = run_json["hardware"]["batch_split"]
+    assert f"batch split (threads per step)</th><td>{split}<" in secs["run"]
 
 
 def test_report_without_data_skips_data_sections_with_a_note(tmp_path, digits, run_cli):

@@ -179,7 +179,8 @@ def _run_section(ctx: _Ctx) -> Section:
         f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{_e(v)}</div></div>' for k, v in cards
     ) + "</div>"
     rows = {"device": h.get("device"), "gpu": h.get("gpu"), "cpu": h.get("cpu"), "cpu cores": h.get("cpu_count"),
-            "torch threads": h.get("threads"), "platform": h.get("platform"), "python": h.get("python"),
+            "torch threads": h.get("threads"), "batch split (threads per step)": h.get("batch_split"),
+            "platform": h.get("platform"), "python": h.get("python"),
             "torch": h.get("torch"), "latentforge": s.get("version", ctx.run.meta.get("version")),
             "wall time (last invocation)": _duration(s["wall_seconds"]) if "wall_seconds" in s else None,
             "run folder": str(ctx.run.run_dir.resolve())}
