@@ -144,7 +144,8 @@ class StackedAE(Autoencoder):
         summed loss, each layer's input ``h_k`` and the gradient ``δ_k`` of the summed loss w.r.t.
         its pre-activation. With ``alpha``, each layer is updated as soon as the gradient below it
         is computed from its weights (while they are in cache) and no ``δ_k`` is kept; without,
-        the weights are only read (the updates follow, from the returned values)."""
+        the weights are only read (the updates follow, from the returned values). Call it with
+        gradients off."""
         layers = [*self.enc, *self.dec]
         hs, h = [target], target
         for k, layer in enumerate(layers):                     # forward, keeping each input
@@ -153,7 +154,7 @@ class StackedAE(Autoencoder):
                 h = self.act(z)
                 hs.append(h)
         loss_sum, delta = self._loss_and_delta(z, target)
-        deltas: list[Tensor] = []                                # (the caller has turned gradients off)
+        deltas: list[Tensor] = []
         for k in range(len(layers) - 1, -1, -1):               # backward, top down
             d_in = delta.mm(layers[k].weight) if k > 0 else None   # from the weights before the update
             if alpha is not None:

@@ -17,8 +17,9 @@ It computes what one pass over the whole batch computes, up to float rounding, f
 loss is a mean over samples that do not see each other and whose forward pass draws no random
 numbers (``batch_separable()``: no batch norm, no dropout, no noise, no batch-level penalty).
 
-Handing work to a thread and back costs ~0.3-0.6 ms on the 2-core VM of ``bench/README.md``
-(the sleeping thread's wake-up), so only steps from ``threads.SPLIT_MIN_FLOPS`` split. Measured
+Splitting has a cost per step: handing the parts to the threads and back, and the two threads'
+turns at Python's GIL around each short kernel (~1 ms for the seed AE's ~30 kernels on the
+2-core VM of ``bench/README.md``), so only steps from ``threads.SPLIT_MIN_FLOPS`` split. Measured
 there (two parts, one thread each, against the whole batch on one thread): the conv AE's step
 at batch 32 1.2-1.6x faster, the recurrent AE's 1.5-2x, the seed AE's fused SGD step at batch
 256 1.25-1.6x (batch 128: 1.1-1.2x; batch 32: 0.5x, so it stays whole); with one or two busy
@@ -51,9 +52,8 @@ class BatchSplit:
 
     :meth:`forward_backward` is the autograd step's forward and backward pass on sub-batches;
     :meth:`run` runs any functions at once, one per thread (the dense AEs' hand-fused SGD step
-    uses it for its sub-batches, then for its weight updates, see
-    ``models/dense_ae.py``). Call :meth:`close` when done
-    (the trainer does at the end of each fit).
+    uses it for its sub-batches, then for its weight updates: ``models/dense_ae.py``). Call
+    :meth:`close` when done (the trainer does at the end of each fit).
     """
 
     def __init__(self, parts: int):
