@@ -11,6 +11,7 @@ The default suite kills 3 times (stacked-ae twice, the GAN once); ``-m slow`` ki
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -268,14 +269,19 @@ def test_nan_keeps_the_last_good_checkpoint(tmp_path, policy):
     assert all(torch.isfinite(v).all() for v in run.model.state_dict().values())
 
 
-def test_nan_skip_drops_bad_batches_and_finishes(tmp_path):
+@pytest.mark.parametrize("split", ["1", "2"])
+def test_nan_skip_drops_bad_batches_and_finishes(tmp_path, monkeypatch, split):
+    """... with the step's batch shared out over threads too (train/split.py): the NaN of one
+    part reaches the summed gradient that the guard checks."""
     from latentforge.train import train
+    monkeypatch.setenv("LATENTFORGE_BATCH_SPLIT", split)
     seen = []
     run = train("stacked-ae", _ds(nan_rows=[5]), out=tmp_path / "run",
                 overrides={**SMALL, "epochs": 3, "nan_policy": "skip"}, valid_fraction=0.0, callbacks=[lambda tr, rec: seen.append(tr.skipped_batches)], **QUIET)
     assert seen == [1, 2, 3]                          # the batch holding the NaN sample, once per epoch
     assert all(torch.isfinite(v).all() for v in run.model.state_dict().values())
     assert all(np.isfinite(h["train_loss"]) for h in run.history)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["hardware"]["batch_split"] == int(split)
 
 
 def test_nan_skip_changes_nothing_on_clean_data(tmp_path):
