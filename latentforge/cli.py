@@ -161,7 +161,15 @@ def datasets_cmd(as_json: bool = typer.Option(False, "--json", help="Print as JS
         print(f"{r['name']:<14} {state:<15} {r.get('description', '')}")
 
 
-@app.command("train")
+_TRAIN_HELP = (
+    "Train MODEL on --data into a run folder (checkpoint, run.json, history.json).\n\n"
+    "CPU threads (README, \"Threads\"): small steps run on one intra-op thread, and batch-separable models "
+    "share a step's batch out over two threads. LATENTFORGE_THREADS=N forces N intra-op threads, "
+    "LATENTFORGE_BATCH_SPLIT=N the number of sub-batches (1: off); run.json records both "
+    "(hardware.threads, hardware.batch_split).")
+
+
+@app.command("train", help=_TRAIN_HELP)
 def train_cmd(
     model: str = typer.Argument(..., help="Registry name, e.g. stacked-ae (see `latentforge models`)."),
     data: str = DataOpt,
@@ -202,7 +210,7 @@ def train_cmd(
     nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="Train with N processes "
                                         "(DistributedDataParallel via torchrun: gloo on CPU, nccl on GPU)."),
 ) -> None:
-    """Train MODEL on --data into a run folder (checkpoint, run.json, history.json)."""
+    """Train MODEL on --data into a run folder (the command's help: ``_TRAIN_HELP``)."""
     from .errors import ConfigError
     from .models import get_model_class
     from .train import train
