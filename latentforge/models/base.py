@@ -93,9 +93,11 @@ def value_range(x) -> tuple[float, float]:
 
 def _batch_coupled(m: nn.Module) -> bool:
     """A layer whose training-mode output for one sample depends on the others or on the RNG."""
-    if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)):
-        return m.p > 0 if isinstance(m, nn.modules.dropout._DropoutNd) else True
-    return isinstance(m, nn.RNNBase) and m.dropout > 0
+    if isinstance(m, nn.modules.dropout._DropoutNd):
+        return m.p > 0
+    if isinstance(m, nn.RNNBase):
+        return m.dropout > 0
+    return isinstance(m, nn.modules.batchnorm._BatchNorm)
 
 
 class LatentModel(nn.Module):

@@ -175,13 +175,13 @@ class StackedAE(Autoencoder):
     def _layer_shares(self, n: int) -> list[list[int]]:
         """The layers' updates shared out over ``n`` threads: the biggest first, each to the least
         loaded thread."""
-        layers = [*self.enc, *self.dec]
+        sizes = [w.numel() for w, _ in self._fused_params()]
         shares: list[list[int]] = [[] for _ in range(n)]
         load = [0] * n
-        for k in sorted(range(len(layers)), key=lambda k: -layers[k].weight.numel()):
+        for k in sorted(range(len(sizes)), key=lambda k: -sizes[k]):
             t = load.index(min(load))
             shares[t].append(k)
-            load[t] += layers[k].weight.numel()
+            load[t] += sizes[k]
         return shares
 
     def _fused_update(self, ks: list[int], parts: list[tuple], alpha: float) -> None:

@@ -22,6 +22,7 @@ graph, so a new learning rate (an lr schedule) captures new graphs.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Iterator
 
 import torch
@@ -93,9 +94,8 @@ class ChunkedSteps:
 
     # -------------------------------------------------------------------------------- CUDA graphs
     def _replay(self, sizes: tuple[int, ...], idx: Tensor) -> Tensor:
-        if not self.x.is_cuda:                        # (the tests' stand-in graphs on a CPU)
-            return self._replay_here(sizes, idx)
-        with torch.cuda.device(self.x.device):       # graphs capture and launch on the current device
+        # graphs capture and launch on the current device (a CPU: the tests' stand-in graphs)
+        with torch.cuda.device(self.x.device) if self.x.is_cuda else contextlib.nullcontext():
             return self._replay_here(sizes, idx)
 
     def _replay_here(self, sizes: tuple[int, ...], idx: Tensor) -> Tensor:

@@ -173,11 +173,11 @@ def batch_parts(model: nn.Module, batch_size: int, threads: int,
     """Into how many sub-batches on their own threads a step on ``threads`` intra-op threads
     shares its batch (see the module docstring and :mod:`.split`); 1: none."""
     n = _env_int(SPLIT_ENV, "a number of sub-batches (1 = no split)")
-    separable = callable(getattr(model, "batch_separable", None)) and model.batch_separable()
+    if not (_on_cpu(model) and callable(getattr(model, "batch_separable", None)) and model.batch_separable()):
+        return 1
     if n is not None:
-        return max(n, 1) if separable and _on_cpu(model) else 1
-    if (threads != 1 or not separable or os.environ.get(ENV) or os.environ.get("OMP_NUM_THREADS")
-            or not _on_cpu(model)):
+        return max(n, 1)
+    if threads != 1 or os.environ.get(ENV) or os.environ.get("OMP_NUM_THREADS"):
         return 1
     f = (flops or _step_flops_once(model, batch_size))()
     if f is None or f < SPLIT_MIN_FLOPS:
