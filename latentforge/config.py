@@ -21,6 +21,51 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "nadam")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("32", "bf16", "16-mixed")
 NAN_POLICIES = ("skip", "stop", "raise")
+DIVERGENCE_POLICIES = ("stop", "off")
+#: each optimizer's customary learning rate (Keras' and PyTorch's defaults), used when a run
+#: names another optimizer than its model's chapter default and no ``lr``
+OPTIMIZER_DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3, "adamw": 1e-3, "nadam": 1e-3, "rmsprop": 1e-3}
+
+
+@dataclass
+class EngineConfig:
+    """How training steps run, apart from the model's hyper-parameters: what
+    ``latentforge.engine`` may use to make a step fast. None of it changes what a step computes
+    (beyond float rounding, and the precision asked for), so all of it may change on ``--resume``.
+    Given flat like any config key (``--set fused_step=false``, ``--precision bf16``)."""
+
+    precision: str = "32"            # 32 | bf16 | 16-mixed (autocast; GradScaler for 16-mixed)
+    compile: bool = False            # torch.compile(mode="reduce-overhead") (CUDA graphs); CUDA only
+    fused_step: bool = True          # the engine's hand-fused SGD step for the models it knows exactly
+    #: on CUDA, replay fused steps as CUDA graphs of 128 steps, each graph checked at its first
+    #: replay. Off by default until a GPU run has verified them (bench/gpu_check.py)
+    cuda_graphs: bool = False
+    threads: int | None = None       # CPU intra-op threads for training; None: the engine's choice, 0: PyTorch's
+    batch_split: int | None = None   # sub-batches of a step on threads of their own; None: the engine's choice, 1: off
+
+    def validate(self) -> None:
+        check_choice("precision", self.precision, PRECISIONS)
+        if self.threads is not None:
+            _check(self.threads >= 0, "threads", self.threads, "must be >= 0 (0 = PyTorch's default)")
+        if self.batch_split is not None:
+            _check(self.batch_split >= 1, "batch_split", self.batch_split, "must be >= 1 (1 = no split)")
+
+
+ENGINE_KEYS = tuple(f.name for f in dataclasses.fields(EngineConfig))
+
+
+def migrate_legacy_engine(saved: dict[str, Any]) -> dict[str, Any]:
+    """A config saved before :class:`EngineConfig` existed (its keys flat, no ``engine``) as one
+    with an ``engine`` section. ``cuda_graphs: true`` was then the default, not a choice, and CUDA
+    graphs are now off until verified: it is not carried over."""
+    if "engine" in saved or not any(k in saved for k in ENGINE_KEYS):
+        return dict(saved)
+    out = {k: v for k, v in saved.items() if k not in ENGINE_KEYS}
+    engine = {k: saved[k] for k in ENGINE_KEYS if k in saved}
+    if engine.get("cuda_graphs") in (True, "true", "True"):
+        del engine["cuda_graphs"]
+    out["engine"] = engine
+    return out
 
 
 @dataclass
@@ -40,14 +85,14 @@ class TrainConfig:
     weight_decay: float = 0.0
     early_stopping: int = 0         # patience in epochs on the validation loss; 0 = off
     seed: int = 42
-    fused_step: bool = True         # use a model's hand-fused SGD step where it has one (same result, faster)
     input_shape: list[int] | None = None  # per-sample shape (C,H,W) or (D,); set from the data
-    precision: str = "32"           # 32 | bf16 | 16-mixed (autocast; GradScaler for 16-mixed)
     nan_policy: str = "stop"        # skip | stop | raise: what a NaN/Inf loss does
+    divergence_policy: str = "stop"  # stop | off: what a loss far above its start does (see train/guards.py)
     steps_per_epoch: int = 0        # cap each epoch at this many batches (0 = the whole data; huge data sets)
-    compile: bool = False           # torch.compile(mode="reduce-overhead") (CUDA graphs); CUDA only
     sample_every: int = 1           # generative models: RUN_DIR/samples/epoch_NNN.png every N epochs (0 = never)
-    cuda_graphs: bool = True        # on CUDA, replay hand-fused steps as CUDA graphs of 128 steps (train/graphs.py)
+    #: how steps run (not what they compute): a section of its own, see :class:`EngineConfig`;
+    #: its keys are given flat (``--set fused_step=false``) and land here
+    engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
 
     def validate(self) -> None:
         """Raise ConfigError for values out of range. Subclasses extend it (call super)."""
@@ -62,8 +107,9 @@ class TrainConfig:
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
         _check(self.early_stopping >= 0, "early_stopping", self.early_stopping, "must be >= 0")
         _check(self.sample_every >= 0, "sample_every", self.sample_every, "must be >= 0")
-        check_choice("precision", self.precision, PRECISIONS)
         check_choice("nan_policy", self.nan_policy, NAN_POLICIES)
+        check_choice("divergence_policy", self.divergence_policy, DIVERGENCE_POLICIES)
+        self.engine.validate()
         _check(self.steps_per_epoch >= 0, "steps_per_epoch", self.steps_per_epoch, "must be >= 0 (0 = no cap)")
         if self.input_shape is not None:
             _check(len(self.input_shape) >= 1 and all(int(d) >= 1 for d in self.input_shape),
@@ -192,16 +238,46 @@ def make_config(cls: type, values: dict[str, Any] | None = None, *, strict: bool
     values = dict(values or {})
     hints = _field_types(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    engine = None
+    if "engine" in names:          # the engine's keys, flat or as a section, go to its own config
+        section = values.pop("engine", None) or {}
+        if isinstance(section, EngineConfig):
+            section = dataclasses.asdict(section)
+        if not isinstance(section, dict):
+            raise ConfigError(f"config field 'engine': expected a table of {', '.join(ENGINE_KEYS)}, got {section!r}")
+        section = {**section, **{k: values.pop(k) for k in ENGINE_KEYS if k in values}}
+        engine = make_config(EngineConfig, section, strict=strict, validate=validate)
+        names = [n for n in names if n != "engine"]
     unknown = sorted(set(values) - set(names))
     if unknown and strict:
+        valid = names + list(ENGINE_KEYS) if engine is not None else names
         raise ConfigError(
             f"unknown config key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for "
-            f"{cls.__name__}; valid keys: {', '.join(names)}")
+            f"{cls.__name__}; valid keys: {', '.join(valid)}")
     kwargs = {k: _coerce(v, hints[k], k) for k, v in values.items() if k in names}
+    if engine is not None:
+        kwargs["engine"] = engine
+    lr = default_lr(cls, kwargs)
+    if lr is not None:
+        kwargs["lr"] = lr
     cfg = cls(**kwargs)
     if validate:
         cfg.validate()
     return cfg
+
+
+def default_lr(cls: type, values: dict[str, Any]) -> float | None:
+    """The learning rate a config of ``cls`` built from ``values`` gets when ``values`` name an
+    optimizer other than the model's chapter default and no ``lr``: that optimizer's customary
+    one (:data:`OPTIMIZER_DEFAULT_LR`), not the chapter's lr tuned for another optimizer (SGD's
+    1.5 makes Adam diverge). None: ``lr`` is given, or the model's own optimizer keeps its lr."""
+    fields_ = {f.name: f for f in dataclasses.fields(cls)}
+    if "lr" in values or "optimizer" not in values or "lr" not in fields_ or "optimizer" not in fields_:
+        return None
+    chosen = values["optimizer"]
+    if chosen == fields_["optimizer"].default:
+        return None
+    return OPTIMIZER_DEFAULT_LR.get(chosen)
 
 
 def parse_set_items(items: typing.Sequence[str]) -> dict[str, str]:
@@ -262,5 +338,6 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-__all__ = ["TrainConfig", "OPTIMIZERS", "make_config", "parse_set_items", "load_config_file",
+__all__ = ["TrainConfig", "EngineConfig", "ENGINE_KEYS", "OPTIMIZERS", "OPTIMIZER_DEFAULT_LR", "migrate_legacy_engine",
+           "default_lr", "make_config", "parse_set_items", "load_config_file",
            "config_to_dict", "check_choice", "check_positive", "check_nonnegative"]

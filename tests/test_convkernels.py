@@ -1,11 +1,11 @@
-"""The faster CPU conv kernels and dropout of ``latentforge.models.convkernels`` against PyTorch's own."""
+"""The faster CPU conv kernels and dropout of ``latentforge.engine.kernels`` against PyTorch's own."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from latentforge.models.convkernels import ImageConv2d, ImageConvTranspose2d, MaskDropout
+from latentforge.engine.kernels import ImageConv2d, ImageConvTranspose2d, MaskDropout
 
 
 def _grads(layer, x, needs_x: bool, needs_w: bool, g=None):
@@ -100,22 +100,27 @@ def test_mask_dropout_is_dropout_with_another_mask():
 
 def test_dcgan_step_equals_the_step_with_pytorchs_own_layers():
     """One adversarial step of the DCGAN (dropout 0: the masks are the one intended difference)
-    with the kernels above and with nn.Conv2d / nn.ConvTranspose2d: the same updated weights."""
+    with the kernels above swapped in by the engine and with the model's own nn.Conv2d /
+    nn.ConvTranspose2d: the same updated weights. The swap lasts as long as it is wanted, and a
+    subclass of the DCGAN keeps PyTorch's layers."""
     import copy
 
+    from latentforge.engine import kernels as ck
     from latentforge.models import build_model
-    from latentforge.models import convkernels as ck
+    from latentforge.models.dcgan import DCGAN
     from latentforge.train.adversarial import AdversarialTrainer
 
     torch.manual_seed(0)
     model = build_model("dcgan", input_shape=[1, 12, 12], coding_size=8, g_channels=16, d_channels=8,
                         dropout=0.0, batch_size=8, sample_every=0)
+    plain = copy.deepcopy(model)
+    restore = ck.swap_in(model)
     kinds = {type(m) for m in model.modules()}
     assert {ck.ImageConv2d, ck.ImageConvTranspose2d, ck.MaskDropout} <= kinds
-    plain = copy.deepcopy(model)
-    swap = {ck.ImageConv2d: nn.Conv2d, ck.ImageConvTranspose2d: nn.ConvTranspose2d, ck.MaskDropout: nn.Dropout}
-    for m in plain.modules():
-        m.__class__ = swap.get(type(m), type(m))
+    assert not {ck.ImageConv2d, ck.ImageConvTranspose2d, ck.MaskDropout} & {type(m) for m in plain.modules()}
+    sub = type("MyDCGAN", (DCGAN,), {})(plain.config)
+    ck.swap_in(sub)
+    assert not {ck.ImageConv2d, ck.ImageConvTranspose2d, ck.MaskDropout} & {type(m) for m in sub.modules()}
     x = torch.rand(8, 1, 12, 12)
     for m in (model, plain):
         trainer = AdversarialTrainer(m, m.config, progress=False, log=lambda s: None)
@@ -127,3 +132,5 @@ def test_dcgan_step_equals_the_step_with_pytorchs_own_layers():
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5), k
+    restore()
+    assert not {ck.ImageConv2d, ck.ImageConvTranspose2d, ck.MaskDropout} & {type(m) for m in model.modules()}

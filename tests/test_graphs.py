@@ -1,4 +1,4 @@
-"""The chunked training path (``train/graphs.py``): what the CUDA graphs replay, checked on the CPU.
+"""The chunked training path (``engine/chunks.py``): what the CUDA graphs replay, checked on the CPU.
 
 On a CPU the chunks run eagerly; on CUDA each chunk is captured once and replayed. Both run the
 same chunk function, so these tests pin down what a replay computes: the epoch's batches in the
@@ -10,7 +10,8 @@ import torch
 
 from latentforge.models import build_model
 from latentforge.train import Trainer
-from latentforge.train.graphs import ChunkedSteps, graph_safe_params
+from latentforge.engine.chunks import ChunkedSteps, graph_safe_params
+from latentforge.engine.dense_sgd import DenseSGDStep
 
 SMALL = dict(input_shape=[20], hidden_sizes=[12], coding_size=3, lr=0.5)
 
@@ -37,14 +38,14 @@ def test_chunks_compute_the_per_step_loop_exactly(n, gather_chunks, monkeypatch)
     weights and losses of calling the fused step batch by batch in the same order, whether each
     batch is gathered on its own (CPU) or sliced from one gather per chunk (CUDA's default, up
     to CHUNK_GATHER_BYTES: a larger chunk gathers per step)."""
-    from latentforge.train import graphs
+    from latentforge.engine import chunks as graphs
     if gather_chunks == "capped":
         monkeypatch.setattr(graphs, "CHUNK_GATHER_BYTES", 20 * 4 * 23)    # 23 rows of 20 floats
     x = torch.rand(n, 20)
     a, b = _model(), _model()
     a.prepare(x), b.prepare(x)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(3))
-    chunks = ChunkedSteps(lambda xb: a.fused_sgd_step(xb, 0.5), x, graph_safe_params(a), chunk=3,
+    chunks = ChunkedSteps(lambda xb: DenseSGDStep(a)(xb, 0.5), x, graph_safe_params(a), chunk=3,
                           gather_chunks=bool(gather_chunks))
     assert chunks.gathers_whole(5) is bool(gather_chunks)             # the short last chunk: always
     assert chunks.gathers_whole(24) is (gather_chunks is True)         # a full chunk: not over the cap
@@ -52,7 +53,7 @@ def test_chunks_compute_the_per_step_loop_exactly(n, gather_chunks, monkeypatch)
     table = torch.cat([t for _, t in done])
     ref = []
     for i in range(0, n, 8):
-        out = b.fused_sgd_step(x[order[i:i + 8]], 0.5)
+        out = DenseSGDStep(b)(x[order[i:i + 8]], 0.5)
         ref.append([out.loss, out.parts["bce"]])
     assert [last for last, _ in done] == [2, 5, 8, 11, 12][:len(done)]
     assert chunks.names == ["bce"] and table.shape == (len(ref), 2)
@@ -71,7 +72,7 @@ def test_trainer_takes_the_chunked_path_and_follows_the_lr_schedule():
     ref.load_state_dict(m.state_dict())
     tr = Trainer(m, m.config, progress=False, log=lambda s: None)
     hist = tr.fit(x)
-    assert tr._chunks is not None                      # the chunked path was taken
+    assert tr.fast_step is not None                      # the chunked path was taken
     gen = torch.Generator().manual_seed(m.config.seed)
     lrs = []
     for epoch in range(3):
@@ -82,7 +83,7 @@ def test_trainer_takes_the_chunked_path_and_follows_the_lr_schedule():
         order = torch.randperm(150, generator=gen)
         losses = []
         for i in range(0, 150, 16):
-            losses.append(float(ref.fused_sgd_step(x[order[i:i + 16]], lr).loss) * len(order[i:i + 16]))
+            losses.append(float(DenseSGDStep(ref)(x[order[i:i + 16]], lr).loss) * len(order[i:i + 16]))
         assert hist[epoch]["train_loss"] == pytest.approx(sum(losses) / 150, rel=1e-6)
         assert hist[epoch]["lr"] == pytest.approx(lr)
     assert lrs[0] > lrs[1] > lrs[2]
@@ -98,7 +99,7 @@ def test_chunked_path_only_where_the_fused_step_applies():
         m.prepare(x)
         tr = Trainer(m, m.config, progress=False, log=lambda s: None)
         tr.fit(x)
-        assert (tr._chunks is not None) == chunked, kw
+        assert (tr.fast_step is not None) == chunked, kw
 
 
 class _FakeGraph:
@@ -137,9 +138,9 @@ def test_graph_replays_are_checked_against_eager_steps(mode):
     a.prepare(x), b.prepare(x)
     order = torch.randperm(101, generator=torch.Generator().manual_seed(1))
     logs = []
-    faked = _Faked(lambda xb: a.fused_sgd_step(xb, 0.5), x, graph_safe_params(a), chunk=3, log=logs.append)
+    faked = _Faked(lambda xb: DenseSGDStep(a)(xb, 0.5), x, graph_safe_params(a), chunk=3, log=logs.append)
     faked.mode, faked.use_graphs = mode, True
-    ref = ChunkedSteps(lambda xb: b.fused_sgd_step(xb, 0.5), x, graph_safe_params(b), chunk=3)
+    ref = ChunkedSteps(lambda xb: DenseSGDStep(b)(xb, 0.5), x, graph_safe_params(b), chunk=3)
     for epoch in range(2):
         got = torch.cat([t for _, t in faked.epoch(order, 8)])
         want = torch.cat([t for _, t in ref.epoch(order, 8)])

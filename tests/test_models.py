@@ -225,37 +225,3 @@ def test_linear_ae_output_in_input_units():
     assert (rec - x).abs().mean() < 2.0
 
 
-@pytest.mark.parametrize("act,out,loss", [("selu", "sigmoid", "bce"), ("relu", "sigmoid", "mse"),
-                                          ("tanh", "linear", "mse"), ("linear", "linear", "mse")])
-def test_fused_sgd_step_equals_autograd(act, out, loss):
-    """The hand-fused SGD step computes what autograd + torch.optim.SGD compute."""
-    torch.manual_seed(0)
-    kw = dict(input_shape=[20], hidden_sizes=[12, 6], coding_size=3, activation=act,
-              output_activation=out, loss=loss, lr=0.3)
-    a, b = build_model("stacked-ae", **kw), build_model("stacked-ae", **kw)
-    b.load_state_dict(a.state_dict())
-    x = torch.rand(64, 20) * (3 if out == "linear" else 1)
-    a.prepare(x), b.prepare(x)
-    opt = torch.optim.SGD(b.parameters(), lr=0.3)
-    for i in range(0, 64, 16):
-        fa = a.fused_sgd_step(x[i:i + 16], 0.3)
-        ob = b(x[i:i + 16])
-        opt.zero_grad()
-        ob.loss.backward()
-        opt.step()
-        assert torch.allclose(fa.loss, ob.loss, rtol=1e-5, atol=1e-6)
-        assert fa.parts.keys() == ob.parts.keys()
-    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.allclose(va, vb, rtol=1e-4, atol=1e-6), k
-
-
-def test_fused_step_is_skipped_where_it_does_not_apply():
-    from latentforge.train import Trainer
-    m = build_model("tied-ae", input_shape=[20])
-    assert m.fused_sgd_step(torch.rand(4, 20), 0.1) is None      # tied kernels: autograd path
-    s = build_model("stacked-ae", input_shape=[20], momentum=0.9)
-    assert Trainer(s, s.config, progress=False)._fused_step() is None
-    s2 = build_model("stacked-ae", input_shape=[20])
-    assert Trainer(s2, s2.config, progress=False)._fused_step() is not None
-    s3 = build_model("stacked-ae", input_shape=[20], fused_step=False)
-    assert Trainer(s3, s3.config, progress=False)._fused_step() is None

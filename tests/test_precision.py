@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from latentforge.errors import ConfigError
 from latentforge.models import build_model
 from latentforge.train import Trainer, train
-from latentforge.train.accel import autocast, check_precision, grad_scaler
+from latentforge.engine.precision import autocast, check_precision, grad_scaler
 
 QUIET = dict(progress=False, device="cpu", log=lambda m: None)
 

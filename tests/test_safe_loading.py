@@ -142,9 +142,26 @@ def test_a_field_added_later_gets_its_default(saved, tiny_images):
     _rewrite(saved / CKPT, drop)
     assert "nan_policy" not in load_checkpoint(saved / CKPT)[1]["config"]
     run = load_run(saved)
-    assert run.config.nan_policy == "stop" and run.config.precision == "32"
+    assert run.config.nan_policy == "stop" and run.config.engine.precision == "32"
     resumed = _resume(saved, tiny_images)
     assert resumed.config.nan_policy == "stop" and resumed.meta["trainer"]["epoch"] == 2
+
+
+def test_a_run_saved_with_flat_engine_keys_loads_and_resumes(saved, tiny_images, recwarn):
+    """Runs saved before the engine section kept fused_step, cuda_graphs, precision and compile
+    among the model's fields: they load without a warning, into the engine section, except
+    ``cuda_graphs: true`` (then the default, now off until verified on a GPU)."""
+    def flatten(t, m):
+        cfg = {k: v for k, v in m["config"].items() if k not in ("engine", "divergence_policy")}
+        m["config"] = {**cfg, "fused_step": False, "cuda_graphs": True, "precision": "32", "compile": False}
+        return t, m
+    _rewrite(saved / CKPT, flatten)
+    run = load_run(saved)
+    assert not [w for w in recwarn if "unknown" in str(w.message)]
+    eng = run.config.engine
+    assert (eng.fused_step, eng.cuda_graphs, eng.precision, eng.compile) == (False, False, "32", False)
+    resumed = _resume(saved, tiny_images)
+    assert resumed.meta["trainer"]["epoch"] == 2 and resumed.config.engine.fused_step is False
 
 
 def test_a_field_from_a_newer_version_is_ignored_with_a_warning(saved):

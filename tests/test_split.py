@@ -1,4 +1,4 @@
-"""A step's batch shared out over threads (train/split.py): the same gradient, the policy, the trainer."""
+"""A step's batch shared out over threads (engine/split.py): the same gradient, the policy, the trainer."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,9 @@ from torch import nn
 
 from latentforge.errors import ConfigError
 from latentforge.models import build_model, model_names
-from latentforge.train.split import MIN_PART, BatchSplit
-from latentforge.train.threads import ENV, SPLIT_ENV, batch_parts
+from latentforge.engine.dense_sgd import DenseSGDStep
+from latentforge.engine.split import MIN_PART, BatchSplit
+from latentforge.engine.threads import ENV, SPLIT_ENV, batch_parts, batch_separable
 
 SEPARABLE = {"linear-ae", "stacked-ae", "tied-ae", "conv-ae", "recurrent-ae"}
 
@@ -24,17 +25,17 @@ def clean_env(monkeypatch):
 
 
 def test_only_noise_free_per_sample_losses_are_separable():
-    """The classes that declare it; not their subclasses that add noise (denoising, hashing) or a
-    batch-level penalty (sparse), nor a model given a dropout layer."""
-    found = {n for n in model_names() if build_model(n, input_shape=[1, 28, 28]).batch_separable()}
+    """The engine's table of exact classes; not their subclasses that add noise (denoising,
+    hashing) or a batch-level penalty (sparse), nor a model given a dropout layer."""
+    found = {n for n in model_names() if batch_separable(build_model(n, input_shape=[1, 28, 28]))}
     assert found == SEPARABLE
     m = build_model("conv-ae", input_shape=[1, 28, 28])
     m.extra = nn.Dropout(0.2)
-    assert not m.batch_separable()
+    assert not batch_separable(m)
     m.extra = nn.Dropout(0.0)
-    assert m.batch_separable()
+    assert batch_separable(m)
     m.extra = nn.BatchNorm1d(4)
-    assert not m.batch_separable()
+    assert not batch_separable(m)
 
 
 def _pair(name, **kw):
@@ -83,8 +84,8 @@ def test_the_fused_sgd_step_on_threads_computes_the_one_thread_step(parts, kw):
     split = BatchSplit(parts)
     try:
         for lo, hi in [(0, 33), (33, 54), (54, 80), (0, 2 * MIN_PART - 1)]:
-            out_a = a.fused_sgd_step(x[lo:hi], 0.5, threads=split)
-            out_b = b.fused_sgd_step(x[lo:hi], 0.5)
+            out_a = DenseSGDStep(a, split)(x[lo:hi], 0.5)
+            out_b = DenseSGDStep(b)(x[lo:hi], 0.5)
             assert torch.allclose(out_a.loss, out_b.loss, rtol=1e-5, atol=1e-7)
             assert out_a.parts.keys() == out_b.parts.keys()
     finally:
@@ -135,7 +136,7 @@ def test_an_error_in_a_part_reaches_the_caller():
 def test_policy(clean_env):
     """Two parts for a separable one-thread step from SPLIT_MIN_FLOPS where two cores are usable;
     overridable; off where the user fixed the thread count."""
-    import latentforge.train.threads as th
+    import latentforge.engine.threads as th
     clean_env.setattr(th, "usable_cores", lambda: 4)
     conv = build_model("conv-ae", input_shape=[1, 28, 28])            # ~0.45 GFLOP a step at batch 32
     seed = build_model("stacked-ae", input_shape=[1, 28, 28])         # ~0.03 GFLOP
@@ -193,4 +194,4 @@ def test_a_second_fit_gets_threads_of_its_own(clean_env):
     tr.fit(x)
     tr.epochs = 2
     tr.fit(x)
-    assert tr.state.epoch == 2 and tr.batch_parts == 2 and tr._split is None
+    assert tr.state.epoch == 2 and tr.batch_parts == 2 and tr.engine is None

@@ -6,7 +6,7 @@ import torch
 
 from latentforge.errors import ConfigError
 from latentforge.models import build_model
-from latentforge.train.threads import ENV, apply_training_threads, forward_flops, training_threads
+from latentforge.engine.threads import ENV, apply_training_threads, forward_flops, training_threads
 
 
 @pytest.fixture
@@ -114,5 +114,5 @@ def test_recurrent_layers_are_counted():
     dense = 2 * 28 * 100 * 28                                                      # per-step output layer
     assert forward_flops(m) == lstm + dense
     gru = torch.nn.GRU(5, 7, num_layers=2, bidirectional=True, batch_first=True)
-    from latentforge.train.threads import _rnn_flops
+    from latentforge.engine.threads import _rnn_flops
     assert _rnn_flops(gru, torch.zeros(3, 4, 5)) == 12 * 2 * 3 * 7 * ((5 + 7) + (14 + 7)) * 2

@@ -91,15 +91,6 @@ def value_range(x) -> tuple[float, float]:
     return float(x.min()), float(x.max())
 
 
-def _batch_coupled(m: nn.Module) -> bool:
-    """A layer whose training-mode output for one sample depends on the others or on the RNG."""
-    if isinstance(m, nn.modules.dropout._DropoutNd):
-        return m.p > 0
-    if isinstance(m, nn.RNNBase):
-        return m.dropout > 0
-    return isinstance(m, nn.modules.batchnorm._BatchNorm)
-
-
 class LatentModel(nn.Module):
     """Base of every model: holds the validated config and states the contract."""
 
@@ -111,10 +102,6 @@ class LatentModel(nn.Module):
     codes_in_unit_interval: ClassVar[bool] = False
     #: True when samples of the right size but another shape (flat vs image) are accepted.
     accepts_flat: ClassVar[bool] = True
-    #: True when the loss is a mean over samples that do not see each other and the forward pass
-    #: draws no random numbers (see ``batch_separable``). Read from the class's own body only: a
-    #: subclass that adds noise or a batch-level penalty does not inherit it.
-    separable_batches: ClassVar[bool] = False
 
     def __init__(self, config: TrainConfig):
         super().__init__()
@@ -150,14 +137,6 @@ class LatentModel(nn.Module):
 
     def prepare(self, x: Tensor) -> None:
         """Fit data-dependent state (e.g. normalisation) before the first epoch. Default: none."""
-
-    def batch_separable(self) -> bool:
-        """Whether a batch's gradient is the sample-weighted sum of its sub-batches' gradients,
-        computed in any order, so that the trainer may share a step's batch out over threads
-        (``train/split.py``): the class itself (not a parent) sets :attr:`separable_batches`,
-        and no layer draws random numbers or keeps batch statistics."""
-        return (type(self).__dict__.get("separable_batches", False)
-                and not any(_batch_coupled(m) for m in self.modules()))
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> ModelOutput:  # pragma: no cover - abstract
         raise NotImplementedError

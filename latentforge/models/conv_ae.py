@@ -100,7 +100,6 @@ class ConvAE(Autoencoder):
     """Convolutional autoencoder: conv + max-pool encoder, strided transposed-conv decoder."""
 
     name = "conv-ae"
-    separable_batches = True          # a mean per-sample loss, no noise: see LatentModel.batch_separable
     config_class = ConvAEConfig
     config: ConvAEConfig
 

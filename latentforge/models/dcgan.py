@@ -20,7 +20,6 @@ from torch import Tensor, nn
 from ..config import check_positive
 from ..errors import DataError
 from .base import init_weight
-from .convkernels import ImageConv2d, ImageConvTranspose2d, MaskDropout
 from .gan import GAN, GANConfig, discriminator_head
 
 
@@ -64,7 +63,7 @@ class _Generator(nn.Module):
             nn.BatchNorm2d(self.ch, momentum=0.01, eps=1e-3),                 # Keras' BatchNorm defaults
             _conv_init(nn.ConvTranspose2d(self.ch, self.ch // 2, k, 2, p, output_padding=1)), nn.SELU(),
             nn.BatchNorm2d(self.ch // 2, momentum=0.01, eps=1e-3),
-            _conv_init(ImageConvTranspose2d(self.ch // 2, c, k, 2, p, output_padding=1)), nn.Tanh())
+            _conv_init(nn.ConvTranspose2d(self.ch // 2, c, k, 2, p, output_padding=1)), nn.Tanh())
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:    # (N, coding) -> (N, C, H, W)
         if self.embed is not None:
@@ -80,13 +79,11 @@ class _Discriminator(nn.Module):
         k, p, ch = cfg.kernel_size, cfg.kernel_size // 2, cfg.d_channels
         self.shape = shape
         self.label_map = nn.Embedding(cfg.n_classes, h * w) if conditional else None
-        # ImageConv2d / MaskDropout (and G's ImageConvTranspose2d): nn.Conv2d / nn.Dropout with faster
-        # CPU kernels, same parameters and function (models/convkernels.py; 1.2x on the CPU step)
         self.net = nn.Sequential(
-            _conv_init(ImageConv2d(c + (1 if conditional else 0), ch, k, 2, p)), nn.LeakyReLU(cfg.leaky_slope),
-            MaskDropout(cfg.dropout),
+            _conv_init(nn.Conv2d(c + (1 if conditional else 0), ch, k, 2, p)), nn.LeakyReLU(cfg.leaky_slope),
+            nn.Dropout(cfg.dropout),
             _conv_init(nn.Conv2d(ch, 2 * ch, k, 2, p)), nn.LeakyReLU(cfg.leaky_slope),
-            MaskDropout(cfg.dropout), nn.Flatten())
+            nn.Dropout(cfg.dropout), nn.Flatten())
         n_feat = 2 * ch * (h // 4) * (w // 4)                             # two stride-2 convs
         self.head = discriminator_head(cfg, n_feat)
 

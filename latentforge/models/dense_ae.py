@@ -10,9 +10,7 @@ SPEC 7  greedy layer-wise training (``greedy_stages``): AE1 D-100-D on the data,
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -20,15 +18,6 @@ from torch import Tensor, nn
 
 from ..config import check_nonnegative, check_positive
 from .base import ACTIVATIONS, AEConfig, Autoencoder, ModelOutput, activation, check_choice, dense
-
-if TYPE_CHECKING:
-    from ..train.split import BatchSplit
-
-
-_SELU_ALPHA = 1.6732632423543772848170429916717
-_SELU_SCALE = 1.0507009873554804934193349852946
-#: the activations the hand-fused step knows, as functions (a module call costs more)
-_FUSED_ACTIVATIONS = {"selu": F.selu, "relu": F.relu, "tanh": torch.tanh, "linear": lambda z: z}
 
 
 @dataclass
@@ -62,7 +51,6 @@ class StackedAE(Autoencoder):
     """Deep dense autoencoder; the decoder mirrors the encoder."""
 
     name = "stacked-ae"
-    separable_batches = True          # a mean per-sample loss, no noise: see LatentModel.batch_separable
     config_class = StackedAEConfig
     config: StackedAEConfig
 
@@ -98,139 +86,6 @@ class StackedAE(Autoencoder):
             if j < n - 1:
                 z = self.act(z)
         return z
-
-    # -- a lean training step for plain SGD -------------------------------------------------------
-
-    def fused_sgd_applies(self) -> bool:
-        """Whether :meth:`fused_sgd_step` computes this model's step: no corruption of the input
-        (noise, dropout), no extra loss terms, untied layers and an activation it knows."""
-        return (type(self).corrupt is Autoencoder.corrupt and type(self).regularization is Autoencoder.regularization
-                and type(self)._dec_layer is StackedAE._dec_layer
-                and self.config.activation in _FUSED_ACTIVATIONS)
-
-    def fused_sgd_step(self, x: Tensor, lr: float, threads: "BatchSplit | None" = None) -> ModelOutput | None:
-        """One SGD step (no momentum, no weight decay) with a hand-written backward pass.
-
-        The chapter's dense AEs are bound by per-step overhead (a CPU's, or a GPU's kernel
-        launches); this step skips autograd's bookkeeping, gradient buffers and the optimizer's
-        pass by folding each update into the kernel that computes its gradient
-        (``W.addmm_(δᵀ, h, alpha=-lr/n)``, ``b.addmv_(δᵀ, 1, alpha=-lr/n)``): about 26 kernels per
-        step for the seed AE, few enough to replay as CUDA graphs (see ``train/graphs.py``). It
-        computes what autograd + ``torch.optim.SGD`` compute, up to float rounding (tested
-        against them). Returns None where it does not apply (the trainer then takes the
-        autograd path).
-
-        ``threads`` (a ``train.split.BatchSplit``, CPU): the forward and backward passes run on
-        sub-batches, one per thread, then the updates, a share of the layers per thread.
-        """
-        if not self.fused_sgd_applies():
-            return None
-        with torch.no_grad():
-            target = self.to_internal(x)
-            alpha = -lr / target.numel()
-            rows = threads.rows(target) if threads is not None else (target,)
-            if len(rows) == 1:                                 # updates as the backward pass goes
-                loss = self._fused_backward(target, alpha)[0]
-            else:
-                parts = threads.run([functools.partial(self._fused_backward, t) for t in rows], grad=False)
-                threads.run([functools.partial(self._fused_update, ks, parts, alpha)
-                             for ks in self._layer_shares(threads.parts)], grad=False)
-                loss = sum((p[0] for p in parts[1:]), parts[0][0])
-            loss = loss / target.numel()
-        parts_ = {"bce": loss} if self.config.loss == "bce" else {"mse": loss * self.data_scale.square()}
-        return ModelOutput(loss=loss, parts=parts_)
-
-    def _fused_backward(self, target: Tensor, alpha: float | None = None):
-        """Forward and backward pass of the fused step on ``target`` (internal units); returns the
-        summed loss, each layer's input ``h_k`` and the gradient ``δ_k`` of the summed loss w.r.t.
-        its pre-activation. With ``alpha``, each layer is updated as soon as the gradient below it
-        is computed from its weights (while they are in cache) and no ``δ_k`` is kept; without,
-        the weights are only read (the updates follow, from the returned values). Call it with
-        gradients off."""
-        params, act = self._fused_params(), _FUSED_ACTIVATIONS[self.config.activation]
-        hs, h = [target], target
-        for k, (w, b) in enumerate(params):                    # forward, keeping each input
-            z = F.linear(h, w, b)
-            if k < len(params) - 1:
-                h = act(z)
-                hs.append(h)
-        loss_sum, delta = self._loss_and_delta(z, target)
-        deltas: list[Tensor] = []
-        for k in range(len(params) - 1, -1, -1):               # backward, top down
-            d_in = delta.mm(params[k][0]) if k > 0 else None   # from the weights before the update
-            if alpha is not None:
-                self._update(params[k], delta, hs[k], alpha)
-            else:
-                deltas.insert(0, delta)
-            if d_in is not None:
-                delta = self._act_backward(d_in, hs[k])
-        return loss_sum, hs, deltas
-
-    def _fused_params(self) -> list[tuple[Tensor, Tensor]]:
-        """(weight, bias) of each layer, input to output. Read from the layers' parameter dicts:
-        ``Module.__getattr__`` costs ~1 us a lookup on the 2-core VM, and a step would make 24
-        (the fused step's Python overhead is ~a third of its ~0.85 ms at batch 32 there)."""
-        return [(layer._parameters["weight"], layer._parameters["bias"]) for layer in (*self.enc, *self.dec)]
-
-    def _layer_shares(self, n: int) -> list[list[int]]:
-        """The layers' updates shared out over ``n`` threads: the biggest first, each to the least
-        loaded thread."""
-        sizes = [w.numel() for w, _ in self._fused_params()]
-        shares: list[list[int]] = [[] for _ in range(n)]
-        load = [0] * n
-        for k in sorted(range(len(sizes)), key=lambda k: -sizes[k]):
-            t = load.index(min(load))
-            shares[t].append(k)
-            load[t] += sizes[k]
-        return shares
-
-    def _fused_update(self, ks: list[int], parts: list[tuple], alpha: float) -> None:
-        """The SGD updates of layers ``ks`` from each sub-batch's :meth:`_fused_backward`."""
-        params = self._fused_params()
-        for k in ks:
-            for _, hs, deltas in parts:
-                self._update(params[k], deltas[k], hs[k], alpha)
-
-    def _update(self, wb: tuple[Tensor, Tensor], delta: Tensor, h: Tensor, alpha: float) -> None:
-        """``W += alpha δᵀ h``, ``b += alpha δᵀ 1``: SGD on the summed loss's gradient."""
-        w, b = wb
-        dt = delta.t()
-        b.addmv_(dt, self._ones(len(delta), delta), alpha=alpha)
-        w.addmm_(dt, h, alpha=alpha)
-
-    def _ones(self, n: int, like: Tensor) -> Tensor:
-        """A cached vector of ``n`` ones (the bias gradient is ``δᵀ 1``)."""
-        cache = self.__dict__.setdefault("_ones_cache", {})
-        key = (n, like.device, like.dtype)
-        if key not in cache:
-            cache[key] = torch.ones(n, device=like.device, dtype=like.dtype)
-        return cache[key]
-
-    def _loss_and_delta(self, z: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        """Summed loss, and its gradient w.r.t. the output pre-activation ``z``; the mean's ``1/n``
-        goes into the update's ``alpha``."""
-        if self.config.loss == "bce":          # BCE on logits: softplus(z) - t z (3 kernels)
-            loss = F.softplus(z).addcmul_(target, z, value=-1.0).sum()
-            return loss, torch.sigmoid(z).sub_(target)
-        if self.config.output_activation == "sigmoid":              # sigmoid + MSE
-            p = torch.sigmoid(z)
-            err = p - target
-            loss = err.square().sum()
-            return loss, torch.ops.aten.sigmoid_backward(err, p).mul_(2.0)     # 2 err p (1 - p)
-        err = z - target                                            # linear + MSE
-        loss = err.square().sum()
-        return loss, err.mul_(2.0)
-
-    def _act_backward(self, grad: Tensor, h: Tensor) -> Tensor:
-        """Gradient through the activation, from its output ``h`` (the kernels autograd uses)."""
-        a = self.config.activation
-        if a == "selu":
-            return torch.ops.aten.elu_backward(grad, _SELU_ALPHA, _SELU_SCALE, 1.0, True, h)
-        if a == "relu":
-            return torch.ops.aten.threshold_backward(grad, h, 0)
-        if a == "tanh":
-            return torch.ops.aten.tanh_backward(grad, h)
-        return grad
 
     # -- SPEC 7: greedy layer-wise training ---------------------------------------------------
     def greedy_stages(self) -> list["GreedyStage"]:
@@ -298,7 +153,6 @@ class LinearAE(StackedAE):
     """Undercomplete linear autoencoder: with MSE it finds PCA's subspace (SPEC 1)."""
 
     name = "linear-ae"
-    separable_batches = True          # a mean per-sample loss, no noise: see LatentModel.batch_separable
     config_class = LinearAEConfig
 
 
@@ -311,7 +165,6 @@ class TiedAE(StackedAE):
     """Stacked AE whose decoder reuses the transposed encoder kernels (SPEC 6)."""
 
     name = "tied-ae"
-    separable_batches = True          # a mean per-sample loss, no noise: see LatentModel.batch_separable
     config_class = TiedAEConfig
 
     def _build_decoder(self) -> None:

@@ -60,7 +60,6 @@ class RecurrentAE(Autoencoder):
     """Recurrent autoencoder: LSTM encoder over the image rows, LSTM decoder from the repeated code."""
 
     name = "recurrent-ae"
-    separable_batches = True          # a mean per-sample loss, no noise: see LatentModel.batch_separable
     config_class = RecurrentAEConfig
     config: RecurrentAEConfig
 

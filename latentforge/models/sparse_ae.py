@@ -56,10 +56,6 @@ class SigmoidCodingAE(StackedAE):
     def _before_coding(self, h: Tensor) -> Tensor:
         return h
 
-    def fused_sgd_applies(self) -> bool:
-        """The hand-fused step knows only uniform activations: always take the autograd path."""
-        return False
-
     def _encode(self, x: Tensor) -> Tensor:          # (N, D) -> (N, coding_size), in [0, 1]
         for layer in self.enc[:-1]:
             x = self.act(layer(x))

@@ -23,19 +23,19 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..config import config_to_dict, load_config_file, make_config
+from ..config import ENGINE_KEYS, config_to_dict, load_config_file, make_config, migrate_legacy_engine
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models import LatentModel, get_model_class
 from .checkpoint import atomic_write_json, load_checkpoint, load_module_state, split_prefix
 from . import distributed as ddp
-from .accel import check_precision
+from ..engine import check_precision
 from .adversarial import AdversarialTrainer
 from .trainer import CHECKPOINT, Trainer
 
 RUN_JSON = "run.json"
 HISTORY_JSON = "history.json"
 #: config fields that may change when a run is resumed (how long it trains, not what it is)
-RESUMABLE_CHANGES = ("epochs", "finetune_epochs", "early_stopping", "nan_policy", "precision", "compile")
+RESUMABLE_CHANGES = ("epochs", "finetune_epochs", "early_stopping", "nan_policy", "divergence_policy", *ENGINE_KEYS)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -231,6 +231,7 @@ def with_legacy_defaults(cls, saved: dict[str, Any]) -> dict[str, Any]:
     class lists another value in ``LEGACY_DEFAULTS`` (a new field whose default changed the model,
     e.g. StyleGAN's ``style_mode``: older runs are ``adain``)."""
     legacy = getattr(cls.config_class, "LEGACY_DEFAULTS", {})
+    saved = migrate_legacy_engine(saved)     # engine keys saved flat, before the engine section
     return {**{k: v for k, v in legacy.items() if k not in saved}, **saved}
 
 
@@ -245,7 +246,7 @@ def model_from_meta(tensors: dict[str, torch.Tensor], meta: dict[str, Any], sour
     saved = meta.get("config")
     if not isinstance(saved, dict):
         raise CheckpointError(f"{source}: checkpoint has no config")
-    known = {f for f in cls.config_class.__dataclass_fields__}
+    known = {f for f in cls.config_class.__dataclass_fields__} | set(ENGINE_KEYS)   # engine keys: saved flat before
     unknown = sorted(set(saved) - known)
     if unknown:
         warnings.warn(f"{source}: ignoring config keys unknown to this version: {', '.join(unknown)} "
@@ -370,7 +371,7 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
             changes = {**load_config_file(config_file), **changes}
         changes = {k: v for k, v in changes.items() if v is not None}
         merged = make_config(cls.config_class, {**config_to_dict(config), **changes})
-        bad = [k for k in changes if k not in RESUMABLE_CHANGES and getattr(merged, k) != getattr(config, k)]
+        bad = [k for k in changes if k not in RESUMABLE_CHANGES and getattr(merged, k, None) != getattr(config, k, None)]
         if bad:
             raise ConfigError(f"--resume cannot change {', '.join(bad)} (only {', '.join(RESUMABLE_CHANGES)}); "
                               f"start a new run instead")
@@ -395,7 +396,7 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
     if streaming and greedy:
         raise ConfigError(f"--greedy: {ds.name} is streamed from disk (too large for memory) and greedy "
                           f"stages need it in memory; train without --greedy")
-    check_precision(config.precision, dev, adversarial=bool(getattr(cls, "adversarial", False)))
+    check_precision(config.engine.precision, dev, adversarial=bool(getattr(cls, "adversarial", False)))
     train_ds, valid_ds = train_valid_split(ds, valid_fraction, seed=config.seed)
     if config.batch_size > len(train_ds):
         raise ConfigError(f"config field 'batch_size' = {config.batch_size}: larger than the "

@@ -27,11 +27,9 @@ from torch import Tensor, nn
 from .. import __version__
 from ..config import TrainConfig
 from ..errors import CheckpointError, ConfigError, Interrupted, TrainingError, collective
+from .. import engine as engine_
+from ..engine import Engine, check_precision, grad_scaler
 from . import distributed as ddp
-from .accel import autocast, check_precision, grad_scaler, maybe_compile
-from .graphs import ChunkedSteps, graph_safe_params
-from .split import BatchSplit
-from .threads import apply_training_threads
 from .checkpoint import (load_module_state, load_optimizer_state, optimizer_state, save_checkpoint,
                          split_prefix)
 
@@ -181,15 +179,14 @@ class Trainer:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.desc = desc
         self.eval_batch_size = eval_batch_size
+        self.engine: Engine | None = None  # how this fit's steps run (latentforge.engine), during a fit
         self.threads: int | None = None    # intra-op threads of the last fit (restored after it)
-        self.batch_parts = 1               # sub-batches on threads of their own, per step (see split.py)
-        self._split: BatchSplit | None = None
+        self.batch_parts = 1               # sub-batches on threads of their own, per step (engine/split.py)
+        self.fast_step: str | None = None  # the engine's fast step of the last fit (e.g. "dense-sgd"), or None
         self.callbacks = list(callbacks)   # called as cb(trainer, record) after each epoch, before the checkpoint
         self.state = TrainerState()
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self._best_weights: dict[str, Tensor] | None = None
-        self._fused = None
-        self._chunks: tuple[float, ChunkedSteps] | None = None    # (lr, the chunked path), see _chunked
         # NaN/Inf policy and interruption bookkeeping (see _nan_guard, fit)
         self.skipped_batches = 0          # batches skipped under --nan-policy skip, in this process
         self._skips_in_row = 0
@@ -203,13 +200,11 @@ class Trainer:
         self.dist = ddp.info()
         if not self.dist.main:            # only rank 0 logs, shows progress and writes
             self.log, self.progress = (lambda msg: None), False
-        check_precision(cfg.precision, self.device, adversarial=type(self).train_step is not Trainer.train_step)
-        self._scaler = grad_scaler(cfg.precision, self.device)
+        check_precision(cfg.engine.precision, self.device, adversarial=type(self).train_step is not Trainer.train_step)
+        self._scaler = grad_scaler(cfg.engine.precision, self.device)   # checkpointed state, like the optimizer's
         self._sync: ddp.GradSync | None = None
         self._rank_rng: list[Any] = []
         self._rank_rng_restored = False
-        self._compiled = False
-        self._plain = True
 
     def build_optimizers(self, lr: float | None) -> dict[str, torch.optim.Optimizer]:
         return {"optim": build_optimizer(self.params, self.cfg, lr)}
@@ -428,11 +423,12 @@ class Trainer:
         of the last step done, after each step or, on the chunked path, after each chunk of
         steps (CUDA graphs on a GPU, see :mod:`.graphs`)."""
         cfg = self.cfg
-        self._fused = self._fused_step() if self._plain else None   # it bypasses autograd and autocast
-        chunks = self._chunked(x)
-        if chunks is not None:
-            for b, table in chunks.epoch(self._epoch_order(len(x), n_use, x.device), cfg.batch_size):
-                losses.names = chunks.names
+        fast = self.engine.fast
+        if fast is not None and self._own_step() and isinstance(x, Tensor) and x.device == self.device:
+            # the fused step's chunks (CUDA graphs on a GPU where enabled): it bypasses autograd
+            order = self._epoch_order(len(x), n_use, x.device)
+            for b, table, names in fast.epoch(x, order, cfg.batch_size, self.optimizer.param_groups[0]["lr"]):
+                losses.names = names
                 losses.add_block(table)
                 yield b
             return
@@ -441,34 +437,18 @@ class Trainer:
         else:
             batches = x.epoch_batches(cfg.batch_size, cfg.seed, epoch, n_use, rank=self.dist.rank,
                                       world=self.dist.world, device=self.device)
-        step = self._scaled_step if self._scaler is not None else self.train_step
+        compiled = self.engine.compiled
         for b, (xb, yb, share) in enumerate(batches):
             if self._sync is not None:
                 self._sync.share = share              # this rank's part of the global batch
-            if self._compiled:
+            if compiled:
                 torch.compiler.cudagraph_mark_step_begin()
-            with autocast(cfg.precision, self.device):
-                out = step(xb, yb)
+            with self.engine.autocast():
+                out = self.train_step(xb, yb)
             # with several processes the losses are scaled by share * world, so that their mean
             # over the ranks is the global batch's mean (1 for evenly split batches)
-            losses.add(out, share * self.dist.world, copy=self._compiled)
+            losses.add(out, share * self.dist.world, copy=compiled)
             yield b
-
-    def _chunked(self, x: Any) -> ChunkedSteps | None:
-        """The chunked path (:class:`.graphs.ChunkedSteps`) where it applies: a hand-fused step
-        (plain SGD, precision 32, one process, this trainer's own ``train_step``) on in-memory
-        data on the training device. Rebuilt when the learning rate changes (it is baked into
-        the CUDA graphs)."""
-        if (self._fused is None or getattr(self.train_step, "__func__", None) is not Trainer.train_step
-                or not isinstance(x, Tensor) or x.device != self.device):
-            return None
-        lr = self.optimizer.param_groups[0]["lr"]
-        if self._chunks is None or self._chunks[0] != lr or self._chunks[1].x is not x:
-            fused = self._fused                # (this fit's threads: a fit's BatchSplit ends with it)
-            self._chunks = (lr, ChunkedSteps(lambda xb: fused(xb, lr, threads=self._split), x,
-                                             graph_safe_params(self.model),
-                                             graphs=self.cfg.cuda_graphs, log=self.log))
-        return self._chunks[1]
 
     def _epoch_order(self, n: int, n_use: int, device: torch.device) -> Tensor:
         """This epoch's seeded random order of the samples (the first ``n_use`` of a permutation)."""
@@ -509,14 +489,10 @@ class Trainer:
         """Compilation, and with several processes: rank 0's weights everywhere, gradient averaging,
         and a torch RNG of each rank's own (unless restored from the checkpoint)."""
         cfg, d = self.cfg, self.dist
-        self._threads_before = torch.get_num_threads()
-        # one thread for small models on CPU; their batch shared out over threads where that pays
-        self.threads, parts = apply_training_threads(self.model, cfg.batch_size)
-        self._compiled = maybe_compile(self.model, cfg.compile, self.device, self.log)
-        self._plain = cfg.precision == "32" and d.world == 1 and not self._compiled
-        self.batch_parts = parts if self._plain and type(self).train_step is Trainer.train_step else 1
-        if self.batch_parts > 1:
-            self._split = BatchSplit(self.batch_parts)
+        self.engine = engine_.start(self.model, cfg, self.device, params=self.params, optimizer=self.optimizer,
+                                    world=d.world, own_step=self._own_step(), scaler=self._scaler, log=self.log)
+        self.threads, self.batch_parts = self.engine.threads, self.engine.batch_parts
+        self.fast_step = self.engine.fast.name if self.engine.fast is not None and self._own_step() else None
         if d.world > 1:
             ddp.broadcast_module(self.model)
             self._sync = ddp.GradSync(self.params)
@@ -524,10 +500,9 @@ class Trainer:
                 torch.manual_seed(ddp.rank_seed(cfg.seed, d.rank, self.state.epoch))
 
     def _end_fit(self) -> None:
-        torch.set_num_threads(self._threads_before)
-        if self._split is not None:
-            self._split.close()
-            self._split = None
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
         if self._sync is not None:
             self._sync.remove()
             self._sync = None
@@ -557,7 +532,7 @@ class Trainer:
         the held-out data and the means are combined."""
         d = self.dist
         n = len(x)
-        with autocast(self.cfg.precision, self.device):
+        with engine_.autocast(self.cfg.engine.precision, self.device):
             if d.world == 1 or n < d.world:
                 return self.evaluate(x, y)
             lo, hi = (int(v) for v in _share(n, d.rank, d.world))
@@ -565,16 +540,6 @@ class Trainer:
             vals = self.evaluate(part, y[lo:hi] if y is not None else None)
         sums = torch.tensor([v * (hi - lo) for v in vals.values()], dtype=torch.float64, device=self.device)
         return dict(zip(vals, (ddp.all_reduce_sum(sums) / n).tolist()))
-
-    def _scaled_step(self, xb: Tensor, yb: Tensor | None) -> Any:
-        """``train_step`` with float16 loss scaling (``precision = 16-mixed``, CUDA)."""
-        out = self.model(xb, yb)
-        opt, scaler = self.optimizer, self._scaler
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(out.loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        return out
 
     def _restore_scale_state(self, tensors: dict[str, Tensor]) -> None:
         """This rank's RNG (several processes), the CUDA RNG and the loss scale from a checkpoint."""
@@ -592,19 +557,20 @@ class Trainer:
             self._scaler.load_state_dict(state)
 
     def train_step(self, xb: Tensor, yb: Tensor | None) -> Any:
-        """One optimisation step on a batch; returns the model's output (``.loss``, ``.parts``)."""
-        if self._fused is not None:
-            out = self._fused(xb, self.optimizer.param_groups[0]["lr"], threads=self._split)
-            if out is not None:
-                return out
+        """One optimisation step on a batch; returns the model's output (``.loss``, ``.parts``).
+        During a fit the engine runs it (a fast step where one applies); outside, plain autograd."""
+        if self.engine is not None:
+            return self.engine.step(xb, yb)
         self.optimizer.zero_grad(set_to_none=True)
-        if self._split is not None:
-            out = self._split.forward_backward(self.model, self.params, xb, yb)   # sets the batch's .grad
-        else:
-            out = self.model(xb, yb)
-            out.loss.backward()
+        out = self.model(xb, yb)
+        out.loss.backward()
         self.optimizer.step()
         return out
+
+    def _own_step(self) -> bool:
+        """Whether this trainer's steps are :meth:`Trainer.train_step` (the engine's), not a
+        subclass's or an instance's own."""
+        return getattr(self.train_step, "__func__", None) is Trainer.train_step
 
     def on_epoch_end(self, epoch: int) -> None:
         """Called after each epoch's record is appended, before the checkpoint is written: saves
@@ -642,22 +608,6 @@ class Trainer:
             m.train(was)
 
     # ------------------------------------------------------------------------------ helpers
-    def _fused_step(self):
-        """The model's hand-fused SGD step, where it applies: plain SGD (no momentum, no weight
-        decay) on all of the model's parameters, and the config leaves ``fused_step`` on."""
-        fn = getattr(self.model, "fused_sgd_step", None)
-        cfg = self.cfg
-        if (fn is None or not self.model.fused_sgd_applies() or not cfg.fused_step or cfg.optimizer != "sgd" or cfg.momentum
-                or cfg.weight_decay or len(self.optimizer.param_groups) != 1
-                or cfg.nan_policy == "skip"):        # skip must see the gradients before the update
-            return None
-        if not all(p.requires_grad for p in self.params):
-            return None
-        own = {id(p) for p in self.model.parameters()}
-        if own != {id(p) for p in self.params} or len(own) != len(self.params):
-            return None
-        return fn
-
     def _set_lr(self, epoch: int) -> None:
         """The learning rate of ``epoch``: a pure function of the epoch, so resume stays exact."""
         if self.cfg.lr_schedule == "constant":

@@ -22,16 +22,18 @@ and the conditional GAN's at their batch size) keep PyTorch's thread count too.
 
 A step on one thread can still use several cores: :func:`batch_parts` shares the batch itself
 out, as sub-batches whose forward and backward passes run on threads of their own
-(:mod:`.split`), for models where that computes the same gradient (``batch_separable()``) and
+(:mod:`.split`), for models where that computes the same gradient (:func:`batch_separable`) and
 steps of at least :data:`SPLIT_MIN_FLOPS` (the conv and recurrent AEs at batch 32, the seed AE
 from batch 128; not at 32, where handing work to a thread costs more than it saves). Two parts
 where the process may use two cores or more.
 
 The choice depends on the model, the batch size, the wait policy and the cores the process may
-use, never on the machine's load, so runs stay reproducible. ``LATENTFORGE_THREADS=N`` sets the
-thread count for every step (``0`` leaves PyTorch's setting, whatever the size); an explicit
-``OMP_NUM_THREADS`` is respected as well, and either turns the batch split off.
-``LATENTFORGE_BATCH_SPLIT=N`` sets the number of parts (``1``: no split).
+use, never on the machine's load, so runs stay reproducible. The engine config's ``threads``
+(``--set threads=N``) or ``LATENTFORGE_THREADS=N`` sets the thread count for every step (``0``
+leaves PyTorch's setting, whatever the size); an explicit ``OMP_NUM_THREADS`` is respected as
+well, and either turns the batch split off. ``batch_split`` (``--set batch_split=N``) or
+``LATENTFORGE_BATCH_SPLIT=N`` sets the number of parts (``1``: no split). The config wins over
+the environment.
 """
 from __future__ import annotations
 
@@ -42,6 +44,9 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ..models.conv_ae import ConvAE
+from ..models.dense_ae import LinearAE, StackedAE, TiedAE
+from ..models.recurrent_ae import RecurrentAE
 from .split import MIN_PART
 
 ENV = "LATENTFORGE_THREADS"
@@ -61,6 +66,29 @@ PASSIVE_MULTI_THREAD_FLOPS = 2e9
 SPLIT_MIN_FLOPS = 1e8
 #: the most parts chosen without ``LATENTFORGE_BATCH_SPLIT`` (only two cores measured)
 MAX_AUTO_PARTS = 2
+
+
+#: the exact model classes whose loss is a mean over samples that do not see each other and whose
+#: forward pass draws no random numbers (given no batch-coupled layer): a subclass, which may add
+#: noise or a batch-level penalty, is not in it
+SEPARABLE = (StackedAE, LinearAE, TiedAE, ConvAE, RecurrentAE)
+
+
+def _batch_coupled(m: nn.Module) -> bool:
+    """A layer whose training-mode output for one sample depends on the others or on the RNG."""
+    if isinstance(m, nn.modules.dropout._DropoutNd):
+        return m.p > 0
+    if isinstance(m, nn.RNNBase):
+        return m.dropout > 0
+    return isinstance(m, nn.modules.batchnorm._BatchNorm)
+
+
+def batch_separable(model: nn.Module) -> bool:
+    """Whether a batch's gradient is the sample-weighted sum of its sub-batches' gradients,
+    computed in any order (so a step's batch may be shared out over threads, :mod:`.split`):
+    ``model`` is exactly one of :data:`SEPARABLE` and no layer draws random numbers or keeps
+    batch statistics."""
+    return type(model) in SEPARABLE and not any(_batch_coupled(m) for m in model.modules())
 
 
 def passive_wait() -> bool:
@@ -145,10 +173,12 @@ def _step_flops_once(model: nn.Module, batch_size: int) -> Callable[[], float | 
     return functools.cache(lambda: step_flops(model, batch_size))
 
 
-def training_threads(model: nn.Module, batch_size: int, flops: Callable[[], float | None] | None = None) -> int | None:
+def training_threads(model: nn.Module, batch_size: int, flops: Callable[[], float | None] | None = None,
+                     setting: int | None = None) -> int | None:
     """The intra-op thread count to train ``model`` at ``batch_size`` with (None: leave it).
-    ``flops``: a function giving the step's FLOPs (default :func:`step_flops`)."""
-    n = _env_int(ENV, "a number of threads (0 = PyTorch's default)")
+    ``flops``: a function giving the step's FLOPs (default :func:`step_flops`); ``setting``: the
+    engine config's ``threads`` (None: :data:`ENV`, else the choice of the module docstring)."""
+    n = setting if setting is not None else _env_int(ENV, "a number of threads (0 = PyTorch's default)")
     if n is not None:
         return n if n > 0 else None
     if os.environ.get("OMP_NUM_THREADS") or not _on_cpu(model):
@@ -169,15 +199,18 @@ def usable_cores() -> int:
 
 
 def batch_parts(model: nn.Module, batch_size: int, threads: int,
-                flops: Callable[[], float | None] | None = None) -> int:
+                flops: Callable[[], float | None] | None = None, setting: int | None = None,
+                threads_set: bool = False) -> int:
     """Into how many sub-batches on their own threads a step on ``threads`` intra-op threads
-    shares its batch (see the module docstring and :mod:`.split`); 1: none."""
-    n = _env_int(SPLIT_ENV, "a number of sub-batches (1 = no split)")
-    if not (_on_cpu(model) and callable(getattr(model, "batch_separable", None)) and model.batch_separable()):
+    shares its batch (see the module docstring and :mod:`.split`); 1: none. ``setting``: the
+    engine config's ``batch_split`` (None: :data:`SPLIT_ENV`, else the automatic choice);
+    ``threads_set``: the config fixed the thread count (which turns the automatic split off)."""
+    n = setting if setting is not None else _env_int(SPLIT_ENV, "a number of sub-batches (1 = no split)")
+    if not (_on_cpu(model) and batch_separable(model)):
         return 1
     if n is not None:
         return max(n, 1)
-    if threads != 1 or os.environ.get(ENV) or os.environ.get("OMP_NUM_THREADS"):
+    if threads != 1 or threads_set or os.environ.get(ENV) or os.environ.get("OMP_NUM_THREADS"):
         return 1
     f = (flops or _step_flops_once(model, batch_size))()
     if f is None or f < SPLIT_MIN_FLOPS:
@@ -185,12 +218,14 @@ def batch_parts(model: nn.Module, batch_size: int, threads: int,
     return max(1, min(MAX_AUTO_PARTS, usable_cores(), batch_size // MIN_PART))
 
 
-def apply_training_threads(model: nn.Module, batch_size: int) -> tuple[int, int]:
+def apply_training_threads(model: nn.Module, batch_size: int, threads: int | None = None,
+                           split: int | None = None) -> tuple[int, int]:
     """Set PyTorch's intra-op thread count for training (see the module docstring); returns it
-    and the number of sub-batches each step's batch is shared out in (:func:`batch_parts`)."""
+    and the number of sub-batches each step's batch is shared out in (:func:`batch_parts`).
+    ``threads``, ``split``: the engine config's settings (None: automatic)."""
     flops = _step_flops_once(model, batch_size)              # one estimate for both choices
-    n = training_threads(model, batch_size, flops)
+    n = training_threads(model, batch_size, flops, threads)
     if n is not None and n != torch.get_num_threads():
         torch.set_num_threads(n)
-    threads = torch.get_num_threads()
-    return threads, batch_parts(model, batch_size, threads, flops)
+    used = torch.get_num_threads()
+    return used, batch_parts(model, batch_size, used, flops, split, threads_set=threads is not None)

@@ -1,4 +1,8 @@
-"""Faster CPU kernels for the chapter's conv models: the same functions, computed another way.
+"""Faster CPU kernels for the chapter's DCGAN: the same functions, computed another way.
+
+The DCGAN is built from PyTorch's own layers; for the exact classes of :data:`TYPES`, training
+swaps the layers below in place for the length of a fit (:func:`swap_in`: the same parameters,
+the same state dict, only the module's class changes; a subclass keeps PyTorch's layers):
 
 * :class:`ImageConv2d` / :class:`ImageConvTranspose2d`: ``nn.Conv2d`` / ``nn.ConvTranspose2d``
   (same parameters, same state dict) for the layers that read or write the image itself, with one
@@ -19,9 +23,13 @@
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..models.dcgan import ConditionalGAN, DCGAN
 
 aten = torch.ops.aten
 
@@ -110,3 +118,41 @@ class MaskDropout(nn.Dropout):
             return super().forward(x)
         mask = torch.rand_like(x).ge_(self.p).div_(1 - self.p)       # 1 / (1 - p) where kept, else 0
         return x.mul_(mask) if self.inplace else x * mask
+
+
+#: the exact model classes whose layers :func:`swap_in` replaces
+TYPES = (DCGAN, ConditionalGAN)
+#: the image-side convolutions: at most this many image channels (grey, RGB, RGBA + a label map)
+IMAGE_CHANNELS = 5
+
+
+def _swaps(model: nn.Module) -> list[tuple[nn.Module, type]]:
+    """The layers of ``model`` to swap and their faster class: the discriminator's convolutions
+    that read the image, the generator's transposed convolutions that write it, the
+    discriminator's dropout."""
+    if type(model) not in TYPES:
+        return []
+    out: list[tuple[nn.Module, type]] = []
+    for m in model.discriminator.modules():
+        if type(m) is nn.Conv2d and m.in_channels <= IMAGE_CHANNELS:
+            out.append((m, ImageConv2d))
+        elif type(m) is nn.Dropout:
+            out.append((m, MaskDropout))
+    for m in model.generator.modules():
+        if type(m) is nn.ConvTranspose2d and m.out_channels <= IMAGE_CHANNELS:
+            out.append((m, ImageConvTranspose2d))
+    return out
+
+
+def swap_in(model: nn.Module) -> Callable[[], None]:
+    """Give the layers of an exact :data:`TYPES` model the faster classes of this module (in
+    place); returns the function that gives them back their own. Other models: nothing changes."""
+    swaps = _swaps(model)
+    done = [(m, type(m)) for m, _ in swaps]
+    for m, fast in swaps:
+        m.__class__ = fast
+
+    def restore() -> None:
+        for m, cls in done:
+            m.__class__ = cls
+    return restore

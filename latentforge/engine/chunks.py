@@ -10,13 +10,16 @@ once as a CUDA graph and then replayed: one launch per chunk instead of ~26 per 
 Python in between. Elsewhere the same chunk function runs eagerly, so the CPU test suite checks
 exactly what the graphs replay.
 
+CUDA graphs are off by default (``cuda_graphs = false`` in the engine config) until a GPU run
+has verified them (``bench/gpu_check.py``); ``--set cuda_graphs=true`` turns them on.
+
 A graph is trusted only after it has shown that it computes what the eager chunk computes: the
 first replay of each captured chunk is checked against the same chunk run eagerly from the same
 weights (losses and every updated tensor, within float tolerance); a capture that fails or a
 replay that differs is reported in one line, and training goes on eagerly.
 
-Only steps that are graph-safe go through here: the models' hand-fused SGD steps
-(``fused_sgd_step``), which draw no random numbers, never sync with the host and update the
+Only steps that are graph-safe go through here: the engine's hand-fused SGD step
+(:mod:`.dense_sgd`), which draws no random numbers, never syncs with the host and updates the
 parameters in place (so the captured addresses stay valid). The learning rate is baked into a
 graph, so a new learning rate (an lr schedule) captures new graphs.
 """
@@ -42,7 +45,7 @@ class ChunkedSteps:
     ``gather_chunks`` gathers a chunk's batches at once (default: on CUDA, see :meth:`_run`).
     """
 
-    def __init__(self, step: Step, x: Tensor, params: list[Tensor], *, chunk: int = 128, graphs: bool = True,
+    def __init__(self, step: Step, x: Tensor, params: list[Tensor], *, chunk: int = 128, graphs: bool = False,
                  gather_chunks: bool | None = None, log: Callable[[str], None] = print):
         self.step, self.x, self.params, self.log = step, x, params, log
         self.names: list[str] | None = None       # the step's loss parts, in table order
