@@ -8,7 +8,8 @@ What it measures (each a separate section in the printed table; all in one proce
   (the 3,600 training digits of mnist-4k tiled), batch 32, 20 epochs, through ``Trainer.fit``:
   wall time including placement and CUDA-graph capture, and the sum of the epochs' times;
   held-out BCE on the 400 other digits. Also at batch 256.
-* the same with ``cuda_graphs=false`` (eager fused step), with the autograd path
+* the same with ``cuda_graphs=false`` (eager fused step; the default until this check has passed
+  on a GPU), with the autograd path
   (``fused_step=false``), and a plain PyTorch loop (data on the GPU, autograd, torch.optim.SGD),
   for ratios measured in the same run;
 * **kernels** (first): the fused step's cost per step in chunks of 128, eager and replayed as a
@@ -155,13 +156,13 @@ def main() -> None:
 
     def target():
         for batch in (32, 256):
-            r = fit_seed_ae(x, xv, dev, epochs, batch)
+            r = fit_seed_ae(x, xv, dev, epochs, batch, cuda_graphs=True)
             note(f"target b{batch} graphs: {epochs} epochs x {n}",
                  f"wall {r['wall']:.2f}s (epochs {r['epochs_s']:.2f}s; first {r['first_epoch_s']:.3f}s, "
                  f"last {r['last_epoch_s']:.3f}s), {r['samples_per_s']:,.0f} samples/s, "
                  f"train BCE {r['train_bce']:.4f}, held-out BCE {r['valid_bce']:.4f}")
             # a second run in the same process: no first-use costs (cuBLAS handles, allocator)
-            r2 = fit_seed_ae(x, xv, dev, epochs, batch)
+            r2 = fit_seed_ae(x, xv, dev, epochs, batch, cuda_graphs=True)
             note(f"target b{batch} graphs (again)", f"wall {r2['wall']:.2f}s, held-out BCE {r2['valid_bce']:.4f}")
             e_ep = epochs if batch == 256 else max(1, epochs // 10)
             e = fit_seed_ae(x, xv, dev, e_ep, batch, cuda_graphs=False)
@@ -181,7 +182,8 @@ def main() -> None:
         the floor that graph replays cannot go below."""
         from torch.profiler import ProfilerActivity, profile
 
-        from latentforge.train.graphs import ChunkedSteps, graph_safe_params
+        from latentforge.engine.chunks import ChunkedSteps, graph_safe_params
+        from latentforge.engine.dense_sgd import DenseSGDStep
         torch.manual_seed(0)
         m = build_model("stacked-ae", input_shape=[784]).to(dev)
         xd = x.to(dev)
@@ -190,7 +192,8 @@ def main() -> None:
         order = order[:steps * 32]
 
         def chunks(graphs: bool) -> ChunkedSteps:
-            return ChunkedSteps(lambda xb: m.fused_sgd_step(xb, 1.5), xd, graph_safe_params(m), graphs=graphs,
+            step = DenseSGDStep(m)
+            return ChunkedSteps(lambda xb: step(xb, 1.5), xd, graph_safe_params(m), graphs=graphs,
                                 log=lambda s: note("kernels: graphs", s))
         for graphs in ((False, True) if dev.type == "cuda" else (False,)):
             ch = chunks(graphs)
@@ -237,9 +240,9 @@ def main() -> None:
     def resume():
         from safetensors.torch import load_file
         cli("train", "stacked-ae", "--data", str(work / "d.npy"), "--device", dev_flag,
-            "--epochs", "2", "--out", str(work / "full"), "--no-progress")
+            "--epochs", "2", "--out", str(work / "full"), "--no-progress", "--set", "cuda_graphs=true")
         cli("train", "stacked-ae", "--data", str(work / "d.npy"), "--device", dev_flag,
-            "--epochs", "1", "--out", str(work / "part"), "--no-progress")
+            "--epochs", "1", "--out", str(work / "part"), "--no-progress", "--set", "cuda_graphs=true")
         cli("train", "stacked-ae", "--data", str(work / "d.npy"), "--device", dev_flag,
             "--epochs", "2", "--out", str(work / "part"), "--resume", "--no-progress")
         a_, b_ = (load_file(work / r / "checkpoint.safetensors") for r in ("full", "part"))

@@ -11,10 +11,10 @@ Runs, alternately and ``--repeats`` times, each as its own subprocess on the sam
   - the chapter's Keras code when ``--keras-python`` names a Python with TensorFlow
     (``keras_seed_ae.py``, ``keras_conv_ae.py``, ``keras_dcgan.py`` of ``../shared/bench``),
   - ``latentforge-Nt`` for each ``--lf-threads N``: latentforge with ``LATENTFORGE_THREADS=N``
-    (an explicit thread count also turns the batch split of ``train/split.py`` off: ``--lf-threads 1``
+    (an explicit thread count also turns the batch split of ``engine/split.py`` off: ``--lf-threads 1``
     is latentforge on one thread, as it trained the conv AE before the split),
   - with ``--lf-plain-kernels``, ``latentforge-plain``: latentforge with PyTorch's own layers in place
-    of ``models/convkernels.py``'s (``nn.Conv2d``, ``nn.ConvTranspose2d``, ``nn.Dropout``; same
+    of ``engine/kernels.py``'s (``nn.Conv2d``, ``nn.ConvTranspose2d``, ``nn.Dropout``; same
     parameters), i.e. the code before those kernels, to measure them in the same run.
 Each ``--batch`` is its own round. Prints samples/s (for dcgan: real images consumed per second)
 and held-out BCE, then the ratios of the medians. The machine is shared and noisy: only ratios
@@ -50,16 +50,6 @@ MODELS = {
 }
 
 
-def plain_kernels(model) -> None:
-    """Swap models/convkernels.py's layers back to PyTorch's own (same parameters, same function)."""
-    from torch import nn
-
-    from latentforge.models import convkernels as ck
-    plain = {ck.ImageConv2d: nn.Conv2d, ck.ImageConvTranspose2d: nn.ConvTranspose2d, ck.MaskDropout: nn.Dropout}
-    for m in model.modules():
-        m.__class__ = plain.get(type(m), type(m))
-
-
 def worker(name: str, epochs: int, tile: int, batch: int, seed: int) -> None:
     """Train with latentforge's trainer; print one line like the reference scripts."""
     sys.path.insert(0, str(SHARED_BENCH))
@@ -75,10 +65,10 @@ def worker(name: str, epochs: int, tile: int, batch: int, seed: int) -> None:
     xv = torch.from_numpy(x_valid).unsqueeze(1)
     torch.manual_seed(seed)
     extra = {"sample_every": 0} if name == "dcgan" else {}
+    if os.environ.get("BENCH_PLAIN_KERNELS"):     # PyTorch's own layers: no engine kernels (engine/kernels.py)
+        extra["fused_step"] = False
     model = build_model(name, input_shape=[1, 28, 28], epochs=epochs, batch_size=batch, seed=seed, **extra)
     model.prepare(x)
-    if os.environ.get("BENCH_PLAIN_KERNELS"):
-        plain_kernels(model)
     cls = AdversarialTrainer if getattr(model, "adversarial", False) else Trainer
     trainer = cls(model, model.config, progress=False, log=lambda m: None)
     n = len(x) // batch * batch if name == "dcgan" else len(x)      # Keras' DCGAN loop drops the last batch
@@ -119,7 +109,7 @@ def contest(a, batch: int, spec: dict) -> dict[str, list[tuple[float, float | No
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     lf = [sys.executable, __file__, "--worker", "--model", a.model, "--epochs", str(a.epochs), "--tile",
           str(a.tile), "--batch", str(batch), "--seed", str(a.seed)]
-    # latentforge as the `latentforge` command runs it: OpenMP threads wait passively (train/threads.py)
+    # latentforge as the `latentforge` command runs it: OpenMP threads wait passively (engine/threads.py)
     lf_env = {**env, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     contenders: dict[str, tuple[list[str], dict[str, str]]] = {"latentforge": (lf, lf_env)}
     for t in a.lf_threads:

@@ -137,7 +137,7 @@ def models_cmd(as_json: bool = typer.Option(False, "--json", help="Print the reg
         cls = get_model_class(name)
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         defaults = {f.name: f.default if not callable(f.default_factory) else f.default_factory()  # type: ignore[misc]
-                    for f in fields(cls.config_class) if f.name != "input_shape"}
+                    for f in fields(cls.config_class) if f.name not in ("input_shape", "engine")}
         rows.append({"name": name, "description": doc, "defaults": defaults})
     if as_json:
         _print_json(rows)
@@ -163,10 +163,13 @@ def datasets_cmd(as_json: bool = typer.Option(False, "--json", help="Print as JS
 
 _TRAIN_HELP = (
     "Train MODEL on --data into a run folder (checkpoint, run.json, history.json).\n\n"
-    "CPU threads (README, \"Threads\"): small steps run on one intra-op thread, and batch-separable models "
-    "share a step's batch out over two threads. LATENTFORGE_THREADS=N forces N intra-op threads, "
-    "LATENTFORGE_BATCH_SPLIT=N the number of sub-batches (1: off); run.json records both "
-    "(hardware.threads, hardware.batch_split).")
+    "Without --lr, --set optimizer=NAME (other than the model's own) uses that optimizer's customary lr "
+    "(1e-3 for adam, adamw, nadam, rmsprop). A loss that diverges (far above its first epoch's) stops "
+    "the run with exit 2, keeping the last good checkpoint (--set divergence_policy=off to go on).\n\n"
+    "Engine settings (how steps run, not what they compute; README, \"Speed\"): --precision, "
+    "--set compile=true, --set threads=N, --set batch_split=N, --set fused_step=false, "
+    "--set cuda_graphs=true (CUDA graphs are off by default until verified on a GPU with "
+    "bench/gpu_check.py); run.json records them (config.engine, hardware).")
 
 
 @app.command("train", help=_TRAIN_HELP)

@@ -22,7 +22,7 @@ import math
 import statistics
 import tempfile
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +197,8 @@ def _config_section(ctx: _Ctx) -> Section:
         if f.default is not MISSING:
             defaults[f.name] = f.default
         elif f.default_factory is not MISSING:  # type: ignore[misc]
-            defaults[f.name] = f.default_factory()  # type: ignore[misc]
+            value = f.default_factory()  # type: ignore[misc]
+            defaults[f.name] = asdict(value) if is_dataclass(value) else value   # the engine section
     rows = []
     for k, v in cfg.items():
         changed = k in defaults and k != "input_shape" and _norm(defaults[k]) != _norm(v)
