@@ -21,7 +21,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "nadam")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("32", "bf16", "16-mixed")
 NAN_POLICIES = ("skip", "stop", "raise")
-DIVERGENCE_POLICIES = ("stop", "off")
+DIVERGENCE_POLICIES = ("stop", "warn", "off")
 #: each optimizer's customary learning rate (Keras' and PyTorch's defaults), used when a run
 #: names another optimizer than its model's chapter default and no ``lr``
 OPTIMIZER_DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3, "adamw": 1e-3, "nadam": 1e-3, "rmsprop": 1e-3}
@@ -87,7 +87,7 @@ class TrainConfig:
     seed: int = 42
     input_shape: list[int] | None = None  # per-sample shape (C,H,W) or (D,); set from the data
     nan_policy: str = "stop"        # skip | stop | raise: what a NaN/Inf loss does
-    divergence_policy: str = "stop"  # stop | off: what a loss far above its start does (see train/guards.py)
+    divergence_policy: str = "stop"  # stop | warn | off: what a loss far above its start does (train/guards.py)
     steps_per_epoch: int = 0        # cap each epoch at this many batches (0 = the whole data; huge data sets)
     sample_every: int = 1           # generative models: RUN_DIR/samples/epoch_NNN.png every N epochs (0 = never)
     #: how steps run (not what they compute): a section of its own, see :class:`EngineConfig`;

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from latentforge.cli import main
 from latentforge.train import train
 from latentforge.train import distributed as ddp
-from latentforge.train.trainer import _share
+from latentforge.train.batches import share as _share
 
 AE = ["--set", "hidden_sizes=[16]", "--set", "coding_size=4"]
 

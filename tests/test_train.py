@@ -220,7 +220,7 @@ def test_step_losses_stack_single_steps_lazily():
     scales (several processes), chunk blocks, ``pop`` and ``last`` are as if stacked per step."""
     from types import SimpleNamespace
 
-    from latentforge.train.trainer import StepLosses
+    from latentforge.train.losses import StepLosses
 
     def out(loss, bce):
         return SimpleNamespace(loss=torch.tensor(loss), parts={"bce": torch.tensor(bce)})

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..errors import CheckpointError
 from ..models.base import ModelOutput
+from .batches import eval_batches
 from .trainer import Trainer, build_optimizer
 
 
@@ -98,6 +99,9 @@ class ReplayBuffer:
 
 class AdversarialTrainer(Trainer):
     """The trainer for models with ``adversarial = True`` (see the module docstring)."""
+
+    #: D's and G's losses trade places by design: no divergence guard (the NaN guard stays)
+    guards_divergence = False
 
     def build_optimizers(self, lr: float | None) -> dict[str, torch.optim.Optimizer]:
         cfg, m = self.cfg, self.model
@@ -191,7 +195,7 @@ class AdversarialTrainer(Trainer):
         was = m.training
         m.eval()
         with torch.no_grad():
-            s = torch.cat([m.discriminator(m.to_internal(xb), yb).float() for xb, yb in self._eval_batches(x, y)])
+            s = torch.cat([m.discriminator(m.to_internal(xb), yb).float() for xb, yb in eval_batches(x, y, self.eval_batch_size, self.device)])
         m.train(was)
         return {"d_real": float(torch.sigmoid(s).mean() if self.cfg.d_output == "sigmoid" else s.mean())}
 

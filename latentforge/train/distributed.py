@@ -285,3 +285,55 @@ def launch(argv: list[str], nproc: int) -> int:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
+
+
+# ------------------------------------------------------------------ the trainer's side of several processes
+def start_fit(tr: Any) -> None:
+    """At the start of a fit with several processes: rank 0's weights everywhere, the gradient
+    averaging hooks, and a torch RNG of each rank's own (unless restored from the checkpoint)."""
+    d = tr.dist
+    if d.world == 1:
+        return
+    broadcast_module(tr.model)
+    tr._sync = GradSync(tr.params)
+    if d.rank > 0 and not tr._rank_rng_restored:
+        torch.manual_seed(rank_seed(tr.cfg.seed, d.rank, tr.state.epoch))
+
+
+def sync_ranks(tr: Any) -> None:
+    """End of an epoch with several processes: rank 0's buffers (e.g. batch-norm statistics)
+    everywhere, as DistributedDataParallel does, and every rank's RNG state for the checkpoint."""
+    if tr.dist.world == 1:
+        return
+    with torch.no_grad():
+        for buf in tr.model.buffers():
+            dist.broadcast(buf, src=0)
+    if tr.run_dir is not None:
+        cuda = torch.cuda.get_rng_state(tr.device) if tr.device.type == "cuda" else None
+        tr._rank_rng = all_gather_objects((torch.get_rng_state(), cuda))
+
+
+def epoch_losses(tr: Any, losses: Any, n: int) -> dict[str, float]:
+    """The epoch's mean losses (a :class:`~latentforge.train.losses.StepLosses` over ``n``
+    samples) over all processes (one all-reduce)."""
+    world, bs = tr.dist.world, tr.cfg.batch_size
+    if world == 1 or not losses.rows:
+        return losses.means(n, bs)
+    return losses.means(n, bs, all_reduce_sum(losses.table().float()) / world)
+
+
+def evaluate_shared(tr: Any, x: Any, y: Tensor | None) -> dict[str, float]:
+    """``tr.evaluate`` under the run's precision; with several processes each evaluates its part
+    of the held-out data and the means are combined."""
+    from ..engine import autocast
+    from .batches import share
+
+    d, n = tr.dist, len(x)
+    with autocast(tr.cfg.engine.precision, tr.device):
+        if d.world == 1 or n < d.world:
+            return tr.evaluate(x, y)
+        lo, hi = (int(v) for v in share(n, d.rank, d.world))
+        part = x[lo:hi] if isinstance(x, Tensor) else x.subset(slice(lo, hi))
+        vals = tr.evaluate(part, y[lo:hi] if y is not None else None)
+    sums = torch.tensor([v * (hi - lo) for v in vals.values()], dtype=torch.float64, device=tr.device)
+    return dict(zip(vals, (all_reduce_sum(sums) / n).tolist()))
