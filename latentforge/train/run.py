@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..config import ENGINE_KEYS, config_to_dict, load_config_file, make_config, migrate_legacy_engine
+from ..config import ENGINE_KEYS, config_to_dict, default_lr, load_config_file, make_config, migrate_legacy_engine
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models import LatentModel, get_model_class
 from .checkpoint import atomic_write_json, load_checkpoint, load_module_state, split_prefix
@@ -381,6 +381,11 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
         greedy = bool(saved_meta.get("greedy")) or greedy
     else:
         config = resolve_config(model, config_file=config_file, overrides=overrides)
+        given = {**(load_config_file(config_file) if config_file is not None else {}),
+                 **{k: v for k, v in (overrides or {}).items() if v is not None}}
+        if default_lr(cls.config_class, {**given, "optimizer": config.optimizer}) is not None:
+            log(f"lr {config.lr:g}: {config.optimizer}'s customary learning rate (no lr given; the chapter's "
+                f"{cls.config_class.lr:g} is for {cls.config_class.optimizer}); set it with --lr")
     if valid_fraction is None:
         valid_fraction = 0.1
     if greedy and not hasattr(cls, "greedy_stages"):
@@ -464,7 +469,7 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
         "params": sum(p.numel() for p in net.parameters()),
         "train_seconds": sum(r.get("seconds", 0.0) for r in trainer.state.history),   # all epochs, resumed ones too
         "wall_seconds": seconds,                                                      # this invocation
-        "hardware": {**_hardware(dev, trainer.threads), "batch_split": trainer.batch_parts,
+        "hardware": {**_hardware(dev, trainer.threads), "batch_split": trainer.batch_parts, "fast_step": trainer.fast_step,
                      "processes": ddp.info().world},
         "updated": _dt.datetime.now().isoformat(timespec="seconds"),
     }

@@ -30,7 +30,7 @@ class TrainerState:
     best_epoch: int = 0
     bad_epochs: int = 0
     stopped_early: bool = False
-    start_loss: float | None = None      # the first steps' mean loss (the divergence guard's reference)
+    start_loss: float | None = None      # the first step's loss (the divergence guard's reference)
 
 
 def checkpoint_tensors(tr: "Trainer") -> dict[str, Tensor]:
