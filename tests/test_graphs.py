@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latentforge.models import build_model
-from latentforge.train import Trainer
 from latentforge.engine.chunks import ChunkedSteps, graph_safe_params
 from latentforge.engine.dense_sgd import DenseSGDStep
+from latentforge.models import build_model
+from latentforge.train import Trainer
 
 SMALL = dict(input_shape=[20], hidden_sizes=[12], coding_size=3, lr=0.5)
 

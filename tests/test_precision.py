@@ -5,10 +5,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from latentforge.engine.precision import autocast, check_precision, grad_scaler
 from latentforge.errors import ConfigError
 from latentforge.models import build_model
 from latentforge.train import Trainer, train
-from latentforge.engine.precision import autocast, check_precision, grad_scaler
+from latentforge.train.state import restore_scale_state
 
 QUIET = dict(progress=False, device="cpu", log=lambda m: None)
 
@@ -91,5 +92,5 @@ def test_loss_scaling_step_on_cpu(tiny_images):
     assert float(t["amp.scale"]) == 2.0**10
     tr2 = Trainer(scaled, scaled.config, progress=False, log=lambda m: None)
     tr2._scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
-    tr2._restore_scale_state(t)
+    restore_scale_state(tr2, t)
     assert tr2._scaler.get_scale() == 2.0**10

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from latentforge.errors import ConfigError
-from latentforge.models import build_model, model_names
 from latentforge.engine.dense_sgd import DenseSGDStep
 from latentforge.engine.split import MIN_PART, BatchSplit
 from latentforge.engine.threads import ENV, SPLIT_ENV, batch_parts, batch_separable
+from latentforge.errors import ConfigError
+from latentforge.models import build_model, model_names
 
 SEPARABLE = {"linear-ae", "stacked-ae", "tied-ae", "conv-ae", "recurrent-ae"}
 

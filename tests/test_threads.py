@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from latentforge.engine.threads import ENV, apply_training_threads, forward_flops, training_threads
 from latentforge.errors import ConfigError
 from latentforge.models import build_model
-from latentforge.engine.threads import ENV, apply_training_threads, forward_flops, training_threads
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models.dcgan import ConditionalGAN, DCGAN
+from ..models.dcgan import DCGAN, ConditionalGAN
 
 aten = torch.ops.aten
 

@@ -43,6 +43,24 @@ def sample_grid(tr: "Trainer", record: dict[str, Any]) -> None:
                     title=f"{tr.meta.get('model', type(tr.model).__name__)}: epoch {epoch}")
 
 
+def model_samples(tr: "Trainer") -> torch.Tensor | None:
+    """Samples of a model with ``sample(n, labels, generator)`` (VAEs, DDPM) for the epoch's
+    grid, from the same noise every epoch and without touching the training RNG; None for
+    other models. The model's ``epoch_grid`` (default 64) sets how many."""
+    m = tr.model
+    if not callable(getattr(m, "sample", None)):
+        return None
+    n, labels = getattr(m, "epoch_grid", 64), None
+    if getattr(m, "uses_labels", False):
+        labels = (torch.arange(n) % m.config.n_classes).to(tr.device)
+    was = m.training
+    m.eval()
+    try:
+        return m.sample(n, labels, generator=torch.Generator().manual_seed(tr.cfg.seed + 1))
+    finally:
+        m.train(was)
+
+
 def user_callbacks(tr: "Trainer", record: dict[str, Any]) -> None:
     """The callbacks given to the trainer (e.g. TensorBoard), on the main process only."""
     if tr.dist.main:
@@ -50,8 +68,27 @@ def user_callbacks(tr: "Trainer", record: dict[str, Any]) -> None:
             cb(tr, record)
 
 
+def patience(tr: "Trainer", record: dict[str, Any]) -> bool:
+    """Whether to stop after this epoch: no better validation loss (else training loss) for
+    ``early_stopping`` epochs; the best epoch's weights are kept."""
+    if not tr.cfg.early_stopping:
+        return False
+    metric = record.get("valid_loss", record["train_loss"])
+    st = tr.state
+    if metric < st.best_loss:
+        st.best_loss, st.best_epoch, st.bad_epochs = metric, record["epoch"], 0
+        tr._best_weights = {k: v.detach().clone() for k, v in tr.model.state_dict().items()}
+        return False
+    st.bad_epochs += 1
+    if st.bad_epochs < tr.cfg.early_stopping:
+        return False
+    tr.log(f"{tr.desc}: early stopping at epoch {record['epoch']}: no improvement for "
+           f"{st.bad_epochs} epochs; keeping epoch {st.best_epoch} (loss {st.best_loss:.4f})")
+    return True
+
+
 def early_stopping(tr: "Trainer", record: dict[str, Any]) -> None:
-    if tr._early_stopping(record):
+    if tr._early_stopping(record):      # patience(), unless the trainer has its own rule
         tr.state.stopped_early = True
 
 

@@ -24,11 +24,11 @@ import torch
 
 from .. import __version__
 from ..config import ENGINE_KEYS, config_to_dict, default_lr, load_config_file, make_config, migrate_legacy_engine
+from ..engine import check_precision
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models import LatentModel, get_model_class
 from .checkpoint import atomic_write_json, load_checkpoint, load_module_state, split_prefix
 from . import distributed as ddp
-from ..engine import check_precision
 from .adversarial import AdversarialTrainer
 from .trainer import CHECKPOINT, Trainer
 

@@ -13,8 +13,7 @@ from torch import Tensor
 
 from .. import __version__
 from ..errors import CheckpointError
-from .checkpoint import (load_module_state, load_optimizer_state, optimizer_state, save_checkpoint,
-                         split_prefix)
+from .checkpoint import load_module_state, load_optimizer_state, optimizer_state, save_checkpoint, split_prefix
 
 if TYPE_CHECKING:
     from .trainer import Trainer

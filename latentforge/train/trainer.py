@@ -27,25 +27,17 @@ from .. import engine as engine_
 from ..config import TrainConfig
 from ..engine import Engine, check_precision, grad_scaler
 from ..errors import Interrupted
-from . import batches, callbacks as cb_, distributed as ddp, state as state_
+from . import batches
+from . import callbacks as cb_
+from . import distributed as ddp
+from . import state as state_
 from .callbacks import progress_enabled
 from .guards import DivergenceGuard, NanGuard
 from .losses import StepLosses
+from .optim import build_optimizer, set_lr
 from .state import CHECKPOINT, TrainerState
 
 __all__ = ["Trainer", "TrainerState", "StepLosses", "build_optimizer", "progress_enabled", "CHECKPOINT"]
-
-
-def build_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:
-    """The optimizer named by the config, with the multi-tensor (``foreach``) kernels."""
-    kw = dict(lr=cfg.lr if lr is None else lr, weight_decay=cfg.weight_decay, foreach=True)
-    params, betas = list(params), tuple(cfg.betas)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, momentum=cfg.momentum, **kw)
-    if cfg.optimizer == "rmsprop":  # Keras' RMSprop defaults: rho 0.9, eps 1e-7
-        return torch.optim.RMSprop(params, alpha=0.9, eps=1e-7, momentum=cfg.momentum, **kw)
-    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "nadam": torch.optim.NAdam}[cfg.optimizer]
-    return cls(params, betas=betas, **kw)
 
 
 class Trainer:
@@ -128,9 +120,6 @@ class Trainer:
 
     def restore(self, tensors: dict[str, Tensor], meta: dict[str, Any], source: str) -> None:
         state_.restore(self, tensors, meta, source)
-
-    def _restore_scale_state(self, tensors: dict[str, Tensor]) -> None:
-        state_.restore_scale_state(self, tensors)
 
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -295,45 +284,12 @@ class Trainer:
 
     # ---------------------------------------------------------------- per-model pieces
     def epoch_samples(self) -> Tensor | None:
-        """Samples of a model with ``sample(n, labels, generator)`` (VAEs, DDPM) for the epoch's
-        grid, from the same noise every epoch and without touching the training RNG; None for
-        other models. The model's ``epoch_grid`` (default 64) sets how many."""
-        m = self.model
-        if not callable(getattr(m, "sample", None)):
-            return None
-        n, labels = getattr(m, "epoch_grid", 64), None
-        if getattr(m, "uses_labels", False):
-            labels = (torch.arange(n) % m.config.n_classes).to(self.device)
-        was = m.training
-        m.eval()
-        try:
-            return m.sample(n, labels, generator=torch.Generator().manual_seed(self.cfg.seed + 1))
-        finally:
-            m.train(was)
+        """The images of the epoch's sample grid (callbacks.sample_grid), or None."""
+        return cb_.model_samples(self)
 
     def _set_lr(self, epoch: int) -> None:
-        """The learning rate of ``epoch``: a pure function of the epoch, so resume stays exact."""
-        if self.cfg.lr_schedule == "constant":
-            return
-        factor = 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))   # cosine: 1 at epoch 0, ~0 at the end
-        for opt in self.optimizers.values():
-            for g in opt.param_groups:
-                g.setdefault("initial_lr", g["lr"])
-                g["lr"] = g["initial_lr"] * factor
+        set_lr(self.optimizers.values(), self.cfg.lr_schedule, epoch, self.epochs)
 
     def _early_stopping(self, record: dict[str, Any]) -> bool:
         """Whether to stop after this epoch (patience on the validation loss; keeps the best weights)."""
-        if not self.cfg.early_stopping:
-            return False
-        metric = record.get("valid_loss", record["train_loss"])
-        st = self.state
-        if metric < st.best_loss:
-            st.best_loss, st.best_epoch, st.bad_epochs = metric, record["epoch"], 0
-            self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            return False
-        st.bad_epochs += 1
-        if st.bad_epochs < self.cfg.early_stopping:
-            return False
-        self.log(f"{self.desc}: early stopping at epoch {record['epoch']}: no improvement for "
-                 f"{st.bad_epochs} epochs; keeping epoch {st.best_epoch} (loss {st.best_loss:.4f})")
-        return True
+        return cb_.patience(self, record)
