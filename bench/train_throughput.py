@@ -116,6 +116,10 @@ def contest(a, batch: int, spec: dict) -> dict[str, list[tuple[float, float | No
         contenders[f"latentforge-{t}t"] = (lf, {**lf_env, "LATENTFORGE_THREADS": str(t)})
     if a.lf_plain_kernels:
         contenders["latentforge-plain"] = (lf, {**lf_env, "BENCH_PLAIN_KERNELS": "1"})
+    if a.baseline_repo:       # another checkout of latentforge (e.g. before a change), its own worker
+        base = Path(a.baseline_repo).resolve()
+        contenders["latentforge-base"] = ([sys.executable, str(base / "bench" / "train_throughput.py"), *lf[2:]],
+                                          {**lf_env, "PYTHONPATH": str(base) + os.pathsep + os.environ.get("PYTHONPATH", "")})
     if a.model == "stacked-ae":
         plain = [sys.executable, str(SHARED_BENCH / "torch_plain_ae.py")]
         contenders["torch-plain-1t"] = (plain, {**env, "OMP_NUM_THREADS": "1"})
@@ -141,7 +145,7 @@ def summary(a, batch: int, spec: dict, results) -> list[str]:
         lines.append(f"  {k:<17} {v:>10,.0f} samples/s{held}")
     targets = {"keras": spec["keras_target"].get(batch), "torch-plain": spec.get("plain_target"),
                "torch-plain-1t": spec.get("plain_target")}
-    for ref in [k for k in med if k in ("keras", "latentforge-plain") or k.startswith("torch")]:
+    for ref in [k for k in med if k in ("keras", "latentforge-plain", "latentforge-base") or k.startswith("torch")]:
         t = targets.get(ref)
         goal = f"  (target >= {t:g}x: {'met' if med['latentforge'] / med[ref] >= t else 'NOT met'})" if t else ""
         # each round's own ratio: the contenders of a round ran back to back, under about the same load
@@ -164,6 +168,8 @@ def main() -> None:
                     help="also run latentforge with LATENTFORGE_THREADS=N for each N (no batch split)")
     ap.add_argument("--lf-plain-kernels", action="store_true",
                     help="also run latentforge with PyTorch's own conv/dropout layers (the code before convkernels.py)")
+    ap.add_argument("--baseline-repo", help="also run the latentforge of this checkout (e.g. main before a change), "
+                                            "alternating in the same run")
     ap.add_argument("--plain-default-threads", action="store_true",
                     help="stacked-ae: also run the plain PyTorch loop with PyTorch's default threads")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

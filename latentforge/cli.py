@@ -474,7 +474,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     and exit status 2 (typer runs in non-standalone mode so that they reach this function).
     """
     global _DEBUG
-    if "torch" not in sys.modules:      # OpenMP reads it once, when PyTorch loads (see train/threads.py)
+    if "torch" not in sys.modules:      # OpenMP reads it once, when PyTorch loads (see engine/threads.py)
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = list(sys.argv[1:] if argv is None else argv)
     _INVOCATION[:] = args

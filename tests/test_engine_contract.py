@@ -149,3 +149,22 @@ def test_what_else_the_allowlist_refuses():
     f = _tiny("stacked-ae")
     f.enc[0].weight.requires_grad_(False)                                          # a frozen layer
     assert engine.select_step(f, f.config) is None
+
+
+def test_engine_settings_are_a_section_of_their_own():
+    """Given flat like any key, kept in ``config.engine`` (not among the model's fields), saved
+    as a section and read back; CUDA graphs off by default."""
+    from latentforge.config import EngineConfig, config_to_dict, make_config
+    from latentforge.errors import ConfigError
+    from latentforge.models import make_model_config
+
+    cfg = make_model_config("stacked-ae", {"fused_step": "false", "precision": "bf16", "threads": "1"})
+    assert cfg.engine == EngineConfig(fused_step=False, precision="bf16", threads=1)
+    assert not hasattr(cfg, "fused_step") and not hasattr(cfg, "cuda_graphs")
+    assert EngineConfig().cuda_graphs is False
+    saved = config_to_dict(cfg)
+    assert saved["engine"]["precision"] == "bf16" and "precision" not in saved
+    assert make_config(type(cfg), saved) == cfg
+    for bad in ({"threads": -1}, {"batch_split": 0}, {"precision": "8"}, {"cuda_graphs": "maybe"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            make_model_config("stacked-ae", bad)

@@ -9,13 +9,13 @@ the thread that asks for it):
 
 * the autograd step (:meth:`BatchSplit.forward_backward`): the gradients are summed in a fixed
   order into ``.grad``, and the optimizer steps once, on the calling thread;
-* the dense AEs' hand-fused SGD step (``models/dense_ae.py``): each thread computes its
+* the dense AEs' hand-fused SGD step (``dense_sgd.py``): each thread computes its
   sub-batch's layer inputs and gradients, then each thread applies the updates of a share of
   the layers (:meth:`BatchSplit.run`, twice a step).
 
 It computes what one pass over the whole batch computes, up to float rounding, for models whose
 loss is a mean over samples that do not see each other and whose forward pass draws no random
-numbers (``batch_separable()``: no batch norm, no dropout, no noise, no batch-level penalty).
+numbers (``threads.batch_separable``: exact classes, no batch norm, no dropout, no noise).
 
 Splitting has a cost per step: handing the parts to the threads and back, and the two threads'
 turns at Python's GIL around each short kernel (~1 ms for the seed AE's ~30 kernels on the
@@ -52,7 +52,7 @@ class BatchSplit:
 
     :meth:`forward_backward` is the autograd step's forward and backward pass on sub-batches;
     :meth:`run` runs any functions at once, one per thread (the dense AEs' hand-fused SGD step
-    uses it for its sub-batches, then for its weight updates: ``models/dense_ae.py``). Call
+    uses it for its sub-batches, then for its weight updates: ``dense_sgd.py``). Call
     :meth:`close` when done (the trainer does at the end of each fit).
     """
 
