@@ -80,3 +80,23 @@ def eval_batches(x: Any, y: Tensor | None, batch_size: int, device: torch.device
     for i in range(0, len(x), batch_size):
         yield (x[i:i + batch_size].to(device, non_blocking=True),
                y[i:i + batch_size].to(device, non_blocking=True) if y is not None else None)
+
+
+@torch.no_grad()
+def mean_losses(model: torch.nn.Module, feed: Iterator[tuple[Tensor, Tensor | None]], n: int) -> dict[str, float]:
+    """``model``'s mean loss and parts over the ``n`` samples of ``feed``, in eval mode (each
+    batch weighted by its size)."""
+    was_training = model.training
+    model.eval()
+    total: Tensor | None = None
+    names: list[str] = []
+    try:
+        for xb, yb in feed:
+            out = model(xb, yb)
+            vec = torch.stack([out.loss.detach(), *(p.detach() for p in out.parts.values())]) * len(xb)
+            total, names = (vec, list(out.parts)) if total is None else (total + vec, names)
+    finally:
+        model.train(was_training)
+    assert total is not None
+    vals = (total / n).tolist()
+    return {"loss": vals[0], **{k: v for k, v in zip(names, vals[1:]) if k != "loss"}}

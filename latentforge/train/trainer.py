@@ -122,21 +122,9 @@ class Trainer:
         state_.restore(self, tensors, meta, source)
 
     # ---------------------------------------------------------------- evaluation
-    @torch.no_grad()
-    def evaluate(self, x: Tensor, y: Tensor | None = None) -> dict[str, float]:
+    def evaluate(self, x: Any, y: Tensor | None = None) -> dict[str, float]:
         """Mean loss and parts over ``x`` in eval mode (large batches, weighted by batch size)."""
-        was_training = self.model.training
-        self.model.eval()
-        total: Tensor | None = None
-        names: list[str] = []
-        for xb, yb in batches.eval_batches(x, y, self.eval_batch_size, self.device):
-            out = self.model(xb, yb)
-            vec = torch.stack([out.loss.detach(), *(p.detach() for p in out.parts.values())]) * len(xb)
-            total, names = (vec, list(out.parts)) if total is None else (total + vec, names)
-        self.model.train(was_training)
-        assert total is not None
-        vals = (total / len(x)).tolist()
-        return {"loss": vals[0], **{k: v for k, v in zip(names, vals[1:]) if k != "loss"}}
+        return batches.mean_losses(self.model, batches.eval_batches(x, y, self.eval_batch_size, self.device), len(x))
 
     # ---------------------------------------------------------------- training
     def fit(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
