@@ -17,7 +17,6 @@ the plots find it again. Without ``labeled`` it is an ordinary :func:`latentforg
 """
 from __future__ import annotations
 
-import datetime as _dt
 import math
 import sys
 import time
@@ -32,9 +31,8 @@ from ..config import config_to_dict, load_config_file, make_config
 from ..errors import ConfigError, DataError
 from ..models import get_model_class
 from ..models.classifier import Classifier, ClassifierConfig, dense_encoder_spec, init_from_autoencoder
-from .checkpoint import atomic_write_json
-from .run import (HISTORY_JSON, RUN_JSON, Run, _hardware, describe_data, load_run,
-                  prepare_run_dir, resolve_config, resolve_device)
+from .run import Run, describe_data, load_run, prepare_run_dir, resolve_config, resolve_device
+from .summary import hardware, run_summary, write_run_files
 from .trainer import Trainer
 
 Log = Callable[[str], None]
@@ -142,13 +140,8 @@ def fit_model(name: str, config, train_ds, valid_ds=None, *, data_info: dict[str
     meta["trainer"] = {"epoch": trainer.state.epoch, "history": trainer.state.history}
     if run_dir is not None:
         trainer.save()
-        summary = {"model": name, "version": __version__, "config": config_to_dict(config), "data": data_info,
-                   **(extra_meta or {}), "epochs_done": trainer.state.epoch, "greedy": None,
-                   "metrics": trainer.state.history[-1] if trainer.state.history else {},
-                   "params": sum(p.numel() for p in net.parameters()), "seconds": seconds,
-                   "hardware": _hardware(dev, trainer.threads), "updated": _dt.datetime.now().isoformat(timespec="seconds")}
-        atomic_write_json(run_dir / HISTORY_JSON, trainer.state.history)
-        atomic_write_json(run_dir / RUN_JSON, summary)
+        write_run_files(run_dir, trainer, run_summary(name, config, data_info, trainer, net, dev, seconds,
+                                                      **(extra_meta or {})))
     net.eval()
     return Run(run_dir=run_dir, name=name, model=net, meta=meta)  # type: ignore[arg-type]
 
@@ -393,7 +386,7 @@ def pretraining_experiment(data, *, labeled: int = 500, ae: str = "stacked-ae", 
         "gain": {"mean": float(gains.mean()), "std": float(gains.std(ddof=1)) if len(gains) > 1 else 0.0,
                  "wins": int((gains > 0).sum())},
         "per_seed": rows, "seconds": time.perf_counter() - t_start, "out": str(out) if out is not None else None,
-        "hardware": _hardware(resolve_device(device)), "version": __version__,
+        "hardware": hardware(resolve_device(device)), "version": __version__,
     }
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
-import platform
 import shutil
 import sys
 import time
@@ -27,13 +26,12 @@ from ..config import ENGINE_KEYS, config_to_dict, default_lr, load_config_file, 
 from ..engine import check_precision
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models import LatentModel, get_model_class
-from .checkpoint import atomic_write_json, load_checkpoint, load_module_state, split_prefix
+from .checkpoint import load_checkpoint, load_module_state, split_prefix
 from . import distributed as ddp
 from .adversarial import AdversarialTrainer
+from .summary import HISTORY_JSON, RUN_JSON, run_summary, write_run_files
 from .trainer import CHECKPOINT, Trainer
 
-RUN_JSON = "run.json"
-HISTORY_JSON = "history.json"
 #: config fields that may change when a run is resumed (how long it trains, not what it is)
 RESUMABLE_CHANGES = ("epochs", "finetune_epochs", "early_stopping", "nan_policy", "divergence_policy", *ENGINE_KEYS)
 
@@ -324,16 +322,6 @@ def prepare_run_dir(out: str | Path | None, name: str, *, resume: bool = False,
     return run_dir, created
 
 
-def _hardware(device: torch.device, threads: int | None = None) -> dict[str, Any]:
-    """Where a run ran; ``threads``: the intra-op threads training used (default: the current)."""
-    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "threads": threads or torch.get_num_threads(), "device": str(device)}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
 def train(model: str, data, *, out: str | Path | None = None, overrides: dict[str, Any] | None = None,
           config_file: str | Path | None = None, resume: bool = False, greedy: bool = False,
           valid_fraction: float | None = None, labels: str | Path | None = None,
@@ -462,20 +450,8 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
     greedy_info = meta.get("greedy")
     seconds = time.perf_counter() - t_start
     meta["trainer"] = {"epoch": trainer.state.epoch, "history": trainer.state.history}
-    summary = {
-        "model": model, "version": __version__, "config": config_to_dict(config), "data": data_info,
-        "epochs_done": trainer.state.epoch, "greedy": greedy_info,
-        "metrics": trainer.state.history[-1] if trainer.state.history else {},
-        "params": sum(p.numel() for p in net.parameters()),
-        "train_seconds": sum(r.get("seconds", 0.0) for r in trainer.state.history),   # all epochs, resumed ones too
-        "wall_seconds": seconds,                                                      # this invocation
-        "hardware": {**_hardware(dev, trainer.threads), "batch_split": trainer.batch_parts, "fast_step": trainer.fast_step,
-                     "processes": ddp.info().world},
-        "updated": _dt.datetime.now().isoformat(timespec="seconds"),
-    }
-    if ddp.info().main:                               # with several processes, rank 0 writes
-        atomic_write_json(run_dir / HISTORY_JSON, trainer.state.history)
-        atomic_write_json(run_dir / RUN_JSON, summary)
+    summary = run_summary(model, config, data_info, trainer, net, dev, seconds, greedy_info)
+    write_run_files(run_dir, trainer, summary)
     net.eval()
     return Run(run_dir=run_dir, name=model, model=net, meta=meta)
 
