@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import typer
 
-from . import __version__
+from ._version import __version__
 from .errors import DataError, LatentforgeError
 
 app = typer.Typer(
@@ -288,10 +288,11 @@ def encode_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
                device: str = typer.Option("cpu", "--device")) -> None:
     """Encode data into codes with a trained model."""
     from .errors import ConfigError
+    from .models.capabilities import Capability
     from .train import load_run
     _npy_out(out)
     run = load_run(run_dir, device)
-    if binary and not getattr(run.model, "codes_in_unit_interval", False):
+    if binary and Capability.UNIT_CODES not in run.model.capabilities:
         raise ConfigError(f"--binary: {run.name} codes are not sigmoid codings in [0, 1] (use hashing-ae)")
     ds = _load_stream(data, labels)
     codes = run.encode(ds.x, batch_size, y=ds.y, out=out, binary=binary, source=ds.name)

@@ -68,7 +68,8 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .config import make_config
 from .errors import ConfigError, DataError
-from .models import Autoencoder, get_model_class
+from .models import get_model_class
+from .models.capabilities import Capability, has
 
 __all__ = ["AutoencoderTransformer", "AutoencoderOutlierDetector", "InvalidParameterError",
            "InvalidDataError"]
@@ -121,10 +122,10 @@ class _AutoencoderBase(BaseEstimator):
             cls = get_model_class(self.model)
         except ConfigError as e:
             raise InvalidParameterError(str(e)) from None
-        if not issubclass(cls, Autoencoder):
+        if not has(cls, Capability.ENCODES, Capability.DECODES, Capability.RECONSTRUCTS):
             raise InvalidParameterError(f"model {self.model!r} is not an autoencoder; these estimators "
                                         "need a model with encode/decode")
-        if getattr(cls, "uses_labels", False):
+        if has(cls, Capability.CONDITIONAL):
             raise InvalidParameterError(f"model {self.model!r} is trained on class labels; these estimators "
                                         "train unsupervised autoencoders only")
         if self.config is not None and not isinstance(self.config, dict):

@@ -18,6 +18,17 @@ from torch import Tensor, nn
 
 from ..config import TrainConfig, check_choice, check_positive
 from ..errors import ConfigError, DataError
+from .capabilities import Capability
+
+#: the attribute names models used to set before ``capabilities`` (read-only aliases of it now; a
+#: subclass body that still sets one as a bool has it folded into its capabilities)
+LEGACY_FLAGS: dict[str, Capability] = {
+    "uses_labels": Capability.CONDITIONAL,
+    "labels_optional": Capability.LABELS_OPTIONAL,
+    "adversarial": Capability.ADVERSARIAL,
+    "gaussian_latent": Capability.GAUSSIAN_LATENT,
+    "codes_in_unit_interval": Capability.UNIT_CODES,
+}
 
 ACTIVATIONS = ("selu", "relu", "elu", "gelu", "tanh", "sigmoid", "leaky_relu", "linear")
 INITS = ("lecun_normal", "glorot_uniform", "he_normal", "default")
@@ -100,21 +111,37 @@ def _batch_coupled(m: nn.Module) -> bool:
     return isinstance(m, nn.modules.batchnorm._BatchNorm)
 
 
+class _CapabilityAlias:
+    """``model.uses_labels`` and the like: whether the (class's) capabilities hold one flag."""
+
+    def __init__(self, flag: Capability):
+        self.flag = flag
+
+    def __get__(self, obj, owner) -> bool:
+        return self.flag in owner.capabilities
+
+
 class LatentModel(nn.Module):
     """Base of every model: holds the validated config and states the contract."""
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type[TrainConfig]] = TrainConfig
-    #: True for models trained on labels (classifiers, conditional models): the trainer passes y.
-    uses_labels: ClassVar[bool] = False
-    #: True when the codes lie in [0, 1] (sigmoid codings): `encode --binary` may round them.
-    codes_in_unit_interval: ClassVar[bool] = False
+    #: what the model can do (see models/capabilities.py): declared once per class
+    capabilities: ClassVar[Capability] = Capability(0)
     #: True when samples of the right size but another shape (flat vs image) are accepted.
     accepts_flat: ClassVar[bool] = True
     #: True when the loss is a mean over samples that do not see each other and the forward pass
     #: draws no random numbers (see ``batch_separable``). Read from the class's own body only: a
     #: subclass that adds noise or a batch-level penalty does not inherit it.
     separable_batches: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for attr, flag in LEGACY_FLAGS.items():          # e.g. ``uses_labels = True`` in a class body
+            value = cls.__dict__.get(attr)
+            if isinstance(value, bool):
+                cls.capabilities = (cls.capabilities | flag) if value else (cls.capabilities & ~flag)
+                setattr(cls, attr, _CapabilityAlias(flag))
 
     def __init__(self, config: TrainConfig):
         super().__init__()
@@ -159,6 +186,10 @@ class LatentModel(nn.Module):
         return (type(self).__dict__.get("separable_batches", False)
                 and not any(_batch_coupled(m) for m in self.modules()))
 
+
+for _attr, _flag in LEGACY_FLAGS.items():
+    setattr(LatentModel, _attr, _CapabilityAlias(_flag))
+
     def forward(self, x: Tensor, y: Tensor | None = None) -> ModelOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -190,6 +221,7 @@ class Autoencoder(LatentModel):
     """
 
     config: AEConfig
+    capabilities = Capability.ENCODES | Capability.DECODES | Capability.RECONSTRUCTS
 
     def __init__(self, config: AEConfig):
         super().__init__(config)

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from ..config import TrainConfig, check_fraction, check_nonnegative, check_positive
 from ..errors import ConfigError, DataError
+from .capabilities import Capability
 from .base import (ACTIVATIONS, INITS, Autoencoder, LatentModel, ModelOutput, activation, check_choice, dense,
                    fit_normalizer, init_weight)
 
@@ -93,7 +94,7 @@ class Classifier(LatentModel):
     name = "classifier"
     config_class = ClassifierConfig
     config: ClassifierConfig
-    uses_labels = True
+    capabilities = Capability.CONDITIONAL | Capability.CLASSIFIES
 
     def __init__(self, config: ClassifierConfig):
         super().__init__(config)

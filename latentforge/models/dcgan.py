@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ..config import check_positive
 from ..errors import DataError
+from .capabilities import Capability
 from .base import init_weight
 from .convkernels import ImageConv2d, ImageConvTranspose2d, MaskDropout
 from .gan import GAN, GANConfig, discriminator_head
@@ -127,7 +128,7 @@ class ConditionalGAN(DCGAN):
     """DCGAN with the class label fed to G and D (the chapter's exercise): generate a chosen class."""
 
     name = "conditional-gan"
-    uses_labels = True
+    capabilities = DCGAN.capabilities | Capability.CONDITIONAL
 
     def sample(self, n, labels=None, generator=None, truncation=None):
         if labels is not None and (int(labels.min()) < 0 or int(labels.max()) >= self.config.n_classes):

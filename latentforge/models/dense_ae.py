@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import check_nonnegative, check_positive
+from .capabilities import Capability
 from .base import ACTIVATIONS, AEConfig, Autoencoder, ModelOutput, activation, check_choice, dense
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class StackedAE(Autoencoder):
     """Deep dense autoencoder; the decoder mirrors the encoder."""
 
     name = "stacked-ae"
+    capabilities = Autoencoder.capabilities | Capability.GREEDY
     separable_batches = True          # a mean per-sample loss, no noise: see LatentModel.batch_separable
     config_class = StackedAEConfig
     config: StackedAEConfig

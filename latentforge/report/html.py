@@ -29,8 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CheckpointError, ConfigError, LatentforgeError
+from ..models.capabilities import Capability, has
+from ..models.interpolation import interpolate_codes
 
 REPORT_HTML = "report.html"
 METRICS_JSON = "metrics.json"      # what `latentforge evaluate RUN --json RUN/metrics.json` writes
@@ -127,16 +129,17 @@ class _Ctx:
         s = self.run.data_info.get("sample_shape")
         return tuple(s) if s else None
 
-    def has(self, *methods: str) -> bool:
-        return all(callable(getattr(self.model, m, None)) for m in methods)
+    def has(self, *caps: Capability) -> bool:
+        """Whether the model declares every one of ``caps``."""
+        return has(self.model, *caps)
 
     @property
     def conditional(self) -> bool:
-        return bool(getattr(self.model, "uses_labels", False))
+        return self.has(Capability.CONDITIONAL)
 
     @property
     def is_classifier(self) -> bool:
-        return self.has("predict_proba")
+        return self.has(Capability.CLASSIFIES)
 
     def labels_for(self, ds) -> np.ndarray | None:
         """The data's labels where the model needs them (conditional models), else None."""
@@ -296,13 +299,13 @@ def _computed_metrics(ctx: _Ctx) -> list[tuple[str, Any, str]]:
             pred = run.batched(model.predict_proba, x, 4096).reshape(n, -1).argmax(1)
             rows.append(("accuracy", float((pred == y).mean()), src))
         return rows
-    if ctx.has("reconstruct"):
+    if ctx.has(Capability.RECONSTRUCTS):
         model.check_data(x, ds.name)
         cond = ctx.labels_for(ds)
         recon = run.reconstruct(x, y=cond[:n] if cond is not None else None)
         rows += [(k, v, src) for k, v in reconstruction_metrics(x, recon.reshape(x.shape)).items()
                  if v is not None and k != "psnr_data_range"]
-    if ctx.has("log_likelihood"):
+    if ctx.has(Capability.LIKELIHOOD):
         m = min(n, IW_NLL_SAMPLES)
         gen = torch.Generator().manual_seed(ctx.seed)
         cond = ctx.labels_for(ds)
@@ -313,7 +316,7 @@ def _computed_metrics(ctx: _Ctx) -> list[tuple[str, Any, str]]:
 
 
 def _reconstructions_section(ctx: _Ctx) -> Section | None:
-    if not ctx.has("reconstruct") or ctx.is_classifier:
+    if not ctx.has(Capability.RECONSTRUCTS) or ctx.is_classifier:
         return None
     from .plots import plot_reconstructions
     if ctx.data is None:
@@ -329,7 +332,7 @@ def _reconstructions_section(ctx: _Ctx) -> Section | None:
 
 
 def _samples_section(ctx: _Ctx) -> Section | None:
-    if not ctx.has("sample"):
+    if not ctx.has(Capability.SAMPLES):
         return None
     from .plots import plot_image_grid
     gen = torch.Generator().manual_seed(ctx.seed)
@@ -354,7 +357,7 @@ def _samples_section(ctx: _Ctx) -> Section | None:
 def _evolution_section(ctx: _Ctx) -> Section | None:
     grids = _saved_grids(ctx.run.run_dir)
     if not grids:
-        if not ctx.has("sample"):
+        if not ctx.has(Capability.SAMPLES):
             return None
         return Section("evolution", "Samples over epochs",
                        note="no per-epoch sample grids were saved: generative models save them to "
@@ -387,16 +390,14 @@ def _evenly(items: list, k: int) -> list:
 
 
 def _interpolations_section(ctx: _Ctx) -> Section | None:
-    import importlib
-    importlib.import_module("latentforge.cli")   # the command modules import each other: load them in its order
-    from ..commands.generative import interpolate_codes
     from .plots import plot_image_grid
     model = ctx.model
-    gaussian = getattr(model, "gaussian_latent", False) or ctx.has("latent")
+    # Gaussian codes (VAEs) and GAN latents are interpolated along great circles
+    gaussian = ctx.has(Capability.GAUSSIAN_LATENT) or ctx.has(Capability.ADVERSARIAL)
     method = "slerp" if gaussian else "linear"
     rng = np.random.default_rng(ctx.seed)
     soft = None
-    if ctx.has("encode", "decode") and not ctx.is_classifier:           # autoencoders: between real images
+    if ctx.has(Capability.ENCODES, Capability.DECODES) and not ctx.is_classifier:           # autoencoders: between real images
         if ctx.data is None:
             return Section("interpolations", "Interpolations", note=ctx.data_note)
         ds = ctx.data
@@ -413,7 +414,7 @@ def _interpolations_section(ctx: _Ctx) -> Section | None:
         name = (lambda j: str(ds.y[j])) if ds.y is not None else (lambda j: f"#{j}")
         row_labels = [f"{name(idx[2 * i])}→{name(idx[2 * i + 1])}" for i in range(INTERP_PAIRS)]
         caption = f"{method} interpolation between the codings of pairs of held-out samples"
-    elif ctx.has("latent", "decode"):                                    # GANs: between random latents
+    elif ctx.has(Capability.ADVERSARIAL, Capability.DECODES):                                    # GANs: between random latents
         gen = torch.Generator().manual_seed(ctx.seed)
         codes = model.latent(2 * INTERP_PAIRS, gen, device="cpu").numpy()
         row_labels = [f"pair {i + 1}" for i in range(INTERP_PAIRS)]
@@ -445,9 +446,9 @@ def _interpolations_section(ctx: _Ctx) -> Section | None:
 
 def _tsne_section(ctx: _Ctx) -> Section | None:
     model = ctx.model
-    if ctx.is_classifier and ctx.has("features"):
+    if ctx.is_classifier and callable(getattr(ctx.model, "features", None)):
         what, fn = "penultimate features", model.features
-    elif ctx.has("encode") and not ctx.has("latent"):
+    elif ctx.has(Capability.ENCODES) and not ctx.has(Capability.ADVERSARIAL):
         what, fn = "codings", model.encode
     else:
         return None

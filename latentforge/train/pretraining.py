@@ -27,10 +27,11 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..config import config_to_dict, load_config_file, make_config
 from ..errors import ConfigError, DataError
 from ..models import get_model_class
+from ..models.capabilities import Capability
 from ..models.classifier import Classifier, ClassifierConfig, dense_encoder_spec, init_from_autoencoder
 from .checkpoint import atomic_write_json
 from .run import (HISTORY_JSON, RUN_JSON, Run, _hardware, describe_data, load_run,
@@ -255,7 +256,7 @@ def predict(run: Run, x: np.ndarray, *, proba: bool = False, batch_size: int = 4
             progress: bool | None = None) -> np.ndarray:
     """Class indices (int64, (N,)) or probabilities (float32, (N, n_classes)) for ``x``."""
     model = run.model
-    if not hasattr(model, "predict_proba"):
+    if Capability.CLASSIFIES not in model.capabilities:
         raise ConfigError(f"model {run.name!r} is not a classifier: it has no predict() "
                           f"(train one with `latentforge train-classifier`)")
     model.check_data(x)

@@ -22,10 +22,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..config import config_to_dict, load_config_file, make_config
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models import LatentModel, get_model_class
+from ..models.capabilities import Capability
 from .checkpoint import atomic_write_json, load_checkpoint, load_module_state, split_prefix
 from . import distributed as ddp
 from .accel import check_precision
@@ -172,7 +173,7 @@ class Run:
 
     def _labels_for(self, y: np.ndarray | None, n: int) -> np.ndarray | None:
         """The labels to pass to a conditional model (None for the others)."""
-        if not getattr(self.model, "uses_labels", False):
+        if Capability.CONDITIONAL not in self.model.capabilities:
             return None
         if y is None:
             raise DataError(f"model {self.name!r} is conditional: it needs the data's labels (give --labels)")
@@ -181,7 +182,8 @@ class Run:
         return y
 
     def _require(self, method: str) -> None:
-        if not hasattr(self.model, method):
+        cap = {"encode": Capability.ENCODES, "decode": Capability.DECODES, "reconstruct": Capability.RECONSTRUCTS}[method]
+        if cap not in self.model.capabilities:
             raise ConfigError(f"model {self.name!r} has no {method}()")
 
     def encode(self, x: np.ndarray, batch_size: int = 4096, progress: bool | None = None,
@@ -382,11 +384,11 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
         config = resolve_config(model, config_file=config_file, overrides=overrides)
     if valid_fraction is None:
         valid_fraction = 0.1
-    if greedy and not hasattr(cls, "greedy_stages"):
+    if greedy and Capability.GREEDY not in cls.capabilities:
         raise ConfigError(f"--greedy: model {model!r} has no layer-wise stages (try stacked-ae or tied-ae)")
 
     ds = data if isinstance(data, Dataset) else load_data(data, labels=labels)
-    if cls.uses_labels and ds.y is None and not getattr(cls, "labels_optional", False):
+    if Capability.CONDITIONAL in cls.capabilities and ds.y is None and Capability.LABELS_OPTIONAL not in cls.capabilities:
         raise DataError(f"{ds.name}: model {model!r} needs labels and this data has none")
     if config.input_shape is None:
         config.input_shape = list(ds.x.shape[1:])
@@ -395,7 +397,7 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
     if streaming and greedy:
         raise ConfigError(f"--greedy: {ds.name} is streamed from disk (too large for memory) and greedy "
                           f"stages need it in memory; train without --greedy")
-    check_precision(config.precision, dev, adversarial=bool(getattr(cls, "adversarial", False)))
+    check_precision(config.precision, dev, adversarial=Capability.ADVERSARIAL in cls.capabilities)
     train_ds, valid_ds = train_valid_split(ds, valid_fraction, seed=config.seed)
     if config.batch_size > len(train_ds):
         raise ConfigError(f"config field 'batch_size' = {config.batch_size}: larger than the "
@@ -483,7 +485,7 @@ def _fit(net, config, x, xv, y, yv, *, run_dir, meta, greedy, saved, dev, progre
     if greedy_info:
         meta["greedy"] = greedy_info
     epochs = config.finetune_epochs if greedy else config.epochs
-    trainer_cls = AdversarialTrainer if getattr(net, "adversarial", False) else Trainer
+    trainer_cls = AdversarialTrainer if Capability.ADVERSARIAL in net.capabilities else Trainer
     trainer = trainer_cls(net, config, run_dir=run_dir, epochs=epochs, checkpoint_meta=meta,
                           progress=progress, log=log, device=dev, desc="finetune" if greedy else "train",
                           callbacks=callbacks)
