@@ -1,6 +1,6 @@
 """Readers that turn files on disk into a :class:`Dataset`.
 
-Supported sources (see :func:`load_path`):
+Supported sources (see :func:`latentforge.data.sources.load_path`):
 
 * **IDX** files (the MNIST format), plain or gzip-compressed, e.g.
   ``train-images-idx3-ubyte.gz``. Labels are found beside the images file by the standard
@@ -56,7 +56,6 @@ __all__ = [
     "NpyStream",
     "check_samples_shape",
     "LABEL_COLUMN_NAMES",
-    "load_path",
     "make_dataset",
     "parse_csv_text",
     "parse_idx",
@@ -83,7 +82,7 @@ NPZ_DATA_KEYS = ("x", "X", "images", "data")
 NPZ_LABEL_KEYS = ("y", "Y", "labels")
 
 # IDX type code -> (big-endian numpy dtype, human name).
-_IDX_DTYPES: dict[int, tuple[str, str]] = {
+IDX_DTYPES: dict[int, tuple[str, str]] = {
     0x08: (">u1", "uint8"),
     0x09: (">i1", "int8"),
     0x0B: (">i2", "int16"),
@@ -94,7 +93,7 @@ _IDX_DTYPES: dict[int, tuple[str, str]] = {
 
 # "train-images-idx3-ubyte", "emnist-digits-test-labels-idx1-ubyte.gz", ...
 _IDX_NAME = re.compile(r"idx(\d+)-ubyte(\.gz)?$", re.IGNORECASE)
-_SPLIT_TOKENS = {
+SPLIT_TOKENS = {
     "train": re.compile(r"(?:^|[-_.])train(?:[-_.]|$)", re.IGNORECASE),
     "test": re.compile(r"(?:^|[-_.])(?:t10k|test)(?:[-_.]|$)", re.IGNORECASE),
 }
@@ -440,7 +439,7 @@ def parse_idx(buf: bytes, source: str = "<bytes>") -> np.ndarray:
             "with two zero bytes)"
         )
     code = buf[2]
-    if code not in _IDX_DTYPES:
+    if code not in IDX_DTYPES:
         raise DataError(
             f"{source}: unknown IDX data type code 0x{code:02X} (expected 08, 09, 0B, 0C, "
             "0D or 0E)"
@@ -455,7 +454,7 @@ def parse_idx(buf: bytes, source: str = "<bytes>") -> np.ndarray:
             f"file holds {n})"
         )
     dims = struct.unpack(f">{ndim}I", bytes(buf[4:header]))
-    dtype, type_name = _IDX_DTYPES[code]
+    dtype, type_name = IDX_DTYPES[code]
     itemsize = np.dtype(dtype).itemsize
     expected = math.prod(dims) * itemsize
     actual = n - header
@@ -484,7 +483,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return parse_idx(_maybe_gunzip(_read_bytes(p, source), p, source), source)
 
 
-def _is_idx_name(name: str) -> bool:
+def is_idx_name(name: str) -> bool:
     return _IDX_NAME.search(name) is not None
 
 
@@ -493,7 +492,7 @@ def _idx_rank(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _looks_like_idx(path: Path) -> bool:
+def looks_like_idx(path: Path) -> bool:
     """Sniff the first bytes: an IDX magic number, or gzip (assumed to wrap IDX)."""
     try:
         with open(path, "rb") as f:
@@ -502,10 +501,10 @@ def _looks_like_idx(path: Path) -> bool:
         return False
     if head[:2] == _GZIP_MAGIC:
         return True
-    return len(head) == 4 and head[0] == 0 and head[1] == 0 and head[2] in _IDX_DTYPES
+    return len(head) == 4 and head[0] == 0 and head[1] == 0 and head[2] in IDX_DTYPES
 
 
-def _labels_beside(images: Path) -> Path | None:
+def labels_beside(images: Path) -> Path | None:
     """The standard labels file for an IDX images file (``images-idx3`` -> ``labels-idx1``),
     preferring the same compression; ``None`` if there is none."""
     name = images.name
@@ -519,12 +518,12 @@ def _labels_beside(images: Path) -> Path | None:
     return None
 
 
-def _idx_images_in(folder: Path) -> list[Path]:
+def idx_images_in(folder: Path) -> list[Path]:
     """IDX files in ``folder`` that hold samples (rank >= 2, not labels), one per base name
     (an uncompressed copy is preferred over the ``.gz``)."""
     found: dict[str, Path] = {}
     for entry in sorted(folder.iterdir()):
-        if entry.name.startswith(".") or not entry.is_file() or not _is_idx_name(entry.name):
+        if entry.name.startswith(".") or not entry.is_file() or not is_idx_name(entry.name):
             continue
         rank = _idx_rank(entry.name)
         if rank is None or rank < 2 or "labels" in entry.name.lower():
@@ -535,10 +534,10 @@ def _idx_images_in(folder: Path) -> list[Path]:
     return sorted(found.values())
 
 
-def _pick_idx_split(folder: Path, images: list[Path], split: str, source: str) -> Path:
+def pick_idx_split(folder: Path, images: list[Path], split: str, source: str) -> Path:
     if len(images) == 1:
         return images[0]
-    pattern = _SPLIT_TOKENS[split]
+    pattern = SPLIT_TOKENS[split]
     matches = [p for p in images if pattern.search(p.name)]
     names = ", ".join(p.name for p in images)
     if not matches:
@@ -850,7 +849,7 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
     if suffix == ".npz":
         x, y = read_npz(p)
         return to_labels(y if y is not None else x, source)
-    if _is_idx_name(p.name) or suffix == ".gz" or _looks_like_idx(p):
+    if is_idx_name(p.name) or suffix == ".gz" or looks_like_idx(p):
         return to_labels(read_idx(p), source)
 
     text = _decode_text(_read_bytes(p, source), source)
@@ -1032,90 +1031,6 @@ def read_cifar10_binary(paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray,
 # --------------------------------------------------------------------------------------------
 # Dispatch on a path
 # --------------------------------------------------------------------------------------------
-def _check_split(split: str) -> None:
+def check_split(split: str) -> None:
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-
-
-def load_path(
-    path: str | os.PathLike,
-    labels: str | os.PathLike | None = None,
-    *,
-    split: str = "train",
-) -> Dataset:
-    """Load a dataset from a file or folder (see the module docstring for the formats).
-
-    Args:
-        path: the file or folder.
-        labels: an optional labels file (IDX, ``.npy``, or one integer per line); it
-            replaces any labels found in or beside the source.
-        split: ``"train"`` or ``"test"``; chooses the pair in a folder of IDX files and is
-            ignored by single-file sources.
-
-    Raises:
-        DataError: the path does not exist, its format is not supported, or its content is
-            invalid.
-        ConfigError: ``split`` is not ``"train"`` or ``"test"``.
-    """
-    _check_split(split)
-    name = str(path)
-    p = Path(path).expanduser()
-    class_names: list[str] | None = None
-    labels_source: str | None = None
-    y = None
-
-    from .large import open_large   # a .npy too large for memory, or a folder of shards: streamed
-    try:
-        large = open_large(p, labels, name=name, split=split)
-    except (SyntaxError, tokenize.TokenError, TypeError, OverflowError, MemoryError) as e:
-        # a corrupt .npy header (numpy parses it as a Python literal) -- found by tests/test_fuzz.py
-        raise DataError(f"{name}: cannot read .npy file ({type(e).__name__}: {e})") from e
-    if large is not None:
-        return large
-
-    if p.is_dir():
-        idx_images = _idx_images_in(p)
-        if idx_images:
-            chosen = _pick_idx_split(p, idx_images, split, name)
-            source = str(chosen)
-            arr = read_idx(chosen)
-            beside = _labels_beside(chosen)
-            if labels is None and beside is not None:
-                y, labels_source = read_labels(beside), str(beside)
-        else:
-            source = name
-            arr, y, class_names = read_image_folder(p)
-    elif p.is_file():
-        source = name
-        suffix = p.suffix.lower()
-        if suffix == ".npy":
-            arr = read_npy(p)
-        elif suffix == ".npz":
-            arr, y = read_npz(p)
-        elif suffix in (".csv", ".tsv", ".txt"):
-            arr, y, _ = read_csv(p)
-        elif _is_idx_name(p.name) or suffix == ".gz" or _looks_like_idx(p):
-            arr = read_idx(p)
-            beside = _labels_beside(p)
-            if labels is None and beside is not None:
-                y, labels_source = read_labels(beside), str(beside)
-        elif suffix in IMAGE_EXTENSIONS:
-            raise DataError(
-                f"{name}: a single image is not a dataset; give the folder that holds the images"
-            )
-        else:
-            raise DataError(
-                f"{name}: unsupported file type (expected IDX, .gz, .npy, .npz, .csv, or a "
-                "folder of images / IDX files)"
-            )
-    elif p.exists():
-        raise DataError(f"{name}: not a regular file or folder")
-    else:
-        raise DataError(f"{name}: no such file or folder")
-
-    if labels is not None:
-        y, labels_source = read_labels(labels), str(labels)
-        class_names = None
-    return make_dataset(
-        arr, y, name=name, source=source, labels_source=labels_source, class_names=class_names
-    )

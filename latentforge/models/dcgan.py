@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from ..config import check_positive
 from ..errors import DataError
-from .capabilities import Capability
 from .base import init_weight
+from .capabilities import Capability
 from .convkernels import ImageConv2d, ImageConvTranspose2d, MaskDropout
 from .gan import GAN, GANConfig, discriminator_head
 

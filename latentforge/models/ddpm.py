@@ -34,8 +34,8 @@ from torch import Tensor, nn
 
 from ..config import TrainConfig, check_choice, check_fraction, check_nonnegative, check_positive
 from ..errors import ConfigError, DataError
-from .capabilities import Capability
 from .base import LatentModel, ModelOutput
+from .capabilities import Capability
 
 SAMPLERS = ("ancestral", "ddim")
 VARIANCES = ("beta", "posterior")

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import check_nonnegative, check_positive
-from .capabilities import Capability
 from .base import ACTIVATIONS, AEConfig, Autoencoder, ModelOutput, activation, check_choice, dense
+from .capabilities import Capability
 
 if TYPE_CHECKING:
     from ..train.split import BatchSplit

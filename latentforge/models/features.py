@@ -28,8 +28,8 @@ from torch import Tensor, nn
 
 from ..config import TrainConfig, check_fraction, check_nonnegative, check_positive
 from ..errors import ConfigError, DataError
-from .capabilities import Capability
 from .base import LatentModel, ModelOutput, fit_normalizer
+from .capabilities import Capability
 
 
 @dataclass

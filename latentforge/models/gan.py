@@ -22,8 +22,8 @@ from torch import Tensor, nn
 
 from ..config import TrainConfig, check_choice, check_nonnegative, check_positive
 from ..errors import ConfigError
-from .capabilities import Capability
 from .base import LatentModel, activation, dense
+from .capabilities import Capability
 
 GAN_LOSSES = ("bce", "hinge", "wgan-gp", "lsgan")
 

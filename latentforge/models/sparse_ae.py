@@ -25,8 +25,8 @@ from torch import Tensor
 
 from ..config import check_choice, check_positive
 from ..errors import ConfigError
-from .capabilities import Capability
 from .base import init_weight
+from .capabilities import Capability
 from .dense_ae import StackedAE, StackedAEConfig
 
 

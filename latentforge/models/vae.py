@@ -27,8 +27,8 @@ from torch import Tensor, nn
 
 from ..config import check_choice, check_nonnegative, check_positive
 from ..errors import ConfigError, DataError
-from .capabilities import Capability
 from .base import ACTIVATIONS, AEConfig, Autoencoder, ModelOutput, activation, dense
+from .capabilities import Capability
 
 _LOG_2PI = math.log(2 * math.pi)
 

@@ -27,6 +27,7 @@ from ..config import config_to_dict, load_config_file, make_config
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models import LatentModel, get_model_class
 from ..models.capabilities import Capability
+from ..models.classifier import init_from_autoencoder
 from .checkpoint import atomic_write_json, load_checkpoint, load_module_state, split_prefix
 from . import distributed as ddp
 from .accel import check_precision
@@ -439,6 +440,8 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
         yv = torch.from_numpy(valid_ds.y) if (cls.uses_labels and valid_ds is not None and valid_ds.y is not None) else None
         prep = x
     if not resume:
+        if getattr(config, "encoder_from", None):    # a classifier that starts from an AE run's encoder
+            init_from_autoencoder(net, load_run(config.encoder_from))
         net.prepare(prep.to(dev))
 
     meta = {"model": model, "config": config_to_dict(config), "data": data_info}
