@@ -131,9 +131,9 @@ def _print_json(obj: Any) -> None:
 def models_cmd(as_json: bool = typer.Option(False, "--json", help="Print the registry as JSON.")) -> None:
     """List the registered models and their chapter defaults."""
     from dataclasses import fields
-    from .models import REGISTRY, get_model_class
+    from .models import get_model_class, model_names
     rows = []
-    for name in REGISTRY:
+    for name in model_names():      # built-in, then registered and installed plugins
         cls = get_model_class(name)
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         defaults = {f.name: f.default if not callable(f.default_factory) else f.default_factory()  # type: ignore[misc]

@@ -25,7 +25,7 @@ import torch
 from .._version import __version__
 from ..config import config_to_dict, load_config_file, make_config
 from ..errors import CheckpointError, ConfigError, DataError
-from ..models import LatentModel, get_model_class
+from ..models import REGISTRY, LatentModel, get_model_class, model_class_path
 from ..models.capabilities import Capability
 from ..models.classifier import init_from_autoencoder
 from .checkpoint import atomic_write_json, load_checkpoint, load_module_state, split_prefix
@@ -243,7 +243,12 @@ def model_from_meta(tensors: dict[str, torch.Tensor], meta: dict[str, Any], sour
         raise CheckpointError(f"{source}: checkpoint does not name its model")
     try:
         cls = get_model_class(name)
-    except ConfigError:
+    except ConfigError as e:
+        code = meta.get("model_class")
+        if isinstance(code, str):    # a model from outside the package: never imported from what a file says
+            raise CheckpointError(f"{source}: model {name!r} ({code}) is not registered here: import it and call "
+                                  f"latentforge.register_model({name!r}, ...), or install the plugin that "
+                                  f"provides it ({e})") from None
         raise CheckpointError(f"{source}: model {name!r} is not known to latentforge {__version__}") from None
     saved = meta.get("config")
     if not isinstance(saved, dict):
@@ -445,6 +450,8 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
         net.prepare(prep.to(dev))
 
     meta = {"model": model, "config": config_to_dict(config), "data": data_info}
+    if model not in REGISTRY:          # a registered model from outside the package: say where its code is
+        meta["model_class"] = model_class_path(model)
     t_start = time.perf_counter()
     try:
         trainer = _fit(net, config, x, xv, y, yv, run_dir=run_dir, meta=meta, greedy=greedy,
