@@ -70,6 +70,7 @@ from .config import make_config
 from .errors import ConfigError, DataError
 from .models import get_model_class
 from .models.capabilities import Capability, has
+from .train.trainer import Trainer
 
 __all__ = ["AutoencoderTransformer", "AutoencoderOutlierDetector", "InvalidParameterError",
            "InvalidDataError"]
@@ -168,7 +169,6 @@ class _AutoencoderBase(BaseEstimator):
             cfg = make_config(cls.config_class, values)
         except ConfigError as e:
             raise InvalidParameterError(str(e)) from None
-        from .train.trainer import Trainer
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

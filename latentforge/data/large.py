@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .readers import (SPLIT_TOKENS, Dataset, idx_images_in, labels_beside, make_dataset, read_idx,
-                      read_labels, read_npy, to_float32)
+from .readers import (Dataset, IDX_DTYPES, SPLIT_TOKENS, idx_images_in, labels_beside, make_dataset,
+                      read_idx, read_labels, read_npy, to_float32, to_labels)
 
 #: rows read per training block aim at this many float32 bytes (a block is shuffled in memory)
 BLOCK_BYTES = 32 << 20
@@ -143,7 +143,6 @@ def _npy_shard(path: Path) -> Shard:
 def _idx_shard(path: Path) -> Shard:
     import struct
 
-    from .readers import IDX_DTYPES
     try:
         with open(path, "rb") as f:
             head = f.read(4 + 4 * 255)
@@ -639,7 +638,6 @@ def open_large(path: Path, labels=None, *, name: str, split: str = "train") -> D
 
 
 def _streaming(shards: list[Shard], y: np.ndarray | None, name: str, labels) -> StreamingDataset:
-    from .readers import to_labels
     n = sum(s.n for s in shards)
     if labels is not None:
         y = read_labels(labels)

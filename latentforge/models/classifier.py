@@ -29,7 +29,7 @@ from ..config import TrainConfig, check_fraction, check_nonnegative, check_posit
 from ..errors import ConfigError, DataError
 from .base import (ACTIVATIONS, INITS, Autoencoder, LatentModel, ModelOutput, activation, check_choice, dense,
                    fit_normalizer, init_weight)
-from .capabilities import Capability
+from .capabilities import Capability, has
 
 
 @dataclass
@@ -269,7 +269,7 @@ def dense_encoder_spec(ae: nn.Module, what: str = "the autoencoder") -> dict[str
     normalize = bool(isinstance(ae, Autoencoder) and ae.config.output_activation == "linear")
     # a sigmoid coding layer (sparse-ae, hashing-ae) is the one known exception to "act everywhere";
     # init_from_autoencoder verifies the copy numerically in any case
-    coding = "sigmoid" if getattr(ae, "codes_in_unit_interval", False) and act != "sigmoid" else None
+    coding = "sigmoid" if has(ae, Capability.UNIT_CODES) and act != "sigmoid" else None
     spec = {"arch": "dense", "hidden_sizes": sizes[1:-1], "coding_size": sizes[-1], "activation": act,
             "coding_activation": coding, "normalize": normalize}
     if getattr(cfg, "init", None) is not None:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import check_positive
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .base import init_weight
 from .capabilities import Capability
 from .convkernels import ImageConv2d, ImageConvTranspose2d, MaskDropout
@@ -40,7 +40,6 @@ class DCGANConfig(GANConfig):
         super().validate()
         check_positive(self, "g_channels", "d_channels", "kernel_size", "label_dim", "n_classes")
         if self.kernel_size % 2 == 0:
-            from ..errors import ConfigError
             raise ConfigError(f"config field 'kernel_size' = {self.kernel_size}: must be odd ('same' padding)")
 
 
@@ -132,6 +131,5 @@ class ConditionalGAN(DCGAN):
 
     def sample(self, n, labels=None, generator=None, truncation=None):
         if labels is not None and (int(labels.min()) < 0 or int(labels.max()) >= self.config.n_classes):
-            from ..errors import ConfigError
             raise ConfigError(f"--label must be in 0..{self.config.n_classes - 1}")
         return super().sample(n, labels, generator, truncation)

@@ -33,6 +33,10 @@ from .._version import __version__
 from ..errors import CheckpointError, ConfigError, LatentforgeError
 from ..models.capabilities import Capability, has
 from ..models.interpolation import interpolate_codes
+from ..models import get_model_class
+from ..eval import reconstruction_metrics
+from ..train import load_run
+from ..train.checkpoint import atomic_write_bytes
 
 REPORT_HTML = "report.html"
 METRICS_JSON = "metrics.json"      # what `latentforge evaluate RUN --json RUN/metrics.json` writes
@@ -193,7 +197,6 @@ def _run_section(ctx: _Ctx) -> Section:
 
 
 def _config_section(ctx: _Ctx) -> Section:
-    from ..models import get_model_class
     cfg = ctx.run.meta.get("config") or {}
     defaults: dict[str, Any] = {}
     for f in fields(get_model_class(ctx.run.name).config_class):
@@ -288,7 +291,6 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _computed_metrics(ctx: _Ctx) -> list[tuple[str, Any, str]]:
     """Cheap metrics on (at most METRIC_SAMPLES of) the held-out data."""
-    from ..eval import reconstruction_metrics
     ds, run, model = ctx.data, ctx.run, ctx.model
     n = min(len(ds), METRIC_SAMPLES)
     x, y = ds.x[:n], (ds.y[:n] if ds.y is not None else None)
@@ -486,8 +488,6 @@ def build_report(run_dir: str | Path, data: str | None = None, *, out: str | Pat
     ``data``: the data for the data-dependent sections (default: the run's own source, held-out
     split); when it cannot be loaded those sections show a note instead.
     """
-    from ..train import load_run
-    from ..train.checkpoint import atomic_write_bytes
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     out = Path(out) if out is not None else run_dir / REPORT_HTML
@@ -523,7 +523,6 @@ def _short(source: Any) -> str:
 
 
 def _header(ctx: _Ctx) -> str:
-    from ..models import get_model_class
     run, info = ctx.run, ctx.run.data_info
     doc = (get_model_class(run.name).__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
     shape = "×".join(str(d) for d in info.get("sample_shape") or [])
@@ -557,7 +556,6 @@ HIGHER_BETTER = ("accuracy", "psnr", "ssim", "precision", "recall", "density", "
 
 def build_compare(run_dirs: list[str | Path], out: str | Path) -> Path:
     """Write a page comparing runs: one metrics table and every run's loss curves on one plot."""
-    from ..train.checkpoint import atomic_write_bytes
     from .plots import plot_history
     if len(run_dirs) < 2:
         raise ConfigError(f"compare needs at least 2 run folders, got {len(run_dirs)}")

@@ -30,13 +30,14 @@ import torch
 from .._version import __version__
 from ..config import config_to_dict, load_config_file, make_config
 from ..errors import ConfigError, DataError
-from ..models import get_model_class
+from ..models import get_model_class, make_model_config
 from ..models.capabilities import Capability
 from ..models.classifier import Classifier, ClassifierConfig, dense_encoder_spec, init_from_autoencoder
 from .checkpoint import atomic_write_json
-from .run import (HISTORY_JSON, RUN_JSON, Run, _hardware, describe_data, load_run,
-                  prepare_run_dir, resolve_config, resolve_device)
+from .run import (HISTORY_JSON, RUN_JSON, Run, _hardware, describe_data, load_run, prepare_run_dir,
+                  resolve_config, resolve_device, train)
 from .trainer import Trainer
+from ..data import Dataset, load_data, train_valid_split
 
 Log = Callable[[str], None]
 
@@ -108,7 +109,7 @@ def fit_model(name: str, config, train_ds, valid_ds=None, *, data_info: dict[str
     if config.batch_size > len(train_ds):
         raise ConfigError(f"config field 'batch_size' = {config.batch_size}: larger than the "
                           f"{len(train_ds)} training samples")
-    labelled = cls.uses_labels
+    labelled = Capability.CONDITIONAL in cls.capabilities
     if labelled and train_ds.y is None:
         raise DataError(f"{train_ds.name}: model {name!r} needs labels and this data has none")
     torch.manual_seed(config.seed)
@@ -183,8 +184,6 @@ def train_classifier(data, labeled: int | None = None, encoder_from: str | Path 
     Everything is validated before anything is written. ``tensorboard`` also logs each epoch's
     scalars to ``RUN_DIR/tensorboard``.
     """
-    from ..data import Dataset, load_data, train_valid_split
-    from .run import train
 
     log = log if log is not None else _stderr
     values = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -287,8 +286,6 @@ def pretraining_experiment(data, *, labeled: int = 500, ae: str = "stacked-ae", 
     ``out``: keep every run there (``seed-K/ae``, ``seed-K/scratch``, ``seed-K/pretrained``);
     without it everything stays in memory. Returns the results as a dict (JSON-ready).
     """
-    from ..data import Dataset, load_data, train_valid_split
-    from ..models import make_model_config
 
     log = log if log is not None else _stderr
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:

@@ -28,11 +28,14 @@ from ..errors import CheckpointError, ConfigError, DataError
 from ..models import REGISTRY, LatentModel, get_model_class, model_class_path
 from ..models.capabilities import Capability
 from ..models.classifier import init_from_autoencoder
-from .checkpoint import atomic_write_json, load_checkpoint, load_module_state, split_prefix
+from .checkpoint import NpyWriter, atomic_write_json, load_checkpoint, load_module_state, split_prefix
 from . import distributed as ddp
 from .accel import check_precision
 from .adversarial import AdversarialTrainer
-from .trainer import CHECKPOINT, Trainer
+from .trainer import CHECKPOINT, Trainer, progress_enabled
+from ..data import large
+from ..data.large import BlockArray, StreamingDataset, full_fingerprint, sampled_fingerprint
+from ..data import Dataset, load_data, train_valid_split
 
 RUN_JSON = "run.json"
 HISTORY_JSON = "history.json"
@@ -58,7 +61,6 @@ def fingerprint(x, kind: str = "full") -> str:
     """A short hash of the data, to refuse resuming a run on other data: of every value
     (``full``: streamed data is read block by block) or of the shape and a fixed sample of rows
     (``sampled``, what streamed data records: it costs a few reads, not a pass over the file)."""
-    from ..data.large import BlockArray, full_fingerprint, sampled_fingerprint
     if kind == "sampled":
         return sampled_fingerprint(x)
     if isinstance(x, BlockArray):
@@ -107,8 +109,6 @@ class Run:
         returned, so memory stays that of one batch whatever ``len(x)``. Floating results are
         float32; integer/bool results keep their dtype.
         """
-        from .checkpoint import NpyWriter
-        from .trainer import progress_enabled
         self.model.eval()
         result: np.ndarray | None = None      # filled batch by batch (no list of parts to concatenate)
         n = len(x)
@@ -160,7 +160,6 @@ class Run:
         The run's own data: the run's training / held-out split, as it was trained. Other data:
         no training part, and all of it held out (split name ``"all"``).
         """
-        from ..data import load_data, train_valid_split
         info = self.data_info
         src = source or info.get("source")
         if src is None:
@@ -298,7 +297,6 @@ def describe_data(ds, train_ds, valid_ds, valid_fraction: float | None, **extra)
 
 def _fingerprint_info(x) -> dict[str, Any]:
     """The fingerprint of ``x``: sampled for streamed data (and then it says so), else full."""
-    from ..data.large import BlockArray
     if isinstance(x, BlockArray):
         return {"fingerprint": fingerprint(x, "sampled"), "fingerprint_kind": "sampled", "streamed": True}
     return {"fingerprint": fingerprint(x)}
@@ -356,7 +354,6 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
     ``tensorboard`` also logs scalars and image grids to ``RUN_DIR/tensorboard`` (optional package).
     All input is validated before anything is written.
     """
-    from ..data import Dataset, load_data, train_valid_split
 
     log = log if log is not None else (lambda m: print(m, file=sys.stderr))
     cls = get_model_class(model)
@@ -398,7 +395,6 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
         raise DataError(f"{ds.name}: model {model!r} needs labels and this data has none")
     if config.input_shape is None:
         config.input_shape = list(ds.x.shape[1:])
-    from ..data.large import SAMPLE_BYTES, StreamingDataset
     streaming = isinstance(ds, StreamingDataset)      # larger than memory: read in shuffled blocks
     if streaming and greedy:
         raise ConfigError(f"--greedy: {ds.name} is streamed from disk (too large for memory) and greedy "
@@ -432,17 +428,18 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
         shutil.rmtree(run_dir / TB_DIR, ignore_errors=True)      # a replaced run's events
 
     net.to(dev)
+    labelled = Capability.CONDITIONAL in cls.capabilities
     if streaming:      # the trainer reads the streams; the normaliser is fitted on a sample of blocks
-        x = train_ds if cls.uses_labels else train_ds.without_labels()
-        xv = (valid_ds if cls.uses_labels else valid_ds.without_labels()) if valid_ds is not None else None
+        x = train_ds if labelled else train_ds.without_labels()
+        xv = (valid_ds if labelled else valid_ds.without_labels()) if valid_ds is not None else None
         y = yv = None
-        prep = torch.from_numpy(train_ds.x.sample(max(1, SAMPLE_BYTES // 4 // int(np.prod(ds.x.sample_shape))),
+        prep = torch.from_numpy(train_ds.x.sample(max(1, large.SAMPLE_BYTES // 4 // int(np.prod(ds.x.sample_shape))),
                                                   seed=config.seed))
     else:
         x = torch.from_numpy(train_ds.x)
         xv = torch.from_numpy(valid_ds.x) if valid_ds is not None else None
-        y = torch.from_numpy(train_ds.y) if (cls.uses_labels and train_ds.y is not None) else None
-        yv = torch.from_numpy(valid_ds.y) if (cls.uses_labels and valid_ds is not None and valid_ds.y is not None) else None
+        y = torch.from_numpy(train_ds.y) if (labelled and train_ds.y is not None) else None
+        yv = torch.from_numpy(valid_ds.y) if (labelled and valid_ds is not None and valid_ds.y is not None) else None
         prep = x
     if not resume:
         if getattr(config, "encoder_from", None):    # a classifier that starts from an AE run's encoder
