@@ -37,7 +37,6 @@ from .download import (
     safe_extract_tar,
     verify_file,
 )
-from .sources import load_path
 from .readers import (
     Dataset,
     check_split,
@@ -45,6 +44,7 @@ from .readers import (
     read_cifar10_binary,
     read_idx,
 )
+from .sources import load_path
 
 __all__ = [
     "BuiltinDataset",

@@ -18,11 +18,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import CheckpointError, ConfigError, DataError
 from ..data import data_cache_dir
-from ..train.run import fingerprint
+from ..errors import CheckpointError, ConfigError, DataError
 from ..models.features import FeatureNetConfig
 from ..train import load_run, train
+from ..train.run import fingerprint
 
 #: bumped whenever the default feature network (architecture, training) changes
 RECIPE = 1

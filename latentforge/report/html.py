@@ -31,12 +31,14 @@ import torch
 
 from .._version import __version__
 from ..errors import CheckpointError, ConfigError, LatentforgeError
+from ..eval import reconstruction_metrics
+from ..models import get_model_class
 from ..models.capabilities import Capability, has
 from ..models.interpolation import interpolate_codes
-from ..models import get_model_class
-from ..eval import reconstruction_metrics
 from ..train import load_run
 from ..train.checkpoint import atomic_write_bytes
+from .plots import plot_history, plot_image_grid, plot_reconstructions, plot_tsne
+from .tensorboard import TB_DIR, read_images
 
 REPORT_HTML = "report.html"
 METRICS_JSON = "metrics.json"      # what `latentforge evaluate RUN --json RUN/metrics.json` writes
@@ -239,7 +241,6 @@ def _dedupe_losses(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _curves_section(ctx: _Ctx) -> Section:
-    from .plots import plot_history
     if not ctx.history:
         return Section("curves", "Loss curves", note="the run has no history yet")
     hist = _dedupe_losses(ctx.history)
@@ -320,7 +321,6 @@ def _computed_metrics(ctx: _Ctx) -> list[tuple[str, Any, str]]:
 def _reconstructions_section(ctx: _Ctx) -> Section | None:
     if not ctx.has(Capability.RECONSTRUCTS) or ctx.is_classifier:
         return None
-    from .plots import plot_reconstructions
     if ctx.data is None:
         return Section("reconstructions", "Reconstructions", note=ctx.data_note)
     ds = ctx.data
@@ -336,7 +336,6 @@ def _reconstructions_section(ctx: _Ctx) -> Section | None:
 def _samples_section(ctx: _Ctx) -> Section | None:
     if not ctx.has(Capability.SAMPLES):
         return None
-    from .plots import plot_image_grid
     gen = torch.Generator().manual_seed(ctx.seed)
     kwargs: dict[str, Any] = {}
     if ctx.conditional:
@@ -380,7 +379,6 @@ def _saved_grids(run_dir: Path) -> list[tuple[int, bytes]]:
             continue
     if grids:
         return sorted(grids)
-    from .tensorboard import TB_DIR, read_images
     return sorted(read_images(run_dir / TB_DIR, "samples"), key=lambda g: g[0])
 
 
@@ -392,7 +390,6 @@ def _evenly(items: list, k: int) -> list:
 
 
 def _interpolations_section(ctx: _Ctx) -> Section | None:
-    from .plots import plot_image_grid
     model = ctx.model
     # Gaussian codes (VAEs) and GAN latents are interpolated along great circles
     gaussian = ctx.has(Capability.GAUSSIAN_LATENT) or ctx.has(Capability.ADVERSARIAL)
@@ -454,7 +451,6 @@ def _tsne_section(ctx: _Ctx) -> Section | None:
         what, fn = "codings", model.encode
     else:
         return None
-    from .plots import plot_tsne
     title = f"t-SNE map of the {what}"
     if ctx.data is None:
         return Section("tsne", title, note=ctx.data_note)
@@ -556,7 +552,6 @@ HIGHER_BETTER = ("accuracy", "psnr", "ssim", "precision", "recall", "density", "
 
 def build_compare(run_dirs: list[str | Path], out: str | Path) -> Path:
     """Write a page comparing runs: one metrics table and every run's loss curves on one plot."""
-    from .plots import plot_history
     if len(run_dirs) < 2:
         raise ConfigError(f"compare needs at least 2 run folders, got {len(run_dirs)}")
     runs = [_run_summary(Path(d)) for d in run_dirs]

@@ -29,6 +29,7 @@ import torch
 
 from .._version import __version__
 from ..config import config_to_dict, load_config_file, make_config
+from ..data import Dataset, load_data, train_valid_split
 from ..errors import ConfigError, DataError
 from ..models import get_model_class, make_model_config
 from ..models.capabilities import Capability
@@ -37,7 +38,6 @@ from .checkpoint import atomic_write_json
 from .run import (HISTORY_JSON, RUN_JSON, Run, _hardware, describe_data, load_run, prepare_run_dir,
                   resolve_config, resolve_device, train)
 from .trainer import Trainer
-from ..data import Dataset, load_data, train_valid_split
 
 Log = Callable[[str], None]
 

@@ -24,18 +24,17 @@ import torch
 
 from .._version import __version__
 from ..config import config_to_dict, load_config_file, make_config
+from ..data import Dataset, large, load_data, train_valid_split
+from ..data.large import BlockArray, StreamingDataset, full_fingerprint, sampled_fingerprint
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models import REGISTRY, LatentModel, get_model_class, model_class_path
 from ..models.capabilities import Capability
 from ..models.classifier import init_from_autoencoder
-from .checkpoint import NpyWriter, atomic_write_json, load_checkpoint, load_module_state, split_prefix
 from . import distributed as ddp
 from .accel import check_precision
 from .adversarial import AdversarialTrainer
+from .checkpoint import NpyWriter, atomic_write_json, load_checkpoint, load_module_state, split_prefix
 from .trainer import CHECKPOINT, Trainer, progress_enabled
-from ..data import large
-from ..data.large import BlockArray, StreamingDataset, full_fingerprint, sampled_fingerprint
-from ..data import Dataset, load_data, train_valid_split
 
 RUN_JSON = "run.json"
 HISTORY_JSON = "history.json"
