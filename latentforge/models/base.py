@@ -18,17 +18,7 @@ from torch import Tensor, nn
 
 from ..config import TrainConfig, check_choice, check_positive
 from ..errors import ConfigError, DataError
-from .capabilities import Capability
-
-#: the attribute names models used to set before ``capabilities`` (read-only aliases of it now; a
-#: subclass body that still sets one as a bool has it folded into its capabilities)
-LEGACY_FLAGS: dict[str, Capability] = {
-    "uses_labels": Capability.CONDITIONAL,
-    "labels_optional": Capability.LABELS_OPTIONAL,
-    "adversarial": Capability.ADVERSARIAL,
-    "gaussian_latent": Capability.GAUSSIAN_LATENT,
-    "codes_in_unit_interval": Capability.UNIT_CODES,
-}
+from .capabilities import LEGACY_FLAGS, Capability, CapabilityAlias
 
 ACTIVATIONS = ("selu", "relu", "elu", "gelu", "tanh", "sigmoid", "leaky_relu", "linear")
 INITS = ("lecun_normal", "glorot_uniform", "he_normal", "default")
@@ -111,16 +101,6 @@ def _batch_coupled(m: nn.Module) -> bool:
     return isinstance(m, nn.modules.batchnorm._BatchNorm)
 
 
-class _CapabilityAlias:
-    """``model.uses_labels`` and the like: whether the (class's) capabilities hold one flag."""
-
-    def __init__(self, flag: Capability):
-        self.flag = flag
-
-    def __get__(self, obj, owner) -> bool:
-        return self.flag in owner.capabilities
-
-
 class LatentModel(nn.Module):
     """Base of every model: holds the validated config and states the contract."""
 
@@ -128,6 +108,12 @@ class LatentModel(nn.Module):
     config_class: ClassVar[type[TrainConfig]] = TrainConfig
     #: what the model can do (see models/capabilities.py): declared once per class
     capabilities: ClassVar[Capability] = Capability(0)
+    # the older flag names, read-only aliases of ``capabilities``
+    uses_labels = CapabilityAlias(Capability.CONDITIONAL)
+    labels_optional = CapabilityAlias(Capability.LABELS_OPTIONAL)
+    adversarial = CapabilityAlias(Capability.ADVERSARIAL)
+    gaussian_latent = CapabilityAlias(Capability.GAUSSIAN_LATENT)
+    codes_in_unit_interval = CapabilityAlias(Capability.UNIT_CODES)
     #: True when samples of the right size but another shape (flat vs image) are accepted.
     accepts_flat: ClassVar[bool] = True
     #: True when the loss is a mean over samples that do not see each other and the forward pass
@@ -141,7 +127,7 @@ class LatentModel(nn.Module):
             value = cls.__dict__.get(attr)
             if isinstance(value, bool):
                 cls.capabilities = (cls.capabilities | flag) if value else (cls.capabilities & ~flag)
-                setattr(cls, attr, _CapabilityAlias(flag))
+                setattr(cls, attr, CapabilityAlias(flag))
 
     def __init__(self, config: TrainConfig):
         super().__init__()
@@ -185,10 +171,6 @@ class LatentModel(nn.Module):
         and no layer draws random numbers or keeps batch statistics."""
         return (type(self).__dict__.get("separable_batches", False)
                 and not any(_batch_coupled(m) for m in self.modules()))
-
-
-for _attr, _flag in LEGACY_FLAGS.items():
-    setattr(LatentModel, _attr, _CapabilityAlias(_flag))
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> ModelOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -70,6 +70,27 @@ METHODS: dict[Capability, tuple[str, ...]] = {
 }
 
 
+#: the attribute names models set before ``capabilities``: read-only aliases of it now (a subclass
+#: body that still sets one as a bool has it folded into its capabilities: ``LatentModel``)
+LEGACY_FLAGS: dict[str, Capability] = {
+    "uses_labels": Capability.CONDITIONAL,
+    "labels_optional": Capability.LABELS_OPTIONAL,
+    "adversarial": Capability.ADVERSARIAL,
+    "gaussian_latent": Capability.GAUSSIAN_LATENT,
+    "codes_in_unit_interval": Capability.UNIT_CODES,
+}
+
+
+class CapabilityAlias:
+    """``model.uses_labels`` and the like: whether the (class's) capabilities hold one flag."""
+
+    def __init__(self, flag: Capability):
+        self.flag = flag
+
+    def __get__(self, obj, owner) -> bool:
+        return self.flag in owner.capabilities
+
+
 def capabilities_of(model: Any) -> Capability:
     """A model's (or model class's) declared capabilities; none for anything else."""
     caps = getattr(model, "capabilities", NONE)
@@ -123,5 +144,5 @@ def data_labels(model: Any, ds, name: str):
     return ds.y
 
 
-__all__ = ["Capability", "METHODS", "NONE", "capabilities_of", "has", "check_declared", "check_label",
+__all__ = ["Capability", "METHODS", "NONE", "LEGACY_FLAGS", "CapabilityAlias", "capabilities_of", "has", "check_declared", "check_label",
            "data_labels"]

@@ -20,9 +20,9 @@ from torch import Tensor, nn
 from ..config import check_positive
 from ..errors import ConfigError, DataError
 from .base import init_weight
-from .capabilities import Capability
 from .convkernels import ImageConv2d, ImageConvTranspose2d, MaskDropout
 from .gan import GAN, GANConfig, discriminator_head
+from .capabilities import Capability
 
 
 @dataclass

@@ -63,10 +63,10 @@ class StackedAE(Autoencoder):
     """Deep dense autoencoder; the decoder mirrors the encoder."""
 
     name = "stacked-ae"
-    capabilities = Autoencoder.capabilities | Capability.GREEDY
     separable_batches = True          # a mean per-sample loss, no noise: see LatentModel.batch_separable
     config_class = StackedAEConfig
     config: StackedAEConfig
+    capabilities = Autoencoder.capabilities | Capability.GREEDY
 
     def __init__(self, config: StackedAEConfig):
         super().__init__(config)

@@ -22,18 +22,18 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .._version import __version__
+from .. import __version__
 from ..config import config_to_dict, load_config_file, make_config
-from ..data import Dataset, large, load_data, train_valid_split
-from ..data.large import BlockArray, StreamingDataset, full_fingerprint, sampled_fingerprint
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models import REGISTRY, LatentModel, get_model_class, model_class_path
+from ..data import Dataset, large, load_data, train_valid_split
+from ..data.large import BlockArray, StreamingDataset, full_fingerprint, sampled_fingerprint
 from ..models.capabilities import Capability
 from ..models.classifier import init_from_autoencoder
+from .checkpoint import NpyWriter, atomic_write_json, load_checkpoint, load_module_state, split_prefix
 from . import distributed as ddp
 from .accel import check_precision
 from .adversarial import AdversarialTrainer
-from .checkpoint import NpyWriter, atomic_write_json, load_checkpoint, load_module_state, split_prefix
 from .trainer import CHECKPOINT, Trainer, progress_enabled
 
 RUN_JSON = "run.json"
@@ -398,7 +398,7 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
     if streaming and greedy:
         raise ConfigError(f"--greedy: {ds.name} is streamed from disk (too large for memory) and greedy "
                           f"stages need it in memory; train without --greedy")
-    check_precision(config.precision, dev, adversarial=Capability.ADVERSARIAL in cls.capabilities)
+    check_precision(config.precision, dev, adversarial=bool(getattr(cls, "adversarial", False)))
     train_ds, valid_ds = train_valid_split(ds, valid_fraction, seed=config.seed)
     if config.batch_size > len(train_ds):
         raise ConfigError(f"config field 'batch_size' = {config.batch_size}: larger than the "

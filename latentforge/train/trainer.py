@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from .._version import __version__
+from .. import __version__
 from ..config import TrainConfig
 from ..errors import CheckpointError, ConfigError, Interrupted, TrainingError, collective
 from . import distributed as ddp
