@@ -56,6 +56,7 @@ __all__ = [
     "NpyStream",
     "check_samples_shape",
     "LABEL_COLUMN_NAMES",
+    "read_path",
     "make_dataset",
     "parse_csv_text",
     "parse_idx",
@@ -483,7 +484,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return parse_idx(_maybe_gunzip(_read_bytes(p, source), p, source), source)
 
 
-def is_idx_name(name: str) -> bool:
+def _is_idx_name(name: str) -> bool:
     return _IDX_NAME.search(name) is not None
 
 
@@ -492,7 +493,7 @@ def _idx_rank(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def looks_like_idx(path: Path) -> bool:
+def _looks_like_idx(path: Path) -> bool:
     """Sniff the first bytes: an IDX magic number, or gzip (assumed to wrap IDX)."""
     try:
         with open(path, "rb") as f:
@@ -523,7 +524,7 @@ def idx_images_in(folder: Path) -> list[Path]:
     (an uncompressed copy is preferred over the ``.gz``)."""
     found: dict[str, Path] = {}
     for entry in sorted(folder.iterdir()):
-        if entry.name.startswith(".") or not entry.is_file() or not is_idx_name(entry.name):
+        if entry.name.startswith(".") or not entry.is_file() or not _is_idx_name(entry.name):
             continue
         rank = _idx_rank(entry.name)
         if rank is None or rank < 2 or "labels" in entry.name.lower():
@@ -534,7 +535,7 @@ def idx_images_in(folder: Path) -> list[Path]:
     return sorted(found.values())
 
 
-def pick_idx_split(folder: Path, images: list[Path], split: str, source: str) -> Path:
+def _pick_idx_split(folder: Path, images: list[Path], split: str, source: str) -> Path:
     if len(images) == 1:
         return images[0]
     pattern = SPLIT_TOKENS[split]
@@ -849,7 +850,7 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
     if suffix == ".npz":
         x, y = read_npz(p)
         return to_labels(y if y is not None else x, source)
-    if is_idx_name(p.name) or suffix == ".gz" or looks_like_idx(p):
+    if _is_idx_name(p.name) or suffix == ".gz" or _looks_like_idx(p):
         return to_labels(read_idx(p), source)
 
     text = _decode_text(_read_bytes(p, source), source)
@@ -1034,3 +1035,79 @@ def read_cifar10_binary(paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray,
 def check_split(split: str) -> None:
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+
+
+def read_path(
+    path: str | os.PathLike,
+    labels: str | os.PathLike | None = None,
+    *,
+    split: str = "train",
+) -> Dataset:
+    """Read a dataset held in memory from a file or folder (see the module docstring for the
+    formats; :func:`latentforge.data.sources.load_path` streams the sources too large for memory).
+
+    Args:
+        path: the file or folder.
+        labels: an optional labels file (IDX, ``.npy``, or one integer per line); it
+            replaces any labels found in or beside the source.
+        split: ``"train"`` or ``"test"``; chooses the pair in a folder of IDX files and is
+            ignored by single-file sources.
+
+    Raises:
+        DataError: the path does not exist, its format is not supported, or its content is
+            invalid.
+        ConfigError: ``split`` is not ``"train"`` or ``"test"``.
+    """
+    check_split(split)
+    name = str(path)
+    p = Path(path).expanduser()
+    class_names: list[str] | None = None
+    labels_source: str | None = None
+    y = None
+
+    if p.is_dir():
+        idx_images = idx_images_in(p)
+        if idx_images:
+            chosen = _pick_idx_split(p, idx_images, split, name)
+            source = str(chosen)
+            arr = read_idx(chosen)
+            beside = labels_beside(chosen)
+            if labels is None and beside is not None:
+                y, labels_source = read_labels(beside), str(beside)
+        else:
+            source = name
+            arr, y, class_names = read_image_folder(p)
+    elif p.is_file():
+        source = name
+        suffix = p.suffix.lower()
+        if suffix == ".npy":
+            arr = read_npy(p)
+        elif suffix == ".npz":
+            arr, y = read_npz(p)
+        elif suffix in (".csv", ".tsv", ".txt"):
+            arr, y, _ = read_csv(p)
+        elif _is_idx_name(p.name) or suffix == ".gz" or _looks_like_idx(p):
+            arr = read_idx(p)
+            beside = labels_beside(p)
+            if labels is None and beside is not None:
+                y, labels_source = read_labels(beside), str(beside)
+        elif suffix in IMAGE_EXTENSIONS:
+            raise DataError(
+                f"{name}: a single image is not a dataset; give the folder that holds the images"
+            )
+        else:
+            raise DataError(
+                f"{name}: unsupported file type (expected IDX, .gz, .npy, .npz, .csv, or a "
+                "folder of images / IDX files)"
+            )
+    elif p.exists():
+        raise DataError(f"{name}: not a regular file or folder")
+    else:
+        raise DataError(f"{name}: no such file or folder")
+
+    if labels is not None:
+        y, labels_source = read_labels(labels), str(labels)
+        class_names = None
+    return make_dataset(
+        arr, y, name=name, source=source, labels_source=labels_source, class_names=class_names
+    )
