@@ -159,6 +159,7 @@ class Run:
         The run's own data: the run's training / held-out split, as it was trained. Other data:
         no training part, and all of it held out (split name ``"all"``).
         """
+        from ..data import load_data, train_valid_split
         info = self.data_info
         src = source or info.get("source")
         if src is None:
@@ -390,7 +391,7 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
         raise ConfigError(f"--greedy: model {model!r} has no layer-wise stages (try stacked-ae or tied-ae)")
 
     ds = data if isinstance(data, Dataset) else load_data(data, labels=labels)
-    if Capability.CONDITIONAL in cls.capabilities and ds.y is None and Capability.LABELS_OPTIONAL not in cls.capabilities:
+    if cls.uses_labels and ds.y is None and not getattr(cls, "labels_optional", False):
         raise DataError(f"{ds.name}: model {model!r} needs labels and this data has none")
     if config.input_shape is None:
         config.input_shape = list(ds.x.shape[1:])
