@@ -162,9 +162,13 @@ def _stderr(line: str) -> None:
 
 def evaluate_run(run, data: Optional[str] = None, labels: Optional[Path] = None, *, n: Optional[int] = None,
                  features: Optional[Path] = None, k: int = 100, seed: int = 0, batch_size: int = 4096,
-                 device: str = "cpu", log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+                 device: str = "cpu", log: Optional[Callable[[str], None]] = None,
+                 splits: Optional[tuple] = None) -> dict[str, Any]:
     """Every metric that applies to ``run`` (a :class:`latentforge.Run`) on ``data`` (default: the
-    run's own source; its held-out split for the autoencoder metrics), NaN/Inf as None."""
+    run's own source; its held-out split for the autoencoder metrics), NaN/Inf as None.
+
+    ``splits``: ``(data, training part, held-out part, split name)`` chosen by the caller (e.g.
+    a class filter); default ``run.data_splits(data, labels)``."""
     if n is not None and n < 1:
         raise ConfigError(f"-n {n}: must be >= 1")
     if k < 1:
@@ -175,7 +179,7 @@ def evaluate_run(run, data: Optional[str] = None, labels: Optional[Path] = None,
     if not (is_ae or is_gen):
         raise ConfigError(f"{run.run_dir}: {run.name} is neither an autoencoder (no reconstruct()) nor a "
                           f"generative model (no sample())")
-    ds, train, test, split = run.data_splits(data, labels)
+    ds, train, test, split = splits if splits is not None else run.data_splits(data, labels)
     t0 = time.perf_counter()
     result: dict[str, Any] = {"run_dir": str(run.run_dir), "model": run.name, "data": ds.name}
     if is_ae:

@@ -27,9 +27,9 @@ from torch import Tensor, nn
 
 from ..config import TrainConfig, check_fraction, check_nonnegative, check_positive
 from ..errors import ConfigError, DataError
+from .capabilities import Capability, has
 from .base import (ACTIVATIONS, INITS, Autoencoder, LatentModel, ModelOutput, activation, check_choice, dense,
                    fit_normalizer, init_weight)
-from .capabilities import Capability, has
 
 
 @dataclass
@@ -164,7 +164,7 @@ class Classifier(LatentModel):
             raise ConfigError(f"encoder_from {self.config.encoder_from!r}: the autoencoder's encoder was not "
                               f"copied in; train through latentforge.train or train_classifier, or call "
                               f"init_from_autoencoder(model, load_run(...)) first")
-        if self.config.normalize:
+        elif self.config.normalize:
             fit_normalizer(self.data_shift, self.data_scale, x, self.config.normalize_rms)
 
     def to_internal(self, x: Tensor) -> Tensor:
