@@ -13,7 +13,8 @@ Both follow scikit-learn's conventions, so they work in ``Pipeline``, ``GridSear
 Design decisions
 ----------------
 * **Parameters.** ``__init__`` only stores its arguments. The model is a registry name
-  (``latentforge.models.REGISTRY``); its config fields are given as a plain dict ``config``
+  (``latentforge.model_names()``: any unconditional model that declares ENCODES, DECODES and
+  RECONSTRUCTS, registered ones included); its config fields are given as a plain dict ``config``
   (e.g. ``config={"hidden_sizes": [64], "activation": "relu", "optimizer": "adam"}``) rather
   than ``**kwargs``, which ``get_params``/``set_params``/``clone`` cannot see. The fields one
   most often tunes are also first-class parameters (``coding_size``, ``hidden_sizes``,
