@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import typer
 
-from . import __version__
+from ._version import __version__
 from .errors import DataError, LatentforgeError
 
 app = typer.Typer(
@@ -131,9 +131,9 @@ def _print_json(obj: Any) -> None:
 def models_cmd(as_json: bool = typer.Option(False, "--json", help="Print the registry as JSON.")) -> None:
     """List the registered models and their chapter defaults."""
     from dataclasses import fields
-    from .models import REGISTRY, get_model_class
+    from .models import get_model_class, model_names
     rows = []
-    for name in REGISTRY:
+    for name in model_names():      # built-in, then registered and installed plugins
         cls = get_model_class(name)
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         defaults = {f.name: f.default if not callable(f.default_factory) else f.default_factory()  # type: ignore[misc]
@@ -291,10 +291,11 @@ def encode_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
                device: str = typer.Option("cpu", "--device")) -> None:
     """Encode data into codes with a trained model."""
     from .errors import ConfigError
+    from .models.capabilities import Capability
     from .train import load_run
     _npy_out(out)
     run = load_run(run_dir, device)
-    if binary and not getattr(run.model, "codes_in_unit_interval", False):
+    if binary and Capability.UNIT_CODES not in run.model.capabilities:
         raise ConfigError(f"--binary: {run.name} codes are not sigmoid codings in [0, 1] (use hashing-ae)")
     ds = _load_stream(data, labels)
     codes = run.encode(ds.x, batch_size, y=ds.y, out=out, binary=binary, source=ds.name)

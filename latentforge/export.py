@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError
+from .models.capabilities import Capability, has
 
 FORMATS = ("onnx", "torchscript")
 PARTS = ("encoder", "decoder", "generator")
@@ -45,14 +46,14 @@ class ExportPart(nn.Module):
 
 def available_parts(model: nn.Module) -> list[str]:
     """The parts :func:`export_part` can export for ``model``."""
-    if getattr(model, "uses_labels", False):
+    if has(model, Capability.CONDITIONAL):
         return []
-    if getattr(model, "adversarial", False):
+    if has(model, Capability.ADVERSARIAL):
         return ["generator"]
     parts = []
-    if hasattr(model, "encode") and hasattr(model, "decode"):
+    if has(model, Capability.ENCODES, Capability.DECODES):
         parts += ["encoder", "decoder"]
-    if getattr(model, "gaussian_latent", False) and "decoder" in parts:
+    if has(model, Capability.GAUSSIAN_LATENT) and "decoder" in parts:
         parts.append("generator")                      # a VAE generates with its decoder from N(0, I)
     return parts
 
@@ -65,18 +66,18 @@ def part_module(model: nn.Module, part: str, name: str = "") -> tuple[ExportPart
     name = name or getattr(model, "name", type(model).__name__)
     if part not in PARTS:
         raise ConfigError(f"--part {part!r}: must be one of {', '.join(PARTS)}")
-    if getattr(model, "uses_labels", False):
+    if has(model, Capability.CONDITIONAL):
         raise ConfigError(f"model {name!r} is conditional (it also takes labels); export supports "
                           f"unconditional models only")
     parts = available_parts(model)
     if part not in parts:
-        has = f"it has: {', '.join(parts)}" if parts else "it has none of encoder, decoder, generator"
-        raise ConfigError(f"model {name!r} has no {part} to export ({has})")
+        have = f"it has: {', '.join(parts)}" if parts else "it has none of encoder, decoder, generator"
+        raise ConfigError(f"model {name!r} has no {part} to export ({have})")
     model.eval()
     with torch.no_grad():
         if part == "encoder":
             return ExportPart(model, "encode"), tuple(model.input_shape)
-        if getattr(model, "adversarial", False):
+        if has(model, Capability.ADVERSARIAL):
             return ExportPart(model, "decode"), tuple(model.latent(2, device="cpu").shape[1:])
         codes = model.encode(torch.zeros((2, *model.input_shape), device=_device(model)))
         return ExportPart(model, "decode"), tuple(codes.shape[1:])

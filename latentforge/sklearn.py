@@ -13,7 +13,8 @@ Both follow scikit-learn's conventions, so they work in ``Pipeline``, ``GridSear
 Design decisions
 ----------------
 * **Parameters.** ``__init__`` only stores its arguments. The model is a registry name
-  (``latentforge.models.REGISTRY``); its config fields are given as a plain dict ``config``
+  (``latentforge.model_names()``: any unconditional model that declares ENCODES, DECODES and
+  RECONSTRUCTS, registered ones included); its config fields are given as a plain dict ``config``
   (e.g. ``config={"hidden_sizes": [64], "activation": "relu", "optimizer": "adam"}``) rather
   than ``**kwargs``, which ``get_params``/``set_params``/``clone`` cannot see. The fields one
   most often tunes are also first-class parameters (``coding_size``, ``hidden_sizes``,
@@ -68,7 +69,9 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .config import make_config
 from .errors import ConfigError, DataError
-from .models import Autoencoder, get_model_class
+from .models import get_model_class
+from .models.capabilities import Capability, has
+from .train.trainer import Trainer
 
 __all__ = ["AutoencoderTransformer", "AutoencoderOutlierDetector", "InvalidParameterError",
            "InvalidDataError"]
@@ -121,10 +124,10 @@ class _AutoencoderBase(BaseEstimator):
             cls = get_model_class(self.model)
         except ConfigError as e:
             raise InvalidParameterError(str(e)) from None
-        if not issubclass(cls, Autoencoder):
+        if not has(cls, Capability.ENCODES, Capability.DECODES, Capability.RECONSTRUCTS):
             raise InvalidParameterError(f"model {self.model!r} is not an autoencoder; these estimators "
                                         "need a model with encode/decode")
-        if getattr(cls, "uses_labels", False):
+        if has(cls, Capability.CONDITIONAL):
             raise InvalidParameterError(f"model {self.model!r} is trained on class labels; these estimators "
                                         "train unsupervised autoencoders only")
         if self.config is not None and not isinstance(self.config, dict):
@@ -167,7 +170,6 @@ class _AutoencoderBase(BaseEstimator):
             cfg = make_config(cls.config_class, values)
         except ConfigError as e:
             raise InvalidParameterError(str(e)) from None
-        from .train.trainer import Trainer
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

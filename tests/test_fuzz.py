@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from latentforge.config import TrainConfig, load_config_file, make_config, parse_set_items
-from latentforge.data.readers import (NpyStream, load_path, parse_csv_text, parse_idx, read_labels, read_npy)
+from latentforge.data.readers import NpyStream, parse_csv_text, parse_idx, read_labels, read_npy
+from latentforge.data.sources import load_path
 from latentforge.errors import ConfigError, DataError
 from latentforge.models import get_model_class
 

@@ -111,8 +111,9 @@ def test_greedy_stage_trains_only_its_layers(tiny_images):
 
 
 def test_greedy_refused_for_models_without_stages(tmp_path, tiny_images, monkeypatch):
+    from latentforge.models import Capability
     from latentforge.models.dense_ae import StackedAE
-    monkeypatch.delattr(StackedAE, "greedy_stages")
+    monkeypatch.setattr(StackedAE, "capabilities", StackedAE.capabilities & ~Capability.GREEDY)
     with pytest.raises(ConfigError, match="--greedy"):
         train("stacked-ae", tiny_images, out=tmp_path / "x", greedy=True)
 

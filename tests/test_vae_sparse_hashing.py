@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import mnist4k_path
-from latentforge.commands.generative import interpolate_codes, lerp, slerp
+from latentforge.models.interpolation import interpolate_codes, lerp, slerp
 from latentforge.errors import ConfigError, DataError
 from latentforge.eval import (bce, hash_pair_purity, iw_nll_from_log_weights, label_pair_chance, mse,
                               near_binary_share, psnr, reconstruction_metrics)

@@ -75,13 +75,14 @@ def predict_cmd(run_dir: Path = typer.Argument(..., help="A classifier run folde
     """Classify data with a trained classifier; prints the accuracy when the data has labels."""
     import numpy as np
 
+    from ..models.capabilities import Capability
     from ..train import load_run
     from ..train.pretraining import predict
     _out_dir_ok(out)
     if out.suffix != ".npy":
         raise DataError(f"{out}: output must be a .npy file")
     run = load_run(run_dir, device)
-    if not hasattr(run.model, "predict_proba"):
+    if Capability.CLASSIFIES not in run.model.capabilities:
         raise ConfigError(f"{run_dir}: model {run.name!r} is not a classifier (predict needs a classifier run)")
     ds = _load(data, labels)
     result = predict(run, ds.x, proba=proba, batch_size=batch_size)

@@ -1,8 +1,9 @@
 """Commands for generative models and autoencoders: generate, interpolate (evaluate: commands/evaluate.py).
 
-A model is *generative* when it has ``sample(n, labels=None, generator=None)`` returning ``n``
-images in [0, 1] shaped like its inputs (``generator`` is a CPU ``torch.Generator``). It is
-*conditional* when it is trained on labels (``uses_labels``): then ``labels`` picks the class.
+A model is *generative* when it declares ``Capability.SAMPLES``: ``sample(n, labels=None,
+generator=None)`` returns ``n`` images in [0, 1] shaped like its inputs (``generator`` is a CPU
+``torch.Generator``). It is *conditional* when it declares ``Capability.CONDITIONAL`` (trained on
+labels): then ``labels`` picks the class.
 A model may also accept ``truncation=PSI`` in ``sample`` (the truncation trick of GANs).
 
     latentforge generate RUN -n 100 --out samples.npy [--label 3] [--seed 0] [--grid samples.png]
@@ -20,74 +21,15 @@ import typer
 from ..cli import LabelsOpt, _heldout, _out_dir_ok, app
 from ..errors import ConfigError, DataError
 
-METHODS = ("linear", "slerp")
+METHODS = ("linear", "slerp")       # latentforge.models.interpolation.METHODS (not imported: --help stays light)
 GRID_MAX = 100          # `generate --grid` shows at most this many samples
 
 
-# ------------------------------------------------------------------------------ interpolation
-def lerp(a, b, steps: int):
-    """``steps`` points from ``a`` to ``b`` (both included) on the straight line, shape (steps, *a.shape)."""
-    import numpy as np
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    t = np.linspace(0.0, 1.0, int(steps)).reshape((-1,) + (1,) * a.ndim)
-    return (1 - t) * a + t * b
-
-
-def slerp(a, b, steps: int):
-    """``steps`` points from ``a`` to ``b`` (both included) along the great circle (White, 2016).
-
-    ``sin((1-t) w) / sin(w) * a + sin(t w) / sin(w) * b`` with ``w`` the angle between ``a`` and
-    ``b``: it keeps the norm typical of a Gaussian prior where a straight line would pass near the
-    origin. Parallel, antiparallel or zero vectors fall back to :func:`lerp`.
-    """
-    import numpy as np
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 or nb == 0:
-        return lerp(a, b, steps)
-    omega = math.acos(float(np.clip(np.dot(a.ravel() / na, b.ravel() / nb), -1.0, 1.0)))
-    s = math.sin(omega)
-    if s < 1e-6:
-        return lerp(a, b, steps)
-    t = np.linspace(0.0, 1.0, int(steps)).reshape((-1,) + (1,) * a.ndim)
-    return np.sin((1 - t) * omega) / s * a + np.sin(t * omega) / s * b
-
-
-def interpolate_codes(a, b, steps: int, method: str = "linear"):
-    if method not in METHODS:
-        raise ConfigError(f"--method {method!r}: must be one of {', '.join(METHODS)}")
-    return (slerp if method == "slerp" else lerp)(a, b, steps)
-
-
 # ------------------------------------------------------------------------------ helpers
-def _is_conditional(model) -> bool:
-    return bool(getattr(model, "uses_labels", False))
-
-
 def _check_png(path: Path, flag: str) -> None:
     if Path(path).suffix.lower() != ".png":
         raise DataError(f"{flag} {path}: must be a .png file")
     _out_dir_ok(path)
-
-
-def _check_label(model, label: int, name: str) -> None:
-    k = getattr(model.config, "n_classes", None)
-    if label < 0 or (k is not None and label >= k):
-        top = f"0..{k - 1}" if k is not None else ">= 0"
-        raise ConfigError(f"--label {label}: out of range for {name} (classes {top})")
-
-
-def _data_labels(model, ds, name: str):
-    """The data's labels where the model needs them (conditional models), else None."""
-    if not _is_conditional(model):
-        return None
-    if ds.y is None:
-        raise DataError(f"{ds.name}: {name} is conditional and needs the data's labels (give --labels)")
-    k = getattr(model.config, "n_classes", None)
-    if k is not None and len(ds.y) and (int(ds.y.min()) < 0 or int(ds.y.max()) >= k):
-        raise DataError(f"{ds.name}: labels {int(ds.y.min())}..{int(ds.y.max())} do not fit {name}'s "
-                        f"{k} classes")
-    return ds.y
 
 
 def _progress(n: int, desc: str):
@@ -98,10 +40,6 @@ def _progress(n: int, desc: str):
     import sys
     from tqdm.auto import tqdm
     return tqdm(total=n, desc=desc, unit="img", leave=False, file=sys.stderr)
-
-
-def _finite(v: Any) -> Any:
-    return v if not isinstance(v, float) or math.isfinite(v) else None
 
 
 # ------------------------------------------------------------------------------ generate
@@ -131,18 +69,19 @@ def generate_cmd(
 
     import numpy as np
     import torch
+    from ..models.capabilities import Capability, check_label
     from ..train import load_run
     run = load_run(run_dir, device)
     model = run.model
-    sample = getattr(model, "sample", None)
-    if not callable(sample):
+    if Capability.SAMPLES not in model.capabilities:
         raise ConfigError(f"{run_dir}: {run.name} is not a generative model (it has no sample()); "
                           f"train vae, conditional-vae or a GAN")
+    sample = model.sample
     kwargs: dict[str, Any] = {}
-    if _is_conditional(model):
+    if Capability.CONDITIONAL in model.capabilities:
         if label is None:
             raise ConfigError(f"{run.name} is conditional: give --label K, the class to generate")
-        _check_label(model, label, run.name)
+        check_label(model, label, run.name)
     elif label is not None:
         raise ConfigError(f"--label: {run.name} is unconditional; it generates without a label")
     if truncation is not None:
@@ -206,18 +145,20 @@ def interpolate_cmd(
 
     import numpy as np
     import torch
+    from ..models.capabilities import Capability, data_labels, has
+    from ..models.interpolation import interpolate_codes
     from ..report import plot_image_grid
     from ..train import load_run
     run = load_run(run_dir, device)
     model = run.model
-    if not (callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))):
+    if not has(model, Capability.ENCODES, Capability.DECODES):
         raise ConfigError(f"{run_dir}: {run.name} has no encode/decode; interpolation needs an autoencoder")
-    method = method or ("slerp" if getattr(model, "gaussian_latent", False) else "linear")
+    method = method or ("slerp" if Capability.GAUSSIAN_LATENT in model.capabilities else "linear")
     ds = _heldout(run, data, labels)
     if len(ds) < 2:
         raise DataError(f"{ds.name}: need at least 2 images to make pairs, got {len(ds)}")
     model.check_data(ds.x, ds.name)
-    y_all = _data_labels(model, ds, run.name)
+    y_all = data_labels(model, ds, run.name)
     rng = np.random.default_rng(seed)
     idx = np.stack([rng.choice(len(ds), 2, replace=False) for _ in range(pairs)]).ravel()   # (2K,)
     x = ds.x[idx]

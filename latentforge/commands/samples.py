@@ -21,18 +21,18 @@ def plot_samples_cmd(run_dir: Path = typer.Argument(..., help="A run folder of a
     import torch
 
     from ..errors import ConfigError
+    from ..models.capabilities import Capability, check_label
     from ..report import plot_image_grid
     from ..train import load_run
     _out_dir_ok(out)
     run = load_run(run_dir, device)
-    if not hasattr(run.model, "sample"):
+    if Capability.SAMPLES not in run.model.capabilities:
         raise ConfigError(f"{run_dir}: model {run.name!r} does not generate samples")
     labels = None
-    if getattr(run.model, "uses_labels", False):
+    if Capability.CONDITIONAL in run.model.capabilities:
         k = run.model.config.n_classes
         if label is not None:
-            from .generative import _check_label   # here: generative imports cli, which loads this module
-            _check_label(run.model, label, run.name)
+            check_label(run.model, label, run.name)
         labels = torch.full((n,), label) if label is not None else torch.arange(n) % k
         labels = labels.to(run.device)
     elif label is not None:

@@ -39,12 +39,12 @@ from .download import (
 )
 from .readers import (
     Dataset,
-    _check_split,
-    load_path,
+    check_split,
     make_dataset,
     read_cifar10_binary,
     read_idx,
 )
+from .sources import load_path
 
 __all__ = [
     "BuiltinDataset",
@@ -323,7 +323,7 @@ def load_builtin(
             off, or invalid cached files.
         DownloadError: the download failed.
     """
-    _check_split(split)
+    check_split(split)
     key = resolve_builtin(name)
     if key is None:
         raise DataError(
@@ -436,7 +436,7 @@ def load_data(
         DownloadError: a built-in could not be downloaded or failed its checksum.
         ConfigError: ``split`` is not ``"train"`` or ``"test"``.
     """
-    _check_split(split)
+    check_split(split)
     if isinstance(source, str):
         if not source.strip():
             raise DataError("empty data source: give a built-in name or a path")

@@ -1,6 +1,6 @@
 """Data larger than memory: a memory-mapped ``.npy`` file or a folder of shards, read in blocks.
 
-:func:`open_large` is the hook :func:`~latentforge.data.readers.load_path` calls first. It
+:func:`open_large` is the hook :func:`~latentforge.data.sources.load_path` calls first. It
 returns a :class:`StreamingDataset` for
 
 * a ``.npy`` file whose float32 size exceeds :func:`stream_threshold` (opened with
@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .readers import (_SPLIT_TOKENS, Dataset, _idx_images_in, _labels_beside, make_dataset, read_idx,
-                      read_labels, read_npy, to_float32)
+from .readers import (Dataset, IDX_DTYPES, SPLIT_TOKENS, idx_images_in, labels_beside, make_dataset,
+                      read_idx, read_labels, read_npy, to_float32, to_labels)
 
 #: rows read per training block aim at this many float32 bytes (a block is shuffled in memory)
 BLOCK_BYTES = 32 << 20
@@ -143,7 +143,6 @@ def _npy_shard(path: Path) -> Shard:
 def _idx_shard(path: Path) -> Shard:
     import struct
 
-    from .readers import _IDX_DTYPES
     try:
         with open(path, "rb") as f:
             head = f.read(4 + 4 * 255)
@@ -154,10 +153,10 @@ def _idx_shard(path: Path) -> Shard:
         _check_shape(arr.shape, str(path))
         return Shard(path, int(arr.shape[0]), tuple(arr.shape[1:]), arr.dtype, None)
     ndim = head[3] if len(head) >= 4 else 0
-    if not ndim or head[0] or head[1] or head[2] not in _IDX_DTYPES or len(head) < 4 + 4 * ndim:
+    if not ndim or head[0] or head[1] or head[2] not in IDX_DTYPES or len(head) < 4 + 4 * ndim:
         raise DataError(f"{path}: not an IDX file (bad or truncated header)")
     dims = struct.unpack(f">{ndim}I", head[4:4 + 4 * ndim])
-    dtype = np.dtype(_IDX_DTYPES[head[2]][0])
+    dtype = np.dtype(IDX_DTYPES[head[2]][0])
     offset = 4 + 4 * ndim
     expected = int(np.prod(dims)) * dtype.itemsize
     if path.stat().st_size - offset != expected:
@@ -576,8 +575,8 @@ def _npy_shard_files(folder: Path) -> list[Path]:
 
 
 def _idx_shard_files(folder: Path, split: str) -> list[Path]:
-    images = _idx_images_in(folder)
-    tokens = _SPLIT_TOKENS
+    images = idx_images_in(folder)
+    tokens = SPLIT_TOKENS
     matching = [p for p in images if tokens[split].search(p.name)]
     if not matching and not any(t.search(p.name) for p in images for t in tokens.values()):
         matching = images                                     # shards without split names
@@ -613,7 +612,7 @@ def open_large(path: Path, labels=None, *, name: str, split: str = "train") -> D
         if not files:
             return None
         shards = [_idx_shard(p) for p in files]
-        beside = [_labels_beside(p) for p in files]
+        beside = [labels_beside(p) for p in files]
         per_shard = beside if all(b is not None for b in beside) else None
     first = shards[0]
     for s in shards[1:]:
@@ -639,7 +638,6 @@ def open_large(path: Path, labels=None, *, name: str, split: str = "train") -> D
 
 
 def _streaming(shards: list[Shard], y: np.ndarray | None, name: str, labels) -> StreamingDataset:
-    from .readers import to_labels
     n = sum(s.n for s in shards)
     if labels is not None:
         y = read_labels(labels)

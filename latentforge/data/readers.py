@@ -1,6 +1,6 @@
 """Readers that turn files on disk into a :class:`Dataset`.
 
-Supported sources (see :func:`load_path`):
+Supported sources (see :func:`latentforge.data.sources.load_path`):
 
 * **IDX** files (the MNIST format), plain or gzip-compressed, e.g.
   ``train-images-idx3-ubyte.gz``. Labels are found beside the images file by the standard
@@ -56,7 +56,7 @@ __all__ = [
     "NpyStream",
     "check_samples_shape",
     "LABEL_COLUMN_NAMES",
-    "load_path",
+    "read_path",
     "make_dataset",
     "parse_csv_text",
     "parse_idx",
@@ -83,7 +83,7 @@ NPZ_DATA_KEYS = ("x", "X", "images", "data")
 NPZ_LABEL_KEYS = ("y", "Y", "labels")
 
 # IDX type code -> (big-endian numpy dtype, human name).
-_IDX_DTYPES: dict[int, tuple[str, str]] = {
+IDX_DTYPES: dict[int, tuple[str, str]] = {
     0x08: (">u1", "uint8"),
     0x09: (">i1", "int8"),
     0x0B: (">i2", "int16"),
@@ -94,7 +94,7 @@ _IDX_DTYPES: dict[int, tuple[str, str]] = {
 
 # "train-images-idx3-ubyte", "emnist-digits-test-labels-idx1-ubyte.gz", ...
 _IDX_NAME = re.compile(r"idx(\d+)-ubyte(\.gz)?$", re.IGNORECASE)
-_SPLIT_TOKENS = {
+SPLIT_TOKENS = {
     "train": re.compile(r"(?:^|[-_.])train(?:[-_.]|$)", re.IGNORECASE),
     "test": re.compile(r"(?:^|[-_.])(?:t10k|test)(?:[-_.]|$)", re.IGNORECASE),
 }
@@ -440,7 +440,7 @@ def parse_idx(buf: bytes, source: str = "<bytes>") -> np.ndarray:
             "with two zero bytes)"
         )
     code = buf[2]
-    if code not in _IDX_DTYPES:
+    if code not in IDX_DTYPES:
         raise DataError(
             f"{source}: unknown IDX data type code 0x{code:02X} (expected 08, 09, 0B, 0C, "
             "0D or 0E)"
@@ -455,7 +455,7 @@ def parse_idx(buf: bytes, source: str = "<bytes>") -> np.ndarray:
             f"file holds {n})"
         )
     dims = struct.unpack(f">{ndim}I", bytes(buf[4:header]))
-    dtype, type_name = _IDX_DTYPES[code]
+    dtype, type_name = IDX_DTYPES[code]
     itemsize = np.dtype(dtype).itemsize
     expected = math.prod(dims) * itemsize
     actual = n - header
@@ -502,10 +502,10 @@ def _looks_like_idx(path: Path) -> bool:
         return False
     if head[:2] == _GZIP_MAGIC:
         return True
-    return len(head) == 4 and head[0] == 0 and head[1] == 0 and head[2] in _IDX_DTYPES
+    return len(head) == 4 and head[0] == 0 and head[1] == 0 and head[2] in IDX_DTYPES
 
 
-def _labels_beside(images: Path) -> Path | None:
+def labels_beside(images: Path) -> Path | None:
     """The standard labels file for an IDX images file (``images-idx3`` -> ``labels-idx1``),
     preferring the same compression; ``None`` if there is none."""
     name = images.name
@@ -519,7 +519,7 @@ def _labels_beside(images: Path) -> Path | None:
     return None
 
 
-def _idx_images_in(folder: Path) -> list[Path]:
+def idx_images_in(folder: Path) -> list[Path]:
     """IDX files in ``folder`` that hold samples (rank >= 2, not labels), one per base name
     (an uncompressed copy is preferred over the ``.gz``)."""
     found: dict[str, Path] = {}
@@ -538,7 +538,7 @@ def _idx_images_in(folder: Path) -> list[Path]:
 def _pick_idx_split(folder: Path, images: list[Path], split: str, source: str) -> Path:
     if len(images) == 1:
         return images[0]
-    pattern = _SPLIT_TOKENS[split]
+    pattern = SPLIT_TOKENS[split]
     matches = [p for p in images if pattern.search(p.name)]
     names = ", ".join(p.name for p in images)
     if not matches:
@@ -1032,18 +1032,19 @@ def read_cifar10_binary(paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray,
 # --------------------------------------------------------------------------------------------
 # Dispatch on a path
 # --------------------------------------------------------------------------------------------
-def _check_split(split: str) -> None:
+def check_split(split: str) -> None:
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
 
 
-def load_path(
+def read_path(
     path: str | os.PathLike,
     labels: str | os.PathLike | None = None,
     *,
     split: str = "train",
 ) -> Dataset:
-    """Load a dataset from a file or folder (see the module docstring for the formats).
+    """Read a dataset held in memory from a file or folder (see the module docstring for the
+    formats; :func:`latentforge.data.sources.load_path` streams the sources too large for memory).
 
     Args:
         path: the file or folder.
@@ -1057,29 +1058,20 @@ def load_path(
             invalid.
         ConfigError: ``split`` is not ``"train"`` or ``"test"``.
     """
-    _check_split(split)
+    check_split(split)
     name = str(path)
     p = Path(path).expanduser()
     class_names: list[str] | None = None
     labels_source: str | None = None
     y = None
 
-    from .large import open_large   # a .npy too large for memory, or a folder of shards: streamed
-    try:
-        large = open_large(p, labels, name=name, split=split)
-    except (SyntaxError, tokenize.TokenError, TypeError, OverflowError, MemoryError) as e:
-        # a corrupt .npy header (numpy parses it as a Python literal) -- found by tests/test_fuzz.py
-        raise DataError(f"{name}: cannot read .npy file ({type(e).__name__}: {e})") from e
-    if large is not None:
-        return large
-
     if p.is_dir():
-        idx_images = _idx_images_in(p)
+        idx_images = idx_images_in(p)
         if idx_images:
             chosen = _pick_idx_split(p, idx_images, split, name)
             source = str(chosen)
             arr = read_idx(chosen)
-            beside = _labels_beside(chosen)
+            beside = labels_beside(chosen)
             if labels is None and beside is not None:
                 y, labels_source = read_labels(beside), str(beside)
         else:
@@ -1096,7 +1088,7 @@ def load_path(
             arr, y, _ = read_csv(p)
         elif _is_idx_name(p.name) or suffix == ".gz" or _looks_like_idx(p):
             arr = read_idx(p)
-            beside = _labels_beside(p)
+            beside = labels_beside(p)
             if labels is None and beside is not None:
                 y, labels_source = read_labels(beside), str(beside)
         elif suffix in IMAGE_EXTENSIONS:

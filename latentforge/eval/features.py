@@ -18,7 +18,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..data import data_cache_dir
 from ..errors import CheckpointError, ConfigError, DataError
+from ..models.features import FeatureNetConfig
+from ..train import load_run, train
+from ..train.run import fingerprint
 
 #: bumped whenever the default feature network (architecture, training) changes
 RECIPE = 1
@@ -27,20 +31,17 @@ FEATURES_MODEL = "features"
 
 def feature_cache_dir() -> Path:
     """Where cached feature networks live: ``<data cache>/features``."""
-    from ..data import data_cache_dir
     return data_cache_dir() / "features"
 
 
 def cached_features_path(ds) -> Path:
     """The cache folder of ``ds``'s feature network (keyed by the data's fingerprint)."""
-    from ..train.run import fingerprint
     return feature_cache_dir() / f"{fingerprint(ds.x)}-r{RECIPE}"
 
 
 def feature_overrides(ds, **overrides: Any) -> dict[str, Any]:
     """The config values for ``ds``: ``n_classes`` from its labels, a batch no larger than its
     training split, then ``overrides``."""
-    from ..models.features import FeatureNetConfig
     values: dict[str, Any] = {}
     if ds.y is not None and len(ds.y):
         values["n_classes"] = max(2, int(ds.y.max()) + 1)
@@ -54,7 +55,6 @@ def train_feature_network(ds, out: str | Path, *, overrides: dict[str, Any] | No
                           progress: bool | None = None, log: Callable[[str], None] | None = None,
                           overwrite: bool = False):
     """Train the feature network on ``ds`` (labels when it has them) into the run folder ``out``."""
-    from ..train import train
     return train(FEATURES_MODEL, ds, out=out, overrides=feature_overrides(ds, **(overrides or {})),
                  valid_fraction=0.1, progress=progress, log=log or (lambda m: None), device=device,
                  overwrite=overwrite)
@@ -62,7 +62,6 @@ def train_feature_network(ds, out: str | Path, *, overrides: dict[str, Any] | No
 
 def load_feature_network(run_dir: str | Path, ds=None, device: str = "cpu"):
     """Load a ``features`` run; with ``ds``, check that it embeds samples shaped like ``ds``'s."""
-    from ..train import load_run
     run = load_run(run_dir, device)
     if run.name != FEATURES_MODEL:
         raise ConfigError(f"--features {run_dir}: a {run.name!r} run, not a feature network "

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..config import TrainConfig, check_choice, check_positive
 from ..errors import ConfigError, DataError
+from .capabilities import LEGACY_FLAGS, Capability, CapabilityAlias
 
 ACTIVATIONS = ("selu", "relu", "elu", "gelu", "tanh", "sigmoid", "leaky_relu", "linear")
 INITS = ("lecun_normal", "glorot_uniform", "he_normal", "default")
@@ -96,12 +97,24 @@ class LatentModel(nn.Module):
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type[TrainConfig]] = TrainConfig
-    #: True for models trained on labels (classifiers, conditional models): the trainer passes y.
-    uses_labels: ClassVar[bool] = False
-    #: True when the codes lie in [0, 1] (sigmoid codings): `encode --binary` may round them.
-    codes_in_unit_interval: ClassVar[bool] = False
+    #: what the model can do (see models/capabilities.py): declared once per class
+    capabilities: ClassVar[Capability] = Capability(0)
+    # the older flag names, read-only aliases of ``capabilities``
+    uses_labels = CapabilityAlias(Capability.CONDITIONAL)
+    labels_optional = CapabilityAlias(Capability.LABELS_OPTIONAL)
+    adversarial = CapabilityAlias(Capability.ADVERSARIAL)
+    gaussian_latent = CapabilityAlias(Capability.GAUSSIAN_LATENT)
+    codes_in_unit_interval = CapabilityAlias(Capability.UNIT_CODES)
     #: True when samples of the right size but another shape (flat vs image) are accepted.
     accepts_flat: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for attr, flag in LEGACY_FLAGS.items():          # e.g. ``uses_labels = True`` in a class body
+            value = cls.__dict__.get(attr)
+            if isinstance(value, bool):
+                cls.capabilities = (cls.capabilities | flag) if value else (cls.capabilities & ~flag)
+                setattr(cls, attr, CapabilityAlias(flag))
 
     def __init__(self, config: TrainConfig):
         super().__init__()
@@ -169,6 +182,7 @@ class Autoencoder(LatentModel):
     """
 
     config: AEConfig
+    capabilities = Capability.ENCODES | Capability.DECODES | Capability.RECONSTRUCTS
 
     def __init__(self, config: AEConfig):
         super().__init__(config)

@@ -7,8 +7,9 @@ in) -> ``head_hidden_sizes`` -> ``n_classes`` logits. ``arch = "conv"``: Conv(``
 
 Unsupervised pretraining: :func:`init_from_autoencoder` copies a dense AE's encoder (and its input
 normalisation) into the classifier, or raises ConfigError naming the mismatch. ``encoder_from``
-records the AE run folder; when it is set, :meth:`Classifier.prepare` (called once before the
-first epoch, never on resume or load) does the copy. ``freeze_epochs`` keeps the encoder frozen
+records the AE run folder; when it is set, the training API (``latentforge.train``, which reads
+run folders: models do no file I/O) loads that run and does the copy once before the first
+epoch, never on resume or load. ``freeze_epochs`` keeps the encoder frozen
 for the first E epochs (``on_epoch_start``), after which the whole network is fine-tuned;
 ``pretrained_layers = k`` copies (and freezes) only the lowest k layers. On a pretrained encoder the
 softmax layer starts at zero (``output_init = "auto"``): the AE's SELU codes are large, and a
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 
 from ..config import TrainConfig, check_fraction, check_nonnegative, check_positive
 from ..errors import ConfigError, DataError
+from .capabilities import Capability, has
 from .base import (ACTIVATIONS, INITS, Autoencoder, LatentModel, ModelOutput, activation, check_choice, dense,
                    fit_normalizer, init_weight)
 
@@ -93,7 +95,7 @@ class Classifier(LatentModel):
     name = "classifier"
     config_class = ClassifierConfig
     config: ClassifierConfig
-    uses_labels = True
+    capabilities = Capability.CONDITIONAL | Capability.CLASSIFIES
 
     def __init__(self, config: ClassifierConfig):
         super().__init__(config)
@@ -154,12 +156,14 @@ class Classifier(LatentModel):
                             f"n_classes = {self.config.n_classes} (labels 0..{self.config.n_classes - 1})")
 
     def prepare(self, x: Tensor) -> None:
-        """Copy the encoder of ``config.encoder_from`` (once), or fit the normalisation."""
+        """Fit the normalisation, unless an autoencoder's encoder (and its normalisation) was copied
+        in (:func:`init_from_autoencoder`, done by the training API for ``config.encoder_from``)."""
         if self._pretrained:
             return
         if self.config.encoder_from:
-            from ..train.run import load_run
-            init_from_autoencoder(self, load_run(self.config.encoder_from))
+            raise ConfigError(f"encoder_from {self.config.encoder_from!r}: the autoencoder's encoder was not "
+                              f"copied in; train through latentforge.train or train_classifier, or call "
+                              f"init_from_autoencoder(model, load_run(...)) first")
         elif self.config.normalize:
             fit_normalizer(self.data_shift, self.data_scale, x, self.config.normalize_rms)
 
@@ -231,15 +235,14 @@ class Classifier(LatentModel):
 
 # ------------------------------------------------------------------------------------ pretraining
 def _ae_model(source: Any) -> tuple[nn.Module, str]:
-    """(model, description) from a Run, a model or a run folder."""
-    from ..train.run import Run, load_run
-    if isinstance(source, (str, Path)):
-        source = load_run(source)
-    if isinstance(source, Run):
-        return source.model, f"run {source.run_dir} ({source.name})"
+    """(model, description) from a loaded run (anything with a ``model`` module) or a model."""
     if isinstance(source, nn.Module):
         return source, f"model {getattr(source, 'name', '') or type(source).__name__}"
-    raise TypeError(f"expected a Run, a model or a run folder, got {type(source).__name__}")
+    if isinstance(getattr(source, "model", None), nn.Module):
+        return source.model, f"run {getattr(source, 'run_dir', '')} ({getattr(source, 'name', '')})"
+    if isinstance(source, (str, Path)):
+        raise TypeError(f"{source}: a run folder; load it first (latentforge.load_run)")
+    raise TypeError(f"expected a Run or a model, got {type(source).__name__}")
 
 
 def dense_encoder_spec(ae: nn.Module, what: str = "the autoencoder") -> dict[str, Any]:
@@ -266,7 +269,7 @@ def dense_encoder_spec(ae: nn.Module, what: str = "the autoencoder") -> dict[str
     normalize = bool(isinstance(ae, Autoencoder) and ae.config.output_activation == "linear")
     # a sigmoid coding layer (sparse-ae, hashing-ae) is the one known exception to "act everywhere";
     # init_from_autoencoder verifies the copy numerically in any case
-    coding = "sigmoid" if getattr(ae, "codes_in_unit_interval", False) and act != "sigmoid" else None
+    coding = "sigmoid" if has(ae, Capability.UNIT_CODES) and act != "sigmoid" else None
     spec = {"arch": "dense", "hidden_sizes": sizes[1:-1], "coding_size": sizes[-1], "activation": act,
             "coding_activation": coding, "normalize": normalize}
     if getattr(cfg, "init", None) is not None:
@@ -277,7 +280,7 @@ def dense_encoder_spec(ae: nn.Module, what: str = "the autoencoder") -> dict[str
 def init_from_autoencoder(clf: Classifier, ae_source: Any, *, check: bool = True) -> Classifier:
     """Copy a trained dense autoencoder's encoder (and input normalisation) into ``clf``.
 
-    ``ae_source``: a Run, a model, or a run folder. The classifier's encoder must be built like
+    ``ae_source``: a loaded Run or a model. The classifier's encoder must be built like
     the AE's (``dense_encoder_spec`` gives the config fields); ConfigError names the first
     mismatch. With ``config.pretrained_layers = k`` only the lowest k layers are copied, and only
     they must match. With ``check`` the AE's ``encode`` is verified to be reproduced by its ``enc``

@@ -18,9 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from ..config import check_positive
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .base import init_weight
 from .gan import GAN, GANConfig, discriminator_head
+from .capabilities import Capability
 
 
 @dataclass
@@ -38,7 +39,6 @@ class DCGANConfig(GANConfig):
         super().validate()
         check_positive(self, "g_channels", "d_channels", "kernel_size", "label_dim", "n_classes")
         if self.kernel_size % 2 == 0:
-            from ..errors import ConfigError
             raise ConfigError(f"config field 'kernel_size' = {self.kernel_size}: must be odd ('same' padding)")
 
 
@@ -124,10 +124,9 @@ class ConditionalGAN(DCGAN):
     """DCGAN with the class label fed to G and D (the chapter's exercise): generate a chosen class."""
 
     name = "conditional-gan"
-    uses_labels = True
+    capabilities = DCGAN.capabilities | Capability.CONDITIONAL
 
     def sample(self, n, labels=None, generator=None, truncation=None):
         if labels is not None and (int(labels.min()) < 0 or int(labels.max()) >= self.config.n_classes):
-            from ..errors import ConfigError
             raise ConfigError(f"--label must be in 0..{self.config.n_classes - 1}")
         return super().sample(n, labels, generator, truncation)

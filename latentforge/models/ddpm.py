@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from ..config import TrainConfig, check_choice, check_fraction, check_nonnegative, check_positive
 from ..errors import ConfigError, DataError
 from .base import LatentModel, ModelOutput
+from .capabilities import Capability
 
 SAMPLERS = ("ancestral", "ddim")
 VARIANCES = ("beta", "posterior")
@@ -359,6 +360,7 @@ class DDPM(LatentModel):
     name = "ddpm"
     config_class = DDPMConfig
     config: DDPMConfig
+    capabilities = Capability.SAMPLES
     epoch_grid = 16                         # samples in each per-epoch grid (each costs sample_steps U-Net calls)
 
     def __init__(self, config: DDPMConfig):

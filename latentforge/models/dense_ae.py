@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..config import check_nonnegative, check_positive
 from .base import ACTIVATIONS, AEConfig, Autoencoder, ModelOutput, activation, check_choice, dense
+from .capabilities import Capability
 
 
 @dataclass
@@ -53,6 +54,7 @@ class StackedAE(Autoencoder):
     name = "stacked-ae"
     config_class = StackedAEConfig
     config: StackedAEConfig
+    capabilities = Autoencoder.capabilities | Capability.GREEDY
 
     def __init__(self, config: StackedAEConfig):
         super().__init__(config)

@@ -21,7 +21,6 @@ trains and caches one per dataset when not given ``--features``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +29,7 @@ from torch import Tensor, nn
 from ..config import TrainConfig, check_fraction, check_nonnegative, check_positive
 from ..errors import ConfigError, DataError
 from .base import LatentModel, ModelOutput, fit_normalizer
+from .capabilities import Capability
 
 
 @dataclass
@@ -64,9 +64,8 @@ class FeatureNet(LatentModel):
     name = "features"
     config_class = FeatureNetConfig
     config: FeatureNetConfig
-    uses_labels = True
-    #: labels are used when the data has them; without, the AE term alone trains the features
-    labels_optional: ClassVar[bool] = True
+    #: labels are used when the data has them (LABELS_OPTIONAL); without, the AE term alone trains the features
+    capabilities = Capability.CONDITIONAL | Capability.LABELS_OPTIONAL | Capability.CLASSIFIES
 
     def __init__(self, config: FeatureNetConfig):
         super().__init__(config)

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from ..config import TrainConfig, check_choice, check_nonnegative, check_positive
 from ..errors import ConfigError
 from .base import LatentModel, activation, dense
+from .capabilities import Capability
 
 GAN_LOSSES = ("bce", "hinge", "wgan-gp", "lsgan")
 
@@ -132,7 +133,7 @@ class GAN(LatentModel):
     score per sample (a logit when ``d_output`` is sigmoid). Data in [0, 1]; G works in the
     "internal" range (``[0, 1]`` for a sigmoid G, ``[-1, 1]`` for a tanh G)."""
 
-    adversarial: ClassVar[bool] = True
+    capabilities = Capability.ADVERSARIAL | Capability.DECODES | Capability.SAMPLES
     config_class = GANConfig
     config: GANConfig
     #: the generator's output range: "unit" ([0, 1], sigmoid) or "symmetric" ([-1, 1], tanh)

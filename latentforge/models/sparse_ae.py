@@ -26,6 +26,7 @@ from torch import Tensor
 from ..config import check_choice, check_positive
 from ..errors import ConfigError
 from .base import init_weight
+from .capabilities import Capability
 from .dense_ae import StackedAE, StackedAEConfig
 
 
@@ -44,7 +45,7 @@ class SigmoidCodingAE(StackedAE):
 
     name = "sigmoid-coding-ae"   # not registered itself
     config_class = SigmoidCodingAEConfig
-    codes_in_unit_interval = True
+    capabilities = StackedAE.capabilities | Capability.UNIT_CODES
     config: SigmoidCodingAEConfig
 
     def __init__(self, config: SigmoidCodingAEConfig):

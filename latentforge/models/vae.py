@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +28,7 @@ from torch import Tensor, nn
 from ..config import check_choice, check_nonnegative, check_positive
 from ..errors import ConfigError, DataError
 from .base import ACTIVATIONS, AEConfig, Autoencoder, ModelOutput, activation, dense
+from .capabilities import Capability
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -64,8 +64,9 @@ class VAE(Autoencoder):
     name = "vae"
     config_class = VAEConfig
     config: VAEConfig
-    #: the prior is a standard Gaussian: interpolate codes spherically (slerp) by default
-    gaussian_latent: ClassVar[bool] = True
+    #: the prior is a standard Gaussian (GAUSSIAN_LATENT): interpolate codes spherically (slerp) by default
+    capabilities = (Autoencoder.capabilities | Capability.SAMPLES | Capability.LIKELIHOOD
+                    | Capability.GAUSSIAN_LATENT)
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
@@ -211,7 +212,7 @@ class ConditionalVAE(VAE):
     name = "conditional-vae"
     config_class = ConditionalVAEConfig
     config: ConditionalVAEConfig
-    uses_labels = True
+    capabilities = VAE.capabilities | Capability.CONDITIONAL
 
     @property
     def n_cond(self) -> int:

@@ -29,8 +29,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CheckpointError, ConfigError, LatentforgeError
+from ..eval import reconstruction_metrics
+from ..models import get_model_class
+from ..models.capabilities import Capability, has
+from ..models.interpolation import interpolate_codes
+from ..train import load_run
+from ..train.checkpoint import atomic_write_bytes
+from .plots import plot_history, plot_image_grid, plot_reconstructions, plot_tsne
+from .tensorboard import TB_DIR, read_images
 
 REPORT_HTML = "report.html"
 METRICS_JSON = "metrics.json"      # what `latentforge evaluate RUN --json RUN/metrics.json` writes
@@ -127,16 +135,17 @@ class _Ctx:
         s = self.run.data_info.get("sample_shape")
         return tuple(s) if s else None
 
-    def has(self, *methods: str) -> bool:
-        return all(callable(getattr(self.model, m, None)) for m in methods)
+    def has(self, *caps: Capability) -> bool:
+        """Whether the model declares every one of ``caps``."""
+        return has(self.model, *caps)
 
     @property
     def conditional(self) -> bool:
-        return bool(getattr(self.model, "uses_labels", False))
+        return self.has(Capability.CONDITIONAL)
 
     @property
     def is_classifier(self) -> bool:
-        return self.has("predict_proba")
+        return self.has(Capability.CLASSIFIES)
 
     def labels_for(self, ds) -> np.ndarray | None:
         """The data's labels where the model needs them (conditional models), else None."""
@@ -190,7 +199,6 @@ def _run_section(ctx: _Ctx) -> Section:
 
 
 def _config_section(ctx: _Ctx) -> Section:
-    from ..models import get_model_class
     cfg = ctx.run.meta.get("config") or {}
     defaults: dict[str, Any] = {}
     for f in fields(get_model_class(ctx.run.name).config_class):
@@ -234,7 +242,6 @@ def _dedupe_losses(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _curves_section(ctx: _Ctx) -> Section:
-    from .plots import plot_history
     if not ctx.history:
         return Section("curves", "Loss curves", note="the run has no history yet")
     hist = _dedupe_losses(ctx.history)
@@ -286,7 +293,6 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _computed_metrics(ctx: _Ctx) -> list[tuple[str, Any, str]]:
     """Cheap metrics on (at most METRIC_SAMPLES of) the held-out data."""
-    from ..eval import reconstruction_metrics
     ds, run, model = ctx.data, ctx.run, ctx.model
     n = min(len(ds), METRIC_SAMPLES)
     x, y = ds.x[:n], (ds.y[:n] if ds.y is not None else None)
@@ -297,13 +303,13 @@ def _computed_metrics(ctx: _Ctx) -> list[tuple[str, Any, str]]:
             pred = run.batched(model.predict_proba, x, 4096).reshape(n, -1).argmax(1)
             rows.append(("accuracy", float((pred == y).mean()), src))
         return rows
-    if ctx.has("reconstruct"):
+    if ctx.has(Capability.RECONSTRUCTS):
         model.check_data(x, ds.name)
         cond = ctx.labels_for(ds)
         recon = run.reconstruct(x, y=cond[:n] if cond is not None else None)
         rows += [(k, v, src) for k, v in reconstruction_metrics(x, recon.reshape(x.shape)).items()
                  if v is not None and k != "psnr_data_range"]
-    if ctx.has("log_likelihood"):
+    if ctx.has(Capability.LIKELIHOOD):
         m = min(n, IW_NLL_SAMPLES)
         gen = torch.Generator().manual_seed(ctx.seed)
         cond = ctx.labels_for(ds)
@@ -314,9 +320,8 @@ def _computed_metrics(ctx: _Ctx) -> list[tuple[str, Any, str]]:
 
 
 def _reconstructions_section(ctx: _Ctx) -> Section | None:
-    if not ctx.has("reconstruct") or ctx.is_classifier:
+    if not ctx.has(Capability.RECONSTRUCTS) or ctx.is_classifier:
         return None
-    from .plots import plot_reconstructions
     if ctx.data is None:
         return Section("reconstructions", "Reconstructions", note=ctx.data_note)
     ds = ctx.data
@@ -330,9 +335,8 @@ def _reconstructions_section(ctx: _Ctx) -> Section | None:
 
 
 def _samples_section(ctx: _Ctx) -> Section | None:
-    if not ctx.has("sample"):
+    if not ctx.has(Capability.SAMPLES):
         return None
-    from .plots import plot_image_grid
     gen = torch.Generator().manual_seed(ctx.seed)
     kwargs: dict[str, Any] = {}
     if ctx.conditional:
@@ -355,7 +359,7 @@ def _samples_section(ctx: _Ctx) -> Section | None:
 def _evolution_section(ctx: _Ctx) -> Section | None:
     grids = _saved_grids(ctx.run.run_dir)
     if not grids:
-        if not ctx.has("sample"):
+        if not ctx.has(Capability.SAMPLES):
             return None
         return Section("evolution", "Samples over epochs",
                        note="no per-epoch sample grids were saved: generative models save them to "
@@ -376,7 +380,6 @@ def _saved_grids(run_dir: Path) -> list[tuple[int, bytes]]:
             continue
     if grids:
         return sorted(grids)
-    from .tensorboard import TB_DIR, read_images
     return sorted(read_images(run_dir / TB_DIR, "samples"), key=lambda g: g[0])
 
 
@@ -388,16 +391,13 @@ def _evenly(items: list, k: int) -> list:
 
 
 def _interpolations_section(ctx: _Ctx) -> Section | None:
-    import importlib
-    importlib.import_module("latentforge.cli")   # the command modules import each other: load them in its order
-    from ..commands.generative import interpolate_codes
-    from .plots import plot_image_grid
     model = ctx.model
-    gaussian = getattr(model, "gaussian_latent", False) or ctx.has("latent")
+    # Gaussian codes (VAEs) and GAN latents are interpolated along great circles
+    gaussian = ctx.has(Capability.GAUSSIAN_LATENT) or ctx.has(Capability.ADVERSARIAL)
     method = "slerp" if gaussian else "linear"
     rng = np.random.default_rng(ctx.seed)
     soft = None
-    if ctx.has("encode", "decode") and not ctx.is_classifier:           # autoencoders: between real images
+    if ctx.has(Capability.ENCODES, Capability.DECODES) and not ctx.is_classifier:           # autoencoders: between real images
         if ctx.data is None:
             return Section("interpolations", "Interpolations", note=ctx.data_note)
         ds = ctx.data
@@ -414,7 +414,7 @@ def _interpolations_section(ctx: _Ctx) -> Section | None:
         name = (lambda j: str(ds.y[j])) if ds.y is not None else (lambda j: f"#{j}")
         row_labels = [f"{name(idx[2 * i])}→{name(idx[2 * i + 1])}" for i in range(INTERP_PAIRS)]
         caption = f"{method} interpolation between the codings of pairs of held-out samples"
-    elif ctx.has("latent", "decode"):                                    # GANs: between random latents
+    elif ctx.has(Capability.ADVERSARIAL, Capability.DECODES):                                    # GANs: between random latents
         gen = torch.Generator().manual_seed(ctx.seed)
         codes = model.latent(2 * INTERP_PAIRS, gen, device="cpu").numpy()
         row_labels = [f"pair {i + 1}" for i in range(INTERP_PAIRS)]
@@ -446,13 +446,12 @@ def _interpolations_section(ctx: _Ctx) -> Section | None:
 
 def _tsne_section(ctx: _Ctx) -> Section | None:
     model = ctx.model
-    if ctx.is_classifier and ctx.has("features"):
+    if ctx.is_classifier and callable(getattr(ctx.model, "features", None)):
         what, fn = "penultimate features", model.features
-    elif ctx.has("encode") and not ctx.has("latent"):
+    elif ctx.has(Capability.ENCODES) and not ctx.has(Capability.ADVERSARIAL):
         what, fn = "codings", model.encode
     else:
         return None
-    from .plots import plot_tsne
     title = f"t-SNE map of the {what}"
     if ctx.data is None:
         return Section("tsne", title, note=ctx.data_note)
@@ -486,8 +485,6 @@ def build_report(run_dir: str | Path, data: str | None = None, *, out: str | Pat
     ``data``: the data for the data-dependent sections (default: the run's own source, held-out
     split); when it cannot be loaded those sections show a note instead.
     """
-    from ..train import load_run
-    from ..train.checkpoint import atomic_write_bytes
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     out = Path(out) if out is not None else run_dir / REPORT_HTML
@@ -523,7 +520,6 @@ def _short(source: Any) -> str:
 
 
 def _header(ctx: _Ctx) -> str:
-    from ..models import get_model_class
     run, info = ctx.run, ctx.run.data_info
     doc = (get_model_class(run.name).__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
     shape = "×".join(str(d) for d in info.get("sample_shape") or [])
@@ -557,8 +553,6 @@ HIGHER_BETTER = ("accuracy", "psnr", "ssim", "precision", "recall", "density", "
 
 def build_compare(run_dirs: list[str | Path], out: str | Path) -> Path:
     """Write a page comparing runs: one metrics table and every run's loss curves on one plot."""
-    from ..train.checkpoint import atomic_write_bytes
-    from .plots import plot_history
     if len(run_dirs) < 2:
         raise ConfigError(f"compare needs at least 2 run folders, got {len(run_dirs)}")
     runs = [_run_summary(Path(d)) for d in run_dirs]

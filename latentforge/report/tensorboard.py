@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..models.capabilities import Capability, has
 
 TB_DIR = "tensorboard"
 N_SAMPLES = 64      # 8 x 8 grid of samples per epoch
@@ -92,9 +93,9 @@ class TensorBoardLogger:
         """The image grids of this epoch: ``samples`` and/or ``reconstructions`` (image data only)."""
         out = []
         shape = tuple(model.config.input_shape)
-        if callable(getattr(model, "sample", None)):
+        if has(model, Capability.SAMPLES):
             n, labels, ncols = min(self.n_samples, getattr(model, "epoch_grid", self.n_samples)), None, 8
-            if getattr(model, "uses_labels", False):           # one row per class
+            if has(model, Capability.CONDITIONAL):             # one row per class
                 k = int(model.config.n_classes)
                 labels = torch.arange(k).repeat_interleave(ncols).to(device)
                 n = len(labels)
@@ -104,10 +105,10 @@ class TensorBoardLogger:
             if grid is not None:
                 out.append(("samples", grid))
         ref = self.reference
-        if callable(getattr(model, "reconstruct", None)) and ref is not None and len(ref):
+        if has(model, Capability.RECONSTRUCTS) and ref is not None and len(ref):
             x = torch.as_tensor(ref.x[:N_RECON]).to(device)
             kw = {}
-            if getattr(model, "uses_labels", False):
+            if has(model, Capability.CONDITIONAL):
                 if ref.y is None:
                     return out
                 kw["y"] = torch.as_tensor(ref.y[:N_RECON]).to(device)

@@ -26,12 +26,14 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..config import config_to_dict, load_config_file, make_config
+from ..data import Dataset, load_data, train_valid_split
 from ..errors import ConfigError, DataError
-from ..models import get_model_class
+from ..models import get_model_class, make_model_config
+from ..models.capabilities import Capability
 from ..models.classifier import Classifier, ClassifierConfig, dense_encoder_spec, init_from_autoencoder
-from .run import Run, describe_data, load_run, prepare_run_dir, resolve_config, resolve_device
+from .run import Run, describe_data, load_run, prepare_run_dir, resolve_config, resolve_device, train
 from .summary import hardware, run_summary, write_run_files
 from .trainer import Trainer
 
@@ -105,7 +107,7 @@ def fit_model(name: str, config, train_ds, valid_ds=None, *, data_info: dict[str
     if config.batch_size > len(train_ds):
         raise ConfigError(f"config field 'batch_size' = {config.batch_size}: larger than the "
                           f"{len(train_ds)} training samples")
-    labelled = cls.uses_labels
+    labelled = Capability.CONDITIONAL in cls.capabilities
     if labelled and train_ds.y is None:
         raise DataError(f"{train_ds.name}: model {name!r} needs labels and this data has none")
     torch.manual_seed(config.seed)
@@ -175,8 +177,6 @@ def train_classifier(data, labeled: int | None = None, encoder_from: str | Path 
     Everything is validated before anything is written. ``tensorboard`` also logs each epoch's
     scalars to ``RUN_DIR/tensorboard``.
     """
-    from ..data import Dataset, load_data, train_valid_split
-    from .run import train
 
     log = log if log is not None else _stderr
     values = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -248,7 +248,7 @@ def predict(run: Run, x: np.ndarray, *, proba: bool = False, batch_size: int = 4
             progress: bool | None = None) -> np.ndarray:
     """Class indices (int64, (N,)) or probabilities (float32, (N, n_classes)) for ``x``."""
     model = run.model
-    if not hasattr(model, "predict_proba"):
+    if Capability.CLASSIFIES not in model.capabilities:
         raise ConfigError(f"model {run.name!r} is not a classifier: it has no predict() "
                           f"(train one with `latentforge train-classifier`)")
     model.check_data(x)
@@ -279,8 +279,6 @@ def pretraining_experiment(data, *, labeled: int = 500, ae: str = "stacked-ae", 
     ``out``: keep every run there (``seed-K/ae``, ``seed-K/scratch``, ``seed-K/pretrained``);
     without it everything stays in memory. Returns the results as a dict (JSON-ready).
     """
-    from ..data import Dataset, load_data, train_valid_split
-    from ..models import make_model_config
 
     log = log if log is not None else _stderr
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:

@@ -25,10 +25,15 @@ from .. import __version__
 from ..config import ENGINE_KEYS, config_to_dict, default_lr, load_config_file, make_config, migrate_legacy_engine
 from ..engine import check_precision
 from ..errors import CheckpointError, ConfigError, DataError
-from ..models import LatentModel, get_model_class
-from .checkpoint import load_checkpoint, load_module_state, split_prefix
+from ..models import REGISTRY, LatentModel, get_model_class, model_class_path
+from ..data import Dataset, large, load_data, train_valid_split
+from ..data.large import BlockArray, StreamingDataset, full_fingerprint, sampled_fingerprint
+from ..models.capabilities import Capability
+from ..models.classifier import init_from_autoencoder
+from .checkpoint import NpyWriter, load_checkpoint, load_module_state, split_prefix
 from . import distributed as ddp
 from .adversarial import AdversarialTrainer
+from .callbacks import progress_enabled
 from .summary import HISTORY_JSON, RUN_JSON, run_summary, write_run_files
 from .trainer import CHECKPOINT, Trainer
 
@@ -54,7 +59,6 @@ def fingerprint(x, kind: str = "full") -> str:
     """A short hash of the data, to refuse resuming a run on other data: of every value
     (``full``: streamed data is read block by block) or of the shape and a fixed sample of rows
     (``sampled``, what streamed data records: it costs a few reads, not a pass over the file)."""
-    from ..data.large import BlockArray, full_fingerprint, sampled_fingerprint
     if kind == "sampled":
         return sampled_fingerprint(x)
     if isinstance(x, BlockArray):
@@ -103,8 +107,6 @@ class Run:
         returned, so memory stays that of one batch whatever ``len(x)``. Floating results are
         float32; integer/bool results keep their dtype.
         """
-        from .checkpoint import NpyWriter
-        from .trainer import progress_enabled
         self.model.eval()
         result: np.ndarray | None = None      # filled batch by batch (no list of parts to concatenate)
         n = len(x)
@@ -170,7 +172,7 @@ class Run:
 
     def _labels_for(self, y: np.ndarray | None, n: int) -> np.ndarray | None:
         """The labels to pass to a conditional model (None for the others)."""
-        if not getattr(self.model, "uses_labels", False):
+        if Capability.CONDITIONAL not in self.model.capabilities:
             return None
         if y is None:
             raise DataError(f"model {self.name!r} is conditional: it needs the data's labels (give --labels)")
@@ -179,7 +181,8 @@ class Run:
         return y
 
     def _require(self, method: str) -> None:
-        if not hasattr(self.model, method):
+        cap = {"encode": Capability.ENCODES, "decode": Capability.DECODES, "reconstruct": Capability.RECONSTRUCTS}[method]
+        if cap not in self.model.capabilities:
             raise ConfigError(f"model {self.name!r} has no {method}()")
 
     def encode(self, x: np.ndarray, batch_size: int = 4096, progress: bool | None = None,
@@ -239,7 +242,12 @@ def model_from_meta(tensors: dict[str, torch.Tensor], meta: dict[str, Any], sour
         raise CheckpointError(f"{source}: checkpoint does not name its model")
     try:
         cls = get_model_class(name)
-    except ConfigError:
+    except ConfigError as e:
+        code = meta.get("model_class")
+        if isinstance(code, str):    # a model from outside the package: never imported from what a file says
+            raise CheckpointError(f"{source}: model {name!r} ({code}) is not registered here: import it and call "
+                                  f"latentforge.register_model({name!r}, ...), or install the plugin that "
+                                  f"provides it ({e})") from None
         raise CheckpointError(f"{source}: model {name!r} is not known to latentforge {__version__}") from None
     saved = meta.get("config")
     if not isinstance(saved, dict):
@@ -289,7 +297,6 @@ def describe_data(ds, train_ds, valid_ds, valid_fraction: float | None, **extra)
 
 def _fingerprint_info(x) -> dict[str, Any]:
     """The fingerprint of ``x``: sampled for streamed data (and then it says so), else full."""
-    from ..data.large import BlockArray
     if isinstance(x, BlockArray):
         return {"fingerprint": fingerprint(x, "sampled"), "fingerprint_kind": "sampled", "streamed": True}
     return {"fingerprint": fingerprint(x)}
@@ -337,7 +344,6 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
     ``tensorboard`` also logs scalars and image grids to ``RUN_DIR/tensorboard`` (optional package).
     All input is validated before anything is written.
     """
-    from ..data import Dataset, load_data, train_valid_split
 
     log = log if log is not None else (lambda m: print(m, file=sys.stderr))
     cls = get_model_class(model)
@@ -376,7 +382,7 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
                 f"{cls.config_class.lr:g} is for {cls.config_class.optimizer}); set it with --lr")
     if valid_fraction is None:
         valid_fraction = 0.1
-    if greedy and not hasattr(cls, "greedy_stages"):
+    if greedy and Capability.GREEDY not in cls.capabilities:
         raise ConfigError(f"--greedy: model {model!r} has no layer-wise stages (try stacked-ae or tied-ae)")
 
     ds = data if isinstance(data, Dataset) else load_data(data, labels=labels)
@@ -384,7 +390,6 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
         raise DataError(f"{ds.name}: model {model!r} needs labels and this data has none")
     if config.input_shape is None:
         config.input_shape = list(ds.x.shape[1:])
-    from ..data.large import SAMPLE_BYTES, StreamingDataset
     streaming = isinstance(ds, StreamingDataset)      # larger than memory: read in shuffled blocks
     if streaming and greedy:
         raise ConfigError(f"--greedy: {ds.name} is streamed from disk (too large for memory) and greedy "
@@ -418,22 +423,27 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
         shutil.rmtree(run_dir / TB_DIR, ignore_errors=True)      # a replaced run's events
 
     net.to(dev)
+    labelled = Capability.CONDITIONAL in cls.capabilities
     if streaming:      # the trainer reads the streams; the normaliser is fitted on a sample of blocks
-        x = train_ds if cls.uses_labels else train_ds.without_labels()
-        xv = (valid_ds if cls.uses_labels else valid_ds.without_labels()) if valid_ds is not None else None
+        x = train_ds if labelled else train_ds.without_labels()
+        xv = (valid_ds if labelled else valid_ds.without_labels()) if valid_ds is not None else None
         y = yv = None
-        prep = torch.from_numpy(train_ds.x.sample(max(1, SAMPLE_BYTES // 4 // int(np.prod(ds.x.sample_shape))),
+        prep = torch.from_numpy(train_ds.x.sample(max(1, large.SAMPLE_BYTES // 4 // int(np.prod(ds.x.sample_shape))),
                                                   seed=config.seed))
     else:
         x = torch.from_numpy(train_ds.x)
         xv = torch.from_numpy(valid_ds.x) if valid_ds is not None else None
-        y = torch.from_numpy(train_ds.y) if (cls.uses_labels and train_ds.y is not None) else None
-        yv = torch.from_numpy(valid_ds.y) if (cls.uses_labels and valid_ds is not None and valid_ds.y is not None) else None
+        y = torch.from_numpy(train_ds.y) if (labelled and train_ds.y is not None) else None
+        yv = torch.from_numpy(valid_ds.y) if (labelled and valid_ds is not None and valid_ds.y is not None) else None
         prep = x
     if not resume:
+        if getattr(config, "encoder_from", None):    # a classifier that starts from an AE run's encoder
+            init_from_autoencoder(net, load_run(config.encoder_from))
         net.prepare(prep.to(dev))
 
     meta = {"model": model, "config": config_to_dict(config), "data": data_info}
+    if model not in REGISTRY:          # a registered model from outside the package: say where its code is
+        meta["model_class"] = model_class_path(model)
     t_start = time.perf_counter()
     try:
         trainer = _fit(net, config, x, xv, y, yv, run_dir=run_dir, meta=meta, greedy=greedy,
@@ -465,7 +475,7 @@ def _fit(net, config, x, xv, y, yv, *, run_dir, meta, greedy, saved, dev, progre
     if greedy_info:
         meta["greedy"] = greedy_info
     epochs = config.finetune_epochs if greedy else config.epochs
-    trainer_cls = AdversarialTrainer if getattr(net, "adversarial", False) else Trainer
+    trainer_cls = AdversarialTrainer if Capability.ADVERSARIAL in net.capabilities else Trainer
     trainer = trainer_cls(net, config, run_dir=run_dir, epochs=epochs, checkpoint_meta=meta,
                           progress=progress, log=log, device=dev, desc="finetune" if greedy else "train",
                           callbacks=callbacks)
