@@ -52,6 +52,7 @@ def _env(slow: bool) -> dict[str, str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CI": "1",
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("LATENTFORGE_TEST_SLOW_SAVE", None)
+    env.pop("LATENTFORGE_TEST_HOLD_SAVE", None)
     if slow:
         env["LATENTFORGE_TEST_SLOW_SAVE"] = str(SLOW_SAVE)
     return env
@@ -74,6 +75,10 @@ class _Proc:
     def _read(self) -> None:
         for line in self.p.stderr:
             self.lines.append(line)
+
+    def holding(self) -> bool:
+        """The process said it holds a checkpoint write (LATENTFORGE_TEST_HOLD_SAVE)."""
+        return any(line.startswith("latentforge-test: holding") for line in self.lines)
 
     def epochs_logged(self) -> int:
         return sum(" epoch " in line for line in self.lines)
@@ -202,11 +207,12 @@ def test_atomic_write_leaves_old_or_new_and_cleans_litter(tmp_path):
 def test_sigint_saves_says_how_to_resume_and_exits_130(tmp_path, data, ae_reference):
     ref, run = ae_reference, tmp_path / "run"
     epochs = AE_EPOCHS
-    proc = _Proc(_cmd("stacked-ae", data, run, epochs), _env(True))
+    # the run holds its third checkpoint write halfway and says so: Ctrl-C lands mid-write, whatever the load
+    proc = _Proc(_cmd("stacked-ae", data, run, epochs), {**_env(False), "LATENTFORGE_TEST_HOLD_SAVE": "3"})
     deadline = time.monotonic() + 300
-    while proc.epochs_logged() < 2 and proc.p.poll() is None and time.monotonic() < deadline:
+    while not proc.holding() and proc.p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    time.sleep(SLOW_SAVE * 2)                           # past the save of epoch 2
+    assert proc.holding(), "".join(proc.lines)
     proc.p.send_signal(signal.SIGINT)
     assert proc.wait() == 130
     err = "".join(proc.lines)
@@ -214,7 +220,7 @@ def test_sigint_saves_says_how_to_resume_and_exits_130(tmp_path, data, ae_refere
     last = [line for line in proc.lines if line.startswith("latentforge: error:")]
     assert len(last) == 1 and "interrupted" in last[0] and "--resume" in last[0] and str(run / CKPT) in last[0]
     saved = load_checkpoint(run / CKPT)[1]["trainer"]["epoch"]
-    assert f"checkpoint of epoch {saved}" in last[0] and saved >= 2
+    assert f"checkpoint of epoch {saved}" in last[0] and saved == 2     # the held third write was abandoned
     assert not list(run.glob(".*.tmp"))
     fin = subprocess.run(_cmd("stacked-ae", data, run, epochs, "--resume"), env=_env(False), capture_output=True,
                          text=True, timeout=600)

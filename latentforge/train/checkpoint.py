@@ -10,11 +10,15 @@ the same folder.
 
 ``LATENTFORGE_TEST_SLOW_SAVE=SECONDS`` (tests only) pauses halfway through every atomic write, so
 that crash tests can kill a process while a checkpoint is being written.
+``LATENTFORGE_TEST_HOLD_SAVE=N`` (tests only) holds the process's N-th checkpoint write halfway,
+after printing ``latentforge-test: holding checkpoint write N`` on stderr, until a signal arrives:
+a test sends its signal when it reads that line, never after a guessed delay.
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +33,24 @@ FORMAT = "latentforge-checkpoint"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 META_KEY = "latentforge"
+CHECKPOINT_NAME = "checkpoint.safetensors"
+_checkpoint_writes = 0          # this process's checkpoint writes (LATENTFORGE_TEST_HOLD_SAVE)
+
+
+def _test_pause(path: Path) -> None:
+    """The tests' hooks halfway through a write (see the module doc); nothing when unset."""
+    global _checkpoint_writes
+    slow = float(os.environ.get("LATENTFORGE_TEST_SLOW_SAVE") or 0)
+    if slow > 0:
+        time.sleep(slow)
+    hold = int(os.environ.get("LATENTFORGE_TEST_HOLD_SAVE") or 0)
+    if hold > 0 and path.name == CHECKPOINT_NAME:
+        _checkpoint_writes += 1
+        if _checkpoint_writes == hold:
+            print(f"latentforge-test: holding checkpoint write {hold}", file=sys.stderr, flush=True)
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:      # a signal ends the wait (KeyboardInterrupt, SIGTERM...)
+                time.sleep(0.05)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -38,11 +60,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
-            slow = float(os.environ.get("LATENTFORGE_TEST_SLOW_SAVE") or 0)
-            if slow > 0:                 # tests: a window in which the temp file is half written
-                f.write(data[:len(data) // 2])
+            if os.environ.get("LATENTFORGE_TEST_SLOW_SAVE") or os.environ.get("LATENTFORGE_TEST_HOLD_SAVE"):
+                f.write(data[:len(data) // 2])   # tests: a window in which the temp file is half written
                 f.flush()
-                time.sleep(slow)
+                _test_pause(path)
                 f.write(data[len(data) // 2:])
             else:
                 f.write(data)
