@@ -188,13 +188,13 @@ def test_atomic_write_leaves_old_or_new_and_cleans_litter(tmp_path):
     save_checkpoint(path, {"w": torch.zeros(1000)}, {"n": 1})
     code = ("import sys, torch; from latentforge.train.checkpoint import save_checkpoint; "
             f"save_checkpoint(r'{path}', {{'w': torch.ones(100000)}}, {{'n': 2}})")
-    p = subprocess.Popen([sys.executable, "-c", code], env={**_env(True), "LATENTFORGE_TEST_SLOW_SAVE": "30"})
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(f".{CKPT}.*.tmp")) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.2)
+    p = subprocess.Popen([sys.executable, "-c", code], env={**_env(False), "LATENTFORGE_TEST_HOLD_SAVE": "1"},
+                         stderr=subprocess.PIPE, text=True)
+    said = p.stderr.readline()                          # the write is held halfway from this line on
+    assert said.startswith("latentforge-test: holding checkpoint write 1"), said
     p.send_signal(signal.SIGKILL)
     p.wait()
+    p.stderr.close()
     litter = list(tmp_path.glob(f".{CKPT}.*.tmp"))
     assert litter, "the kill did not land during the write"
     tensors, meta = load_checkpoint(path)              # the old checkpoint, whole
