@@ -10,8 +10,8 @@ up to float rounding (``tests/test_engine_contract.py``).
 It is written for one network and nothing else, so :func:`refusal` accepts only what it was
 written for (an allowlist): the exact classes ``StackedAE`` and ``LinearAE`` (a subclass may
 override any method), plain ``nn.Linear`` layers, the activations, output layers and losses the
-hand-written backward pass knows, and config fields it knows (a field added later must keep its
-default). Everything else trains by autograd.
+hand-written backward pass knows, config fields it knows (a field added later must keep its
+default), and no hooks on its modules or parameters. Everything else trains by autograd.
 """
 from __future__ import annotations
 
@@ -68,6 +68,12 @@ def refusal(model: nn.Module) -> str | None:
         return "layers other than the model's own nn.Linear"
     if model.data_scale.dim() != 0:
         return "a per-feature scale"
+    if any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+           for m in model.modules()):
+        return "hooks on its modules"
+    if any(getattr(p, "_backward_hooks", None) or getattr(p, "_post_accumulate_grad_hooks", None)
+           for p in model.parameters()):
+        return "hooks on its parameters"
     return None
 
 
