@@ -156,6 +156,9 @@ def test_what_else_the_allowlist_refuses():
     assert engine.select_step(h, h.config) is not None
     h.dec[0].weight.register_hook(lambda g: g * 0)                                 # a gradient hook
     assert engine.select_step(h, h.config) is None
+    i = _tiny("stacked-ae")
+    i._encode = lambda x: torch.tanh(StackedAE._encode(i, x))                       # a method replaced on it
+    assert engine.select_step(i, i.config) is None
 
 
 def test_engine_settings_are_a_section_of_their_own():

@@ -51,6 +51,8 @@ def refusal(model: nn.Module) -> str | None:
     """Why the fused step does not compute ``model``'s step (None: it does)."""
     if type(model) not in TYPES:
         return f"{type(model).__name__} is not one of {', '.join(t.__name__ for t in TYPES)} (exactly)"
+    if any(callable(v) and hasattr(type(model), k) for k, v in vars(model).items()):
+        return "a method replaced on the instance"
     cfg = model.config
     for f in dataclasses.fields(cfg):
         if f.name not in KNOWN_FIELDS:
@@ -61,10 +63,13 @@ def refusal(model: nn.Module) -> str | None:
         return f"activation {cfg.activation!r}"
     if (cfg.output_activation, cfg.loss) not in OUTPUTS:
         return f"output {cfg.output_activation!r} with loss {cfg.loss!r}"
-    if type(model.act) is not _ACTIVATION_MODULES[cfg.activation]:
+    if type(getattr(model, "act", None)) is not _ACTIVATION_MODULES[cfg.activation]:
         return "the activation module was replaced"
-    layers = [*model.enc, *model.dec]
-    if any(type(m) is not nn.Linear for m in layers) or len(layers) != 2 * len(model.enc):
+    enc, dec = getattr(model, "enc", None), getattr(model, "dec", None)
+    if type(enc) is not nn.ModuleList or type(dec) is not nn.ModuleList:
+        return "an encoder or decoder other than the model's own layer lists"
+    layers = [*enc, *dec]
+    if any(type(m) is not nn.Linear for m in layers) or len(layers) != 2 * len(enc):
         return "layers other than the model's own nn.Linear"
     if model.data_scale.dim() != 0:
         return "a per-feature scale"
