@@ -149,6 +149,16 @@ def test_what_else_the_allowlist_refuses():
     f = _tiny("stacked-ae")
     f.enc[0].weight.requires_grad_(False)                                          # a frozen layer
     assert engine.select_step(f, f.config) is None
+    h = _tiny("stacked-ae")
+    handle = h.enc[0].register_forward_hook(lambda mod, args, out: out * 2)       # a hook changes the function
+    assert engine.select_step(h, h.config) is None
+    handle.remove()
+    assert engine.select_step(h, h.config) is not None
+    h.dec[0].weight.register_hook(lambda g: g * 0)                                 # a gradient hook
+    assert engine.select_step(h, h.config) is None
+    i = _tiny("stacked-ae")
+    i._encode = lambda x: torch.tanh(StackedAE._encode(i, x))                       # a method replaced on it
+    assert engine.select_step(i, i.config) is None
 
 
 def test_engine_settings_are_a_section_of_their_own():
@@ -168,3 +178,18 @@ def test_engine_settings_are_a_section_of_their_own():
     for bad in ({"threads": -1}, {"batch_split": 0}, {"precision": "8"}, {"cuda_graphs": "maybe"}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             make_model_config("stacked-ae", bad)
+
+
+def test_the_dcgan_trains_on_the_engines_kernels_and_gets_its_layers_back():
+    from torch import nn
+
+    from latentforge.engine import kernels
+    from latentforge.train.adversarial import AdversarialTrainer
+    m = _tiny("dcgan", epochs=1, batch_size=8, sample_every=0)
+    seen = []
+    tr = AdversarialTrainer(m, m.config, progress=False, log=lambda s: None,
+                            callbacks=[lambda t, r: seen.append({type(x) for x in t.model.modules()})])
+    tr.fit(torch.rand(16, *SHAPE))
+    assert {kernels.ImageConv2d, kernels.ImageConvTranspose2d, kernels.MaskDropout} <= seen[0]
+    after = {type(x) for x in m.modules()}
+    assert nn.Conv2d in after and not after & {kernels.ImageConv2d, kernels.ImageConvTranspose2d, kernels.MaskDropout}

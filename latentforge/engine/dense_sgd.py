@@ -10,8 +10,8 @@ up to float rounding (``tests/test_engine_contract.py``).
 It is written for one network and nothing else, so :func:`refusal` accepts only what it was
 written for (an allowlist): the exact classes ``StackedAE`` and ``LinearAE`` (a subclass may
 override any method), plain ``nn.Linear`` layers, the activations, output layers and losses the
-hand-written backward pass knows, and config fields it knows (a field added later must keep its
-default). Everything else trains by autograd.
+hand-written backward pass knows, config fields it knows (a field added later must keep its
+default), and no hooks on its modules or parameters. Everything else trains by autograd.
 """
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ def refusal(model: nn.Module) -> str | None:
     """Why the fused step does not compute ``model``'s step (None: it does)."""
     if type(model) not in TYPES:
         return f"{type(model).__name__} is not one of {', '.join(t.__name__ for t in TYPES)} (exactly)"
+    if any(callable(v) and hasattr(type(model), k) for k, v in vars(model).items()):
+        return "a method replaced on the instance"
     cfg = model.config
     for f in dataclasses.fields(cfg):
         if f.name not in KNOWN_FIELDS:
@@ -61,13 +63,22 @@ def refusal(model: nn.Module) -> str | None:
         return f"activation {cfg.activation!r}"
     if (cfg.output_activation, cfg.loss) not in OUTPUTS:
         return f"output {cfg.output_activation!r} with loss {cfg.loss!r}"
-    if type(model.act) is not _ACTIVATION_MODULES[cfg.activation]:
+    if type(getattr(model, "act", None)) is not _ACTIVATION_MODULES[cfg.activation]:
         return "the activation module was replaced"
-    layers = [*model.enc, *model.dec]
-    if any(type(m) is not nn.Linear for m in layers) or len(layers) != 2 * len(model.enc):
+    enc, dec = getattr(model, "enc", None), getattr(model, "dec", None)
+    if type(enc) is not nn.ModuleList or type(dec) is not nn.ModuleList:
+        return "an encoder or decoder other than the model's own layer lists"
+    layers = [*enc, *dec]
+    if any(type(m) is not nn.Linear for m in layers) or len(layers) != 2 * len(enc):
         return "layers other than the model's own nn.Linear"
     if model.data_scale.dim() != 0:
         return "a per-feature scale"
+    if any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+           for m in model.modules()):
+        return "hooks on its modules"
+    if any(getattr(p, "_backward_hooks", None) or getattr(p, "_post_accumulate_grad_hooks", None)
+           for p in model.parameters()):
+        return "hooks on its parameters"
     return None
 
 
