@@ -101,10 +101,12 @@ def _load_stream(source: str, labels: Optional[Path] = None):
 
 def _load(source: str, labels: Optional[Path] = None, limit: Optional[int] = None):
     from .data import load_data
+    if limit is not None and limit < 1:        # refused before any data is read
+        raise DataError(f"--limit {limit}: must be >= 1 (leave --limit out to use all the data)")
     ds = load_data(source, labels=labels)
+    for note in getattr(ds, "notes", None) or []:       # which .npz arrays, grey promoted to colour
+        print(f"note: {note}", file=sys.stderr)
     if limit is not None:
-        if limit < 1:
-            raise DataError(f"--limit {limit}: must be >= 1")
         ds = ds.subset(slice(0, limit))
     return ds
 
@@ -194,7 +196,7 @@ def train_cmd(
                                                 "frozen for the first E epochs, then fine-tune."),
     valid_fraction: Optional[float] = typer.Option(None, "--valid-fraction",
                                                    help="Held-out share for validation (default 0.1; 0 = none)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N samples."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N samples (N >= 1; without it, all of them)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="A quick check: 1 epoch on at most 256 samples."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
@@ -224,7 +226,7 @@ def train_cmd(
                           "then use --encoder-from)")
     if dry_run:
         epochs = 1
-        limit = min(limit or 256, 256)
+        limit = min(limit, 256) if limit is not None else 256
     values = _overrides(sets, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, finetune_epochs=finetune_epochs,
                         precision=precision, nan_policy=nan_policy)
     from .train import distributed as ddp
@@ -246,7 +248,7 @@ def train_cmd(
                                overrides=values, config_file=config, valid_fraction=valid_fraction, resume=resume,
                                progress=progress, device=device, overwrite=overwrite, tensorboard=tensorboard)
     else:
-        run = train(model, ds, out=out, overrides=values, config_file=config, resume=resume, greedy=greedy,
+        run = train(model, ds, out=out, overrides=values, config_file=config, resume=resume, greedy=greedy, labels=labels,
                     valid_fraction=valid_fraction, progress=progress, device=device, overwrite=overwrite,
                     tensorboard=tensorboard)
     last = run.history[-1] if run.history else {}
@@ -379,7 +381,8 @@ def plot_reconstructions_cmd(run_dir: Path = typer.Argument(..., help="A run fol
     ds = _heldout(run, data, labels)
     x = ds.x[:n]
     y = ds.y[:n] if ds.y is not None else None
-    plot_reconstructions(x, run.reconstruct(x, y=y, source=ds.name), out, n=n, sample_shape=ds.sample_shape, title=f"{run.name}: reconstructions")
+    plot_reconstructions(x, run.reconstruct(x, y=y, source=ds.name), out, n=n, sample_shape=ds.sample_shape,
+                         title=f"{run.name}: reconstructions", feature_names=run.data_info.get("feature_names"))
     print(f"wrote {out}")
 
 
@@ -426,13 +429,13 @@ def demo_cmd(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Ru
     ds = _load(data)
     run = train("stacked-ae", ds, out=out, overrides={"epochs": epochs}, progress=progress, overwrite=True)
     held = _heldout(run, data, None)
-    figs = {
-        "reconstructions": plot_reconstructions(held.x[:10], run.reconstruct(held.x[:10]), out / "reconstructions.png",
-                                                sample_shape=ds.sample_shape, title="stacked-ae: held-out reconstructions"),
-        "t-SNE map": plot_tsne(run.encode(held.x), out / "tsne.png", labels=held.y, images=held.x,
-                               sample_shape=ds.sample_shape, class_names=ds.class_names, seed=run.config.seed),
-        "loss curves": plot_history(run.history, out / "history.png", title=f"stacked-ae on {data}"),
-    }
+    figs = {"reconstructions": out / "reconstructions.png", "t-SNE map": out / "tsne.png",
+            "loss curves": out / "history.png"}
+    plot_reconstructions(held.x[:10], run.reconstruct(held.x[:10]), figs["reconstructions"],
+                         sample_shape=ds.sample_shape, title="stacked-ae: held-out reconstructions")
+    plot_tsne(run.encode(held.x), figs["t-SNE map"], labels=held.y, images=held.x,
+              sample_shape=ds.sample_shape, class_names=ds.class_names, seed=run.config.seed)
+    plot_history(run.history, figs["loss curves"], title=f"stacked-ae on {data}")
     last = run.history[-1]
     print(f"demo run: {run.run_dir}  (held-out BCE {last.get('valid_bce', last['train_loss']):.4f} "
           f"after {last['epoch']} epochs)")

@@ -127,9 +127,13 @@ def test_linear_ae_on_tabular_data_outside_unit_interval(tmp_path, run_cli, clou
     assert run_cli("reconstruct", out, "--data", big, "--out", rec)[0] == 0
     x, r = np.load(big), np.load(rec)
     assert r.shape == x.shape and abs(r.mean() - x.mean()) < 5       # outputs in the input's units
-    # a sigmoid model refuses the same data with a clear message
-    code, _, err = run_cli("train", "stacked-ae", "--data", big, "--out", tmp_path / "s")
+    # a sigmoid output, asked for, refuses the same data with a clear message
+    code, _, err = run_cli("train", "stacked-ae", "--data", big, "--out", tmp_path / "s",
+                           "--set", "output_activation=sigmoid")
     assert code == 2 and "needs data in [0, 1]" in err and not (tmp_path / "s").exists()
+    # by default a sigmoid model takes such continuous (non-image) data standardised, and says so
+    code, _, err = run_cli("train", "stacked-ae", "--data", big, "--out", tmp_path / "s", "--dry-run")
+    assert code == 0 and "continuous data" in err and "standardised" in err
 
 
 # -- bad input: exit 2, one line on stderr naming the problem, no traceback, nothing written ----------

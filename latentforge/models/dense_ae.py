@@ -137,7 +137,7 @@ class StackedAE(Autoencoder):
                              for ks in self._layer_shares(threads.parts)], grad=False)
                 loss = sum((p[0] for p in parts[1:]), parts[0][0])
             loss = loss / target.numel()
-        parts_ = {"bce": loss} if self.config.loss == "bce" else {"mse": loss * self.data_scale.square()}
+        parts_ = {"bce": loss} if self.config.loss == "bce" else {"mse": self.mse_in_reported_units(loss)}
         return ModelOutput(loss=loss, parts=parts_)
 
     def _fused_backward(self, target: Tensor, alpha: float | None = None):

@@ -323,7 +323,8 @@ def _reconstructions_section(ctx: _Ctx) -> Section | None:
     cond = ctx.labels_for(ds)
     recon = ctx.run.reconstruct(x, y=cond[:RECON_N] if cond is not None else None)
     png = render_png(lambda p: plot_reconstructions(x, recon, p, n=RECON_N, sample_shape=ds.sample_shape,
-                                                    title=f"{ctx.run.name}: reconstructions"))
+                                                    title=f"{ctx.run.name}: reconstructions",
+                                                    feature_names=ctx.run.data_info.get("feature_names")))
     return Section("reconstructions", "Reconstructions",
                    _figure(png, f"the first {len(x)} held-out samples (top) and their reconstructions (bottom)"))
 
