@@ -113,13 +113,18 @@ def autoencoder_metrics(run, ds, train, test, n: Optional[int], k: int, seed: in
     result: dict[str, Any] = {"n": int(len(x))}
     recon = run.batched(model.reconstruct, x, batch_size, y=cond)
     result.update(reconstruction_metrics(x, recon.reshape(x.shape)))
+    from ..eval.continuous import continuous_metrics, nll_units
+    tabular = continuous_metrics(model, x, recon)      # standardised units, vs the per-column mean
+    if tabular:
+        result.pop("psnr", None), result.pop("psnr_data_range", None)   # one range for unrelated columns
+        result.update(tabular)
     if callable(getattr(model, "log_likelihood", None)):
         gen = torch.Generator().manual_seed(seed)
         ll = run.batched(lambda xb, **kw: model.log_likelihood(xb, k=k, generator=gen, **kw), x,
                          max(1, min(batch_size, 65536 // k)), y=cond)
         result["iw_nll"] = float(-ll.mean())
         result["iw_nll_k"] = k
-        result["iw_nll_units"] = "nats per image (Bernoulli likelihood summed over the values)"
+        result["iw_nll_units"] = nll_units(model)
 
     rep: dict[str, Any] = {}
     ptrain, ptest = _probe_split(ds, train, test, seed)
@@ -160,6 +165,8 @@ def generative_section(run, ds, n: Optional[int], features: Optional[Path], seed
     print(f"features: {source} feature network {fnet.run_dir} ({info['feature_size']} features, "
           + (f"held-out accuracy {acc:.3f})" if isinstance(acc, float) else "trained without labels)"),
           file=sys.stderr)
+    if info.get("warning"):
+        print(f"warning: {info['warning']}", file=sys.stderr)
     t0 = time.perf_counter()
     idx = _subsample(n_real, len(ds), seed)
     real = ds.x[idx]
@@ -168,7 +175,7 @@ def generative_section(run, ds, n: Optional[int], features: Optional[Path], seed
     fr, pr = embed(fnet, real)
     ff, pf = embed(fnet, fake)
     t1 = time.perf_counter()
-    out: dict[str, Any] = {"n_real": int(n_real), "n_generated": int(n_gen)}
+    out: dict[str, Any] = {"n_real": int(n_real), "n_generated": int(n_gen), "trusted": info.get("trusted")}
     out.update(generative_metrics(fr, ff, pr, pf, seed=seed))
     if pf is None:
         out["class_metrics"] = "unavailable: the feature network was trained without labels"

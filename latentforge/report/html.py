@@ -66,18 +66,9 @@ def _e(text: Any) -> str:
 
 
 def _fmt(v: Any) -> str:
-    """A value as shown in tables: 4 significant digits for floats, separators for ints."""
-    if isinstance(v, bool) or v is None:
-        return "—" if v is None else str(v).lower()
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return str(v)
-        return f"{v:.4g}" if v == 0 or 1e-3 <= abs(v) < 1e5 else f"{v:.3e}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_fmt(x) for x in v) + "]"
-    return str(v)
+    """A value as shown in tables (``metrics_table.fmt_number``: 21,140; 0.1234; never -0)."""
+    from .metrics_table import fmt_number
+    return fmt_number(v)
 
 
 def _duration(seconds: float | None) -> str:
@@ -246,30 +237,32 @@ def _curves_section(ctx: _Ctx) -> Section:
 
 
 def _metrics_section(ctx: _Ctx) -> Section:
-    rows: list[tuple[str, Any, str]] = []
-    if ctx.history:
-        last = ctx.history[-1]
-        src = f"history, epoch {last.get('epoch', len(ctx.history))}"
-        rows += [(k, v, src) for k, v in last.items()
-                 if k.startswith(("train_", "valid_")) and isinstance(v, (int, float))]
+    """One row per metric with its source; bookkeeping in a table of its own (metrics_table.py)."""
+    from .metrics_table import split_metrics
+    computed: list[tuple[str, Any, str]] = []
     notes = []
     if ctx.data is not None:
         try:
-            rows += _computed_metrics(ctx)
+            computed = _computed_metrics(ctx)
         except LatentforgeError as e:
             notes.append(f"metrics on the data could not be computed: {e}")
     elif ctx.data_note:
         notes.append("no metrics on held-out data: data not available")
     saved = _read_json(ctx.run.run_dir / METRICS_JSON)
-    if isinstance(saved, dict):
-        rows += [(k, v, METRICS_JSON) for k, v in _flatten(saved).items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("n", "seconds")]
-    else:
+    rows, books, extra = split_metrics(ctx.history[-1] if ctx.history else None, computed,
+                                       saved if isinstance(saved, dict) else None)
+    notes = extra + notes
+    if not isinstance(saved, dict):
         notes.append(f"more metrics (FID, KID, precision/recall...): `latentforge evaluate {ctx.run.run_dir} "
                      f"--json {ctx.run.run_dir / METRICS_JSON}`, then report again")
     body = ('<table class="metrics"><thead><tr><th>metric</th><th>value</th><th>source</th></tr></thead><tbody>'
             + "".join(f"<tr><th>{_e(k)}</th><td class=num>{_e(_fmt(v))}</td><td class=muted>{_e(s)}</td></tr>"
                       for k, v, s in rows) + "</tbody></table>")
+    if books:
+        body += ('<details class="books"><summary>How they were computed (bookkeeping)</summary>'
+                 '<table class="metrics"><tbody>'
+                 + "".join(f"<tr><th>{_e(k)}</th><td class=num>{_e(_fmt(v))}</td></tr>" for k, v, _ in books)
+                 + "</tbody></table></details>")
     return Section("metrics", "Metrics", body, "; ".join(notes) or None)
 
 
@@ -300,15 +293,19 @@ def _computed_metrics(ctx: _Ctx) -> list[tuple[str, Any, str]]:
         model.check_data(x, ds.name)
         cond = ctx.labels_for(ds)
         recon = run.reconstruct(x, y=cond[:n] if cond is not None else None)
-        rows += [(k, v, src) for k, v in reconstruction_metrics(x, recon.reshape(x.shape)).items()
-                 if v is not None and k != "psnr_data_range"]
+        from ..eval.continuous import continuous_metrics
+        tabular = continuous_metrics(model, x, recon)     # per-feature scaled: standardised units
+        rows += [(k, v, src) for k, v in {**reconstruction_metrics(x, recon.reshape(x.shape)), **tabular}.items()
+                 if v is not None and k != "psnr_data_range" and not (tabular and k == "psnr")]
     if ctx.has("log_likelihood"):
         m = min(n, IW_NLL_SAMPLES)
         gen = torch.Generator().manual_seed(ctx.seed)
         cond = ctx.labels_for(ds)
         ll = run.batched(lambda xb, **kw: model.log_likelihood(xb, k=IW_NLL_K, generator=gen, **kw), x[:m],
                          max(1, 65536 // IW_NLL_K), y=cond[:m] if cond is not None else None)
-        rows.append((f"iw_nll (k={IW_NLL_K}, nats/image)", float(-ll.mean()), f"{m} held-out samples"))
+        from ..eval.continuous import nll_units
+        rows.append(("iw_nll", float(-ll.mean()), f"{m} held-out samples, k={IW_NLL_K}; "
+                                                   f"{nll_units(model).split(':')[0]}"))
     return rows
 
 
@@ -498,7 +495,7 @@ def build_report(run_dir: str | Path, data: str | None = None, *, out: str | Pat
         ctx.data = load_heldout(run, data)
         ctx.data_is_heldout = data is None or data == run.data_info.get("source")
     except (LatentforgeError, OSError) as e:
-        ctx.data_note = f"data not available ({e}); the sections that need it are skipped (give --data SRC)"
+        ctx.data_note = f"data not available: {e}"
     sections = []
     for make in SECTIONS:
         try:
@@ -508,8 +505,13 @@ def build_report(run_dir: str | Path, data: str | None = None, *, out: str | Pat
                           .removesuffix("_section").replace("_", " ").capitalize(), note=f"not drawn: {e}")
         if sec is not None:
             sections.append(sec)
+    left_out = [f"{sec.title.split(':')[0]} ({sec.note})" if sec.note != ctx.data_note else sec.title.split(":")[0]
+                for sec in sections if not sec.body and sec.note]
+    banner = ctx.data_note
+    if left_out:                 # say which sections are missing and why, at the top
+        banner = "left out of this report: " + "; ".join(left_out) + (f" — {banner}" if banner else "")
     page = _page(title=f"{run.name} — latentforge report", header=_header(ctx), sections=sections,
-                 banner=ctx.data_note)
+                 banner=banner)
     try:
         atomic_write_bytes(out, page.encode("utf-8"))
     except OSError as e:
@@ -570,7 +572,8 @@ def build_compare(run_dirs: list[str | Path], out: str | Path) -> Path:
             merged.append({"epoch": rec.get("epoch"),
                            **{f"{k} [{label}]": v for k, v in rec.items() if k.endswith("loss")}})
     note = ("bold: the best value of a row (lower for losses, errors and distances; higher for accuracy, "
-            "PSNR, precision/recall, coverage)")
+            "PSNR, precision/recall, coverage); losses are ranked only among runs whose loss (row `loss`) is "
+            "the same quantity")
     if len({r["row"]["data"] for r in runs}) > 1:
         note += "; careful: the runs were trained on different data"
     sections = [Section("table", "Runs side by side", _compare_table(runs, labels), note)]
@@ -631,10 +634,13 @@ def _run_summary(run_dir: Path) -> dict[str, Any]:
         "device": (summary.get("hardware") or {}).get("gpu") or (summary.get("hardware") or {}).get("device"),
     }
     last = _dedupe_losses(history)[-1] if history else {}
+    from .metrics_table import loss_kind
+    row["loss"] = loss_kind(summary, history)          # what train_loss measures: ranked only among equals
     row.update({k: v for k, v in last.items() if k.startswith(("train_", "valid_")) and isinstance(v, (int, float))})
     if isinstance(metrics, dict):
+        from .metrics_table import is_bookkeeping
         row.update({k: v for k, v in _flatten(metrics).items()
-                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("n", "seconds")})
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and not is_bookkeeping(k)})
     return {"dir": run_dir, "model": row["model"], "row": row, "history": history}
 
 
@@ -655,13 +661,18 @@ def _compare_table(runs: list[dict[str, Any]], labels: list[str]) -> str:
     cols: list[str] = []
     for r in runs:
         cols += [c for c in r["row"] if c not in cols]
-    best: dict[str, float] = {}
+    best: dict[tuple[str, str], float] = {}       # (column, loss kind) -> best value among like runs
     for c in cols:
         d = _direction(c)
-        vals = [r["row"][c] for r in runs if isinstance(r["row"].get(c), (int, float))
-                and not isinstance(r["row"].get(c), bool) and math.isfinite(r["row"][c])]
-        if d and len(vals) > 1:
-            best[c] = min(vals) if d < 0 else max(vals)
+        like = c.endswith("loss")                   # losses: only between runs whose loss is the same quantity
+        groups: dict[str, list[float]] = {}
+        for r in runs:
+            v = r["row"].get(c)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                groups.setdefault(r["row"].get("loss", "") if like else "", []).append(v)
+        for kind, vals in groups.items():
+            if d and len(vals) > 1:
+                best[(c, kind)] = min(vals) if d < 0 else max(vals)
     head = "<tr><th></th>" + "".join(f"<th>{_e(label)}</th>" for label in labels) + "</tr>"
     body = ""
     for c in cols:                         # one row per field, one column per run
@@ -669,7 +680,8 @@ def _compare_table(runs: list[dict[str, Any]], labels: list[str]) -> str:
         for r in runs:
             v = r["row"].get(c)
             number = isinstance(v, (int, float)) and not isinstance(v, bool)
-            cls = ("num" if number else "") + (" best" if c in best and v == best[c] else "")
+            kind = r["row"].get("loss", "") if c.endswith("loss") else ""
+            cls = ("num" if number else "") + (" best" if (c, kind) in best and v == best[(c, kind)] else "")
             cells.append(f'<td class="{cls.strip()}">{_e(_fmt(v))}</td>')
         body += f"<tr><th>{_e(c)}</th>{''.join(cells)}</tr>"
     return f'<div class="scroll"><table class="compare"><thead>{head}</thead><tbody>{body}</tbody></table></div>'
