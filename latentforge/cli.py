@@ -137,7 +137,7 @@ def models_cmd(as_json: bool = typer.Option(False, "--json", help="Print the reg
     rows = []
     for name in REGISTRY:
         cls = get_model_class(name)
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())    # the first paragraph, whole
         defaults = {f.name: f.default if not callable(f.default_factory) else f.default_factory()  # type: ignore[misc]
                     for f in fields(cls.config_class) if f.name != "input_shape"}
         rows.append({"name": name, "description": doc, "defaults": defaults})
@@ -165,13 +165,22 @@ def datasets_cmd(as_json: bool = typer.Option(False, "--json", help="Print as JS
 
 _TRAIN_HELP = (
     "Train MODEL on --data into a run folder (checkpoint, run.json, history.json).\n\n"
+    "\b\nExamples:\n"
+    "  latentforge train stacked-ae --data digits --epochs 5 --out runs/sae\n"
+    "  latentforge train vae --data mnist --set coding_size=2 --out runs/vae\n"
+    "  latentforge train stacked-ae --data my.csv --out runs/tab      # a table: standardised per column\n"
+    "  latentforge train stacked-ae --set optimizer=adam --set lr=0.001 --data digits\n"
+    "  latentforge train stacked-ae --data digits --out runs/sae --epochs 40 --resume\n"
+    "  latentforge train stacked-ae --data digits --dry-run           # check a command line in seconds")
+#: the environment variables, shown after the options
+_TRAIN_ENV = (
     "CPU threads (README, \"Threads\"): small steps run on one intra-op thread, and batch-separable models "
     "share a step's batch out over two threads. LATENTFORGE_THREADS=N forces N intra-op threads, "
     "LATENTFORGE_BATCH_SPLIT=N the number of sub-batches (1: off); run.json records both "
     "(hardware.threads, hardware.batch_split).")
 
 
-@app.command("train", help=_TRAIN_HELP)
+@app.command("train", help=_TRAIN_HELP, epilog=_TRAIN_ENV)
 def train_cmd(
     model: str = typer.Argument(..., help="Registry name, e.g. stacked-ae (see `latentforge models`)."),
     data: str = DataOpt,
@@ -345,8 +354,11 @@ def reconstruct_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
 
 
 @app.command("info")
-def info_cmd(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
-    """Print a run as JSON: model, config, parameter count, epochs done, last metrics."""
+def info_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
+             as_json: bool = typer.Option(False, "--json", help="Print the run as JSON instead: model, config, "
+                                          "parameter count, epochs done, last metrics, data.")) -> None:
+    """Show a run: model, data, epochs, last losses and a layer table (name, output shape, parameters),
+    like Keras' model.summary(); --json for everything as JSON."""
     from .train import load_run
     run = load_run(run_dir)
     hist = run.history
@@ -363,7 +375,26 @@ def info_cmd(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
             info.update(extra(_heldout(run, None, None).x))
         except DataError as e:
             info["info_metrics"] = f"unavailable: {e}"
-    _print_json(info)
+    if as_json:
+        _print_json(info)
+        return
+    from .report.metrics_table import fmt_number
+    from .report.summary import format_table, layer_table
+    data = run.data_info
+    shape = "x".join(str(d) for d in data.get("sample_shape") or [])
+    print(f"run:    {run.run_dir}")
+    print(f"model:  {run.name} ({info['params']:,} parameters)")
+    print(f"data:   {data.get('source', '?')} ({data.get('n_train', '?')} training + {data.get('n_valid', 0)} "
+          f"held-out samples of {shape})")
+    last = info["metrics"]
+    losses = "  ".join(f"{k}={fmt_number(v)}" for k, v in last.items() if k.endswith("loss"))
+    print(f"epochs: {info['epochs_done']}" + (f"  (last: {losses})" if losses else ""))
+    for k, v in info.items():
+        if k not in ("run_dir", "model", "version", "config", "params", "epochs_done", "metrics", "data"):
+            print(f"{k}: {v if isinstance(v, str) else json.dumps(v, default=str)}")
+    print()
+    print(format_table(layer_table(run.model)))
+    print("(--json: config, data and metrics as JSON)")
 
 
 @plot_app.command("reconstructions")
@@ -443,6 +474,23 @@ def demo_cmd(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Ru
         print(f"  {what:<16} {path}")
     from .report.html import build_report
     print(f"report: {build_report(run.run_dir, data, seed=run.config.seed)}")   # same seed: it reuses tsne.png's map
+
+
+def _flags_without_type() -> None:
+    """Show on/off flags (--resume, --dry-run, --help...) without a ``<bool>`` type in the help: they
+    take no value. (typer prints every option's type; a flag's says nothing.)"""
+    try:
+        from typer.core import TyperOption
+    except ImportError:          # another typer: its own help layout
+        return
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_without_type()
 
 
 def _load_command_modules() -> None:

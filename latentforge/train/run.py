@@ -626,7 +626,7 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
         "updated": _dt.datetime.now().isoformat(timespec="seconds"),
     }
     if ddp.info().main:                               # with several processes, rank 0 writes
-        atomic_write_json(run_dir / HISTORY_JSON, trainer.state.history)
+        atomic_write_json(run_dir / HISTORY_JSON, history_records(greedy_info, trainer.state.history))
         atomic_write_json(run_dir / RUN_JSON, summary)
     net.eval()
     return Run(run_dir=run_dir, name=model, model=net, meta=meta)
@@ -668,6 +668,21 @@ def _fit(net, config, x, xv, y, yv, *, run_dir, meta, greedy, saved, dev, progre
     if trainer.dist.main:
         trainer.save()
     return trainer
+
+
+def history_records(greedy_info: dict[str, Any] | None, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What ``history.json`` holds: with greedy training, every stage's epochs first (keys prefixed
+    ``greedy1_``, ``greedy2_``, ..., ``stage`` = ``greedy 1/2``...), then the fine-tuning epochs
+    (``stage`` = ``finetune``); else the epochs as they are."""
+    if not greedy_info:
+        return list(history)
+    stages = greedy_info.get("histories") or []
+    out: list[dict[str, Any]] = []
+    for i, stage in enumerate(stages, 1):
+        for rec in stage:
+            out.append({"stage": f"greedy {i}/{len(stages)}", "epoch": rec.get("epoch"),
+                        **{f"greedy{i}_{k}": v for k, v in rec.items() if k != "epoch"}})
+    return out + [{"stage": "finetune", **rec} for rec in history]
 
 
 def _train_greedy(net, config, x, xv, dev, progress, log) -> dict[str, Any]:
