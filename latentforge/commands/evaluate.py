@@ -160,7 +160,7 @@ def generative_section(run, ds, n: Optional[int], features: Optional[Path], seed
                         f"(got {n_real} real, -n {n_gen})")
     model.check_data(ds.x[:1], ds.name)
     fnet, source = feature_network_for(ds, features, device=device)
-    info = describe(fnet, source)
+    info = describe(fnet, source, labels=ds.y)
     acc = info["valid_accuracy"]
     print(f"features: {source} feature network {fnet.run_dir} ({info['feature_size']} features, "
           + (f"held-out accuracy {acc:.3f})" if isinstance(acc, float) else "trained without labels)"),

@@ -112,7 +112,7 @@ def feature_network_for(ds, features: str | Path | None = None, *, device: str =
     return load_feature_network(path, ds, device), "trained"
 
 
-def describe(run, source: str) -> dict[str, Any]:
+def describe(run, source: str, labels: np.ndarray | None = None) -> dict[str, Any]:
     """What the metrics' JSON says about the feature network: where it is, and its own quality
     on its held-out split (accuracy with labels, else the reconstruction MSE of its normalised
     input, where predicting the mean scores 1), with :func:`assess`'s verdict."""
@@ -124,6 +124,11 @@ def describe(run, source: str) -> dict[str, Any]:
            "n_classes": int(run.config.n_classes) if info.get("labels") else None,
            "valid_accuracy": last.get("valid_accuracy"), "valid_mse": last.get("valid_mse"),
            "epochs": len(run.history)}
+    if labels is not None and len(labels) and out["trained_with_labels"]:
+        # chance on the data at hand: its classes, and the share of its most common one
+        _, counts = np.unique(np.asarray(labels), return_counts=True)
+        out["n_classes"] = int(len(counts))
+        out["chance_accuracy"] = float(counts.max() / counts.sum())
     out.update(assess(out))
     return out
 
@@ -142,7 +147,7 @@ def assess(info: dict[str, Any]) -> dict[str, Any]:
     fix = (f"train a better one (`latentforge train features --data SRC --epochs 30 --out FEATURES`: "
            f"more epochs or more data) and pass it with `--features FEATURES`")
     if info.get("trained_with_labels") and isinstance(acc, float) and k:
-        chance = 1.0 / k
+        chance = info.get("chance_accuracy") or 1.0 / k
         bar = chance + TRUST_ACCURACY_MARGIN * (1 - chance)
         if acc >= bar:
             return {"trusted": True, "chance_accuracy": chance, "warning": None}

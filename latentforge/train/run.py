@@ -175,14 +175,14 @@ class Run:
         if src is None:
             raise DataError("no --data given and the run does not record its data source")
         own = same_source(src, info.get("source"))
+        if source is None and _is_path(src) and not Path(src).expanduser().exists():
+            raise DataError(f"{self.run_dir}: the run's data {src} is missing (moved or deleted); "
+                            f"pass it with --data PATH")
         if own and labels is None and info.get("labels_path"):
             labels = info["labels_path"]            # the run's --labels, recorded when it trained
             if not Path(labels).exists():
                 raise DataError(f"{self.run_dir}: the labels file the run was trained with, {labels}, is missing "
                                 f"(moved or deleted); pass it with --labels PATH")
-        if source is None and _is_path(src) and not Path(src).expanduser().exists():
-            raise DataError(f"{self.run_dir}: the run's data {src} is missing (moved or deleted); "
-                            f"pass it with --data PATH")
         ds = load_data(src, labels=labels, download=download)
         if own and info.get("valid_fraction"):
             train, valid = train_valid_split(ds, info["valid_fraction"], seed=self.config.seed)
