@@ -266,6 +266,7 @@ def test_feature_network_verdict():
     assert assess({"trained_with_labels": False, "valid_mse": 0.2})["trusted"] is True
 
 
+@pytest.mark.slow
 def test_evaluate_marks_metrics_from_a_chance_feature_network_untrusted(run_cli, tmp_path):
     """Colour images with random labels (3 classes): the feature network cannot beat chance."""
     rng = np.random.default_rng(0)
@@ -363,6 +364,7 @@ def test_greedy_training_keeps_every_stage_in_history_json(run_cli, tmp_path):
     assert "greedy1_train_loss" in hist[0] and "greedy2_valid_loss" in hist[2] and "train_loss" in hist[-1]
 
 
+@pytest.mark.slow
 def test_export_prints_no_third_party_warnings(digit_runs, tmp_path):
     pytest.importorskip("onnxscript")
     r = _cli("export", digit_runs["stacked-ae"].run_dir, "--format", "onnx", "--part", "encoder",
