@@ -90,7 +90,9 @@ def draw_samples(run, n: int, seed: int, batch_size: int, label_pool=None):
             m = min(batch_size, n - i)
             lab = torch.as_tensor(labels[i:i + m], dtype=torch.long) if labels is not None else None
             parts.append(model.sample(m, labels=lab, generator=gen).float().cpu().numpy())
-    images = np.clip(np.concatenate(parts), 0.0, 1.0).astype(np.float32)
+    images = np.concatenate(parts).astype(np.float32)
+    if getattr(model, "needs_unit_interval", True):      # images; continuous data keeps its own units
+        images = np.clip(images, 0.0, 1.0)
     return images.reshape((n, *model.input_shape))
 
 

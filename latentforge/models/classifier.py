@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from ..config import TrainConfig, check_fraction, check_nonnegative, check_positive
 from ..errors import ConfigError, DataError
 from .base import (ACTIVATIONS, INITS, Autoencoder, LatentModel, ModelOutput, activation, check_choice, dense,
-                   fit_normalizer, init_weight)
+                   fit_normalizer, fit_standardizer, init_weight)
 
 
 @dataclass
@@ -52,6 +52,7 @@ class ClassifierConfig(TrainConfig):
     # input normalisation: centre per feature, scale to a global RMS (set from the AE when pretrained)
     normalize: bool = False
     normalize_rms: float = 0.5
+    normalize_scale: str = "global"       # global | feature (per-feature standardisation, as the AE's)
     # unsupervised pretraining
     encoder_from: str | None = None       # the AE run whose encoder initialises this one (provenance)
     pretrained_layers: int = 0            # copy (and freeze) only the lowest k encoder layers; 0 = all
@@ -70,6 +71,7 @@ class ClassifierConfig(TrainConfig):
         if self.coding_activation is not None:
             check_choice("coding_activation", self.coding_activation, ACTIVATIONS)
         check_positive(self, "coding_size", "normalize_rms")
+        check_choice("normalize_scale", self.normalize_scale, ("global", "feature"))
         for key in ("hidden_sizes", "conv_filters", "head_hidden_sizes"):
             if getattr(self, key):
                 check_positive(self, key)
@@ -101,7 +103,8 @@ class Classifier(LatentModel):
         self.coding_act = activation(config.coding_activation) if config.coding_activation else self.act
         self.accepts_flat = config.arch == "dense"
         self.register_buffer("data_shift", torch.zeros(self.input_dim))
-        self.register_buffer("data_scale", torch.ones(()))
+        self.register_buffer("data_scale", torch.ones(self.input_dim) if config.normalize_scale == "feature"
+                             else torch.ones(()))
         self._pretrained = False
         if config.arch == "dense":
             sizes = [self.input_dim, *config.hidden_sizes, config.coding_size]   # e.g. [784, 100, 30]
@@ -160,6 +163,8 @@ class Classifier(LatentModel):
         if self.config.encoder_from:
             from ..train.run import load_run
             init_from_autoencoder(self, load_run(self.config.encoder_from))
+        elif self.config.normalize and self.config.normalize_scale == "feature":
+            fit_standardizer(self.data_shift, self.data_scale, x)
         elif self.config.normalize:
             fit_normalizer(self.data_shift, self.data_scale, x, self.config.normalize_rms)
 
@@ -268,7 +273,8 @@ def dense_encoder_spec(ae: nn.Module, what: str = "the autoencoder") -> dict[str
     # init_from_autoencoder verifies the copy numerically in any case
     coding = "sigmoid" if getattr(ae, "codes_in_unit_interval", False) and act != "sigmoid" else None
     spec = {"arch": "dense", "hidden_sizes": sizes[1:-1], "coding_size": sizes[-1], "activation": act,
-            "coding_activation": coding, "normalize": normalize}
+            "coding_activation": coding, "normalize": normalize,
+            "normalize_scale": "feature" if normalize and getattr(ae, "feature_scaled", False) else "global"}
     if getattr(cfg, "init", None) is not None:
         spec["init"] = cfg.init
     return spec

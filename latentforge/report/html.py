@@ -36,6 +36,7 @@ REPORT_HTML = "report.html"
 METRICS_JSON = "metrics.json"      # what `latentforge evaluate RUN --json RUN/metrics.json` writes
 RECON_N = 10                       # reconstructions shown
 SAMPLES_N = 64                     # samples shown (8 x 8; conditional models: 8 per class)
+TABULAR_RECON_N = 3                # tabular reconstructions: one bar chart per sample
 EVOLUTION_MAX = 8                  # per-epoch sample grids shown (evenly spaced, first and last kept)
 INTERP_PAIRS, INTERP_STEPS = 5, 8
 TSNE_POINTS = 1000                 # codings mapped with t-SNE
@@ -316,14 +317,16 @@ def _reconstructions_section(ctx: _Ctx) -> Section | None:
     if ctx.data is None:
         return Section("reconstructions", "Reconstructions", note=ctx.data_note)
     ds = ctx.data
-    x = ds.x[:RECON_N]
+    n = RECON_N if ds.is_image else TABULAR_RECON_N          # bar charts: few, large enough to read
+    x = ds.x[:n]
     cond = ctx.labels_for(ds)
-    recon = ctx.run.reconstruct(x, y=cond[:RECON_N] if cond is not None else None)
-    png = render_png(lambda p: plot_reconstructions(x, recon, p, n=RECON_N, sample_shape=ds.sample_shape,
+    recon = ctx.run.reconstruct(x, y=cond[:n] if cond is not None else None)
+    png = render_png(lambda p: plot_reconstructions(x, recon, p, n=n, sample_shape=ds.sample_shape,
                                                     title=f"{ctx.run.name}: reconstructions",
                                                     feature_names=ctx.run.data_info.get("feature_names")))
-    return Section("reconstructions", "Reconstructions",
-                   _figure(png, f"the first {len(x)} held-out samples (top) and their reconstructions (bottom)"))
+    caption = (f"the first {len(x)} held-out samples (top) and their reconstructions (bottom)" if ds.is_image else
+               f"the first {len(x)} held-out samples: original (blue) and reconstructed (orange) values")
+    return Section("reconstructions", "Reconstructions", _figure(png, caption, cls="" if ds.is_image else "wide"))
 
 
 def _samples_section(ctx: _Ctx) -> Section | None:
@@ -342,9 +345,11 @@ def _samples_section(ctx: _Ctx) -> Section | None:
     with torch.no_grad():
         images = ctx.model.sample(len(labels) if labels is not None else SAMPLES_N, labels,
                                   generator=gen).float().cpu().numpy()
-    images = np.clip(images, 0.0, 1.0)
+    if getattr(ctx.model, "needs_unit_interval", True):     # continuous data keeps its own units
+        images = np.clip(images, 0.0, 1.0)
     png = render_png(lambda p: plot_image_grid(images, p, sample_shape=ctx.sample_shape,
-                                               title=f"{ctx.run.name}: {len(images)} samples", **kwargs))
+                                               title=f"{ctx.run.name}: {len(images)} samples",
+                                               feature_names=ctx.run.data_info.get("feature_names"), **kwargs))
     what = "one row per class" if ctx.conditional else f"seed {ctx.seed}"
     return Section("samples", "Samples", _figure(png, f"{len(images)} new samples from the final model ({what})"))
 
@@ -358,7 +363,9 @@ def _evolution_section(ctx: _Ctx) -> Section | None:
                        note="no per-epoch sample grids were saved: generative models save them to "
                             "RUN_DIR/samples/ (config sample_every, 0 = never)")
     shown = _evenly(grids, EVOLUTION_MAX)
-    body = '<div class="gallery">' + "".join(_figure(png, f"epoch {epoch}") for epoch, png in shown) + "</div>"
+    wide = "" if ctx.run.data_info.get("is_image", True) else " wide-items"   # tabular heat maps: 2 a row
+    body = (f'<div class="gallery{wide}">' + "".join(_figure(png, f"epoch {epoch}") for epoch, png in shown)
+            + "</div>")
     note = f"{len(shown)} of the {len(grids)} saved grids" if len(shown) < len(grids) else None
     return Section("evolution", "Samples over epochs", body, note)
 
@@ -434,10 +441,13 @@ def _interpolations_section(ctx: _Ctx) -> Section | None:
             row_labels = [f"class {i % k}" for i in range(INTERP_PAIRS)]
         else:
             images = model.decode(z)
-    images = np.clip(images.float().cpu().numpy(), 0.0, 1.0)
+    images = images.float().cpu().numpy()
+    if getattr(model, "needs_unit_interval", True):          # continuous data keeps its own units
+        images = np.clip(images, 0.0, 1.0)
     png = render_png(lambda p: plot_image_grid(images, p, nrows=INTERP_PAIRS, ncols=INTERP_STEPS,
                                                sample_shape=ctx.sample_shape, row_labels=row_labels,
-                                               title=f"{ctx.run.name}: {method} interpolation"))
+                                               title=f"{ctx.run.name}: {method} interpolation",
+                                               feature_names=ctx.run.data_info.get("feature_names")))
     return Section("interpolations", "Interpolations", _figure(png, caption))
 
 
@@ -716,7 +726,8 @@ figure { margin:0; text-align:center; }
 figure img { max-width:min(100%, 760px); height:auto; border-radius:4px; }
 figure.wide img { width:100%; max-width:900px; }
 figcaption { color:var(--muted); font-size:13px; margin-top:6px; }
-.gallery { display:grid; grid-template-columns:repeat(auto-fill, minmax(220px, 1fr)); gap:14px; }
+.gallery { display:grid; grid-template-columns:repeat(auto-fill, minmax(300px, 1fr)); gap:14px; }
+.gallery.wide-items { grid-template-columns:repeat(auto-fill, minmax(440px, 1fr)); }
 .gallery img { image-rendering:pixelated; }
 table { border-collapse:collapse; font-size:14px; }
 th, td { text-align:left; padding:5px 12px 5px 0; border-bottom:1px solid var(--line); vertical-align:top; }

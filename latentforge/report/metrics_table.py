@@ -81,14 +81,14 @@ def feature_quality(saved: dict[str, Any]) -> tuple[str, str | None]:
     acc, mse = f.get("valid_accuracy"), f.get("valid_mse")
     if _number(acc):
         chance = f.get("chance_accuracy")
-        what = f"held-out accuracy {fmt_number(acc)}" + (f", chance {fmt_number(chance)}" if _number(chance) else "")
+        what = f"accuracy {fmt_number(acc)}" + (f" (chance {fmt_number(chance)})" if _number(chance) else "")
     elif _number(mse):
-        what = f"held-out reconstruction MSE {fmt_number(mse)} (mean: 1)"
+        what = f"reconstruction MSE {fmt_number(mse)} (mean: 1)"
     else:
         what = "quality unknown"
     trusted = f.get("trusted", (saved.get("generative") or {}).get("trusted"))
     verdict = {True: "trusted", False: "NOT trusted", None: "unverified"}.get(trusted, "unverified")
-    return f"features: {what}; {verdict}", f.get("warning")
+    return f"feature net {what}: {verdict}", f.get("warning")
 
 
 def split_metrics(last: dict[str, Any] | None, computed: list[tuple[str, Any, str]],
@@ -106,7 +106,7 @@ def split_metrics(last: dict[str, Any] | None, computed: list[tuple[str, Any, st
     if isinstance(saved, dict):
         flat = flatten(saved)
         k_nll = saved.get("iw_nll_k")
-        gen_src = "metrics.json (evaluate); " + feature_quality(saved)[0]
+        gen_src = "metrics.json; " + feature_quality(saved)[0]
         warning = feature_quality(saved)[1] if "generative" in saved else None
         if warning:
             notes.append(f"warning: {warning}")

@@ -560,8 +560,8 @@ def _draw_tabular_reconstructions(fig: Figure, orig: np.ndarray, recon: np.ndarr
     orig_k, recon_k, standardised = _per_feature_units(orig[:, :k], recon[:, :k])
     ncols = min(n, 5)
     nrows = math.ceil(n / ncols)
-    label_in = min(2.6, 0.25 + 0.075 * max(len(name) for name in names))
-    fig.set_size_inches(label_in + ncols * 2.3, 1.0 + nrows * (0.45 + 0.24 * k))
+    label_in = min(2.6, 0.25 + 0.08 * max(len(name) for name in names))
+    fig.set_size_inches(label_in + ncols * 2.3, 1.0 + nrows * (0.45 + 0.25 * k))
     axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
     ys = np.arange(k)
     height = 0.4
@@ -573,7 +573,7 @@ def _draw_tabular_reconstructions(fig: Figure, orig: np.ndarray, recon: np.ndarr
         ax.barh(ys + height / 2, recon_k[i], height, color="tab:orange", label="reconstruction")
         ax.axvline(0.0, color="black", linewidth=0.6)
         ax.set_yticks(ys)
-        ax.set_yticklabels(names, fontsize=8)
+        ax.set_yticklabels(names, fontsize=9)
         if i == 0:                          # shared y axis: the first feature on top, for all
             ax.invert_yaxis()
         ax.set_title(f"sample {i}", fontsize=9)
