@@ -713,8 +713,9 @@ def read_npz(path: str | os.PathLike, notes: list[str] | None = None) -> tuple[n
             x = npz[data_key]
             label_key = next((k for k in NPZ_LABEL_KEYS if k in keys and k != data_key), None)
             y = npz[label_key] if label_key is not None else None
-            if notes is not None:
-                unused = [k for k in keys if k not in (data_key, label_key)]
+            unused = [k for k in keys if k not in (data_key, label_key)]
+            usual = data_key in ("x", "X") and label_key in (None, "y", "Y") and not unused
+            if notes is not None and not usual:          # x/y alone need no word
                 notes.append(
                     f"{source}: data from array {data_key!r} {tuple(x.shape)}, "
                     + (f"labels from {label_key!r}" if label_key is not None else
