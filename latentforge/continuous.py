@@ -27,7 +27,7 @@ chapter's PCA equivalent) keep their one global scale unless ``normalize_scale =
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any, Iterable
+from typing import Any
 
 ADAM_LR = 1e-3
 
@@ -84,7 +84,10 @@ def continuous_defaults(cls, given: dict[str, Any], value_range: tuple[float, fl
                 values["lr"] = ADAM_LR
             notes.append(f"Adam lr {given.get('lr', ADAM_LR):g}")
     if not auto:
-        return values, None
+        if not notes:
+            return values, None
+        return values, ("a linear output on continuous data: " + ", ".join(notes)
+                        + " (--set normalize_scale=global or optimizer=... to choose yourself)")
     what = "Gaussian likelihood" if has_likelihood else "linear output + MSE"
     note = (f"values lie in [{lo:.4g}, {hi:.4g}], outside [0, 1]: continuous data, so {what}"
             + (", " + ", ".join(notes) if notes else "")
@@ -92,10 +95,3 @@ def continuous_defaults(cls, given: dict[str, Any], value_range: tuple[float, fl
     return values, note
 
 
-def named_keys(*sources: Iterable[str] | None) -> set[str]:
-    """The config keys named in any of ``sources`` (dicts of values, or None)."""
-    keys: set[str] = set()
-    for src in sources:
-        if src:
-            keys.update(src)
-    return keys

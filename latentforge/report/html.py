@@ -503,7 +503,8 @@ def build_report(run_dir: str | Path, data: str | None = None, *, out: str | Pat
     ctx = _Ctx(run=run, summary=summary, history=history, seed=seed)
     try:
         ctx.data = load_heldout(run, data)
-        ctx.data_is_heldout = data is None or data == run.data_info.get("source")
+        from ..train.run import same_source
+        ctx.data_is_heldout = data is None or same_source(data, run.data_info.get("source"))
     except (LatentforgeError, OSError) as e:
         ctx.data_note = f"data not available: {e}"
     sections = []

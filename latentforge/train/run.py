@@ -386,7 +386,10 @@ def model_from_meta(tensors: dict[str, torch.Tensor], meta: dict[str, Any], sour
         config = make_config(cls.config_class, with_legacy_defaults(cls, saved), strict=False)
     except ConfigError as e:
         raise CheckpointError(f"{source}: bad config in checkpoint: {e}") from None
-    model = cls(config)
+    try:
+        model = cls(config)
+    except ConfigError as e:                  # a value only the model's construction checks (e.g. init)
+        raise CheckpointError(f"{source}: bad config in checkpoint: {e}") from None
     load_module_state(model, split_prefix(tensors, "model"), source)
     return model
 
@@ -542,6 +545,9 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
         raise ConfigError(f"--greedy: model {model!r} has no layer-wise stages (try stacked-ae or tied-ae)")
 
     ds = data if isinstance(data, Dataset) else load_data(data, labels=labels)
+    if not isinstance(data, Dataset):
+        for note in getattr(ds, "notes", None) or []:      # which .npz arrays, grey promoted to colour
+            log(f"note: {note}")
     if cls.uses_labels and ds.y is None and not getattr(cls, "labels_optional", False):
         raise DataError(f"{ds.name}: model {model!r} needs labels and this data has none")
     if not resume:      # continuous data: linear output, per-feature standardisation (continuous.py)
