@@ -445,7 +445,11 @@ def plot_history_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
     run = load_run(run_dir)
     if not run.history:
         raise DataError(f"{run_dir}: the run has no history yet")
-    plot_history(run.history, out, title=f"{run.name}: {run.data_info.get('source', '')}")
+    history = run.history
+    if run.meta.get("greedy"):                   # history.json: every greedy stage, then the fine-tuning
+        from .train.run import history_records
+        history = history_records(run.meta["greedy"], run.history)
+    plot_history(history, out, title=f"{run.name}: {run.data_info.get('source', '')}")
     print(f"wrote {out}")
 
 
