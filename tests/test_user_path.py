@@ -30,7 +30,7 @@ def cancer_csv(tmp_path_factory) -> Path:
 def _cli(*args, cwd=None):
     """The CLI in a fresh process (for checks of what reaches the terminal)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "latentforge", *map(str, args)], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "latentforge", *map(str, args)], cwd=cwd, env=env, check=False,
                           capture_output=True, text=True, timeout=600)
 
 
@@ -40,7 +40,7 @@ def digit_runs(tmp_path_factory):
     """A stacked AE, a VAE and a conditional VAE on the bundled digits (one epoch each)."""
     from latentforge.train.run import train
     root = tmp_path_factory.mktemp("runs")
-    quiet = dict(progress=False, log=lambda m: None)
+    quiet = {"progress": False, "log": lambda m: None}
     return {name: train(name, "digits", out=root / name, overrides={"epochs": 1}, **quiet)
             for name in ("stacked-ae", "vae", "conditional-vae")}
 
@@ -203,7 +203,7 @@ def test_tabular_plots_name_the_columns(tabular_runs, run_cli, tmp_path):
 
 
 def test_generate_writes_a_folder_of_files(tabular_runs, digit_runs, run_cli, tmp_path):
-    code, out, err = run_cli("generate", digit_runs["vae"].run_dir, "-n", "5", "--out", f"{tmp_path}/pngs/")
+    code, _, err = run_cli("generate", digit_runs["vae"].run_dir, "-n", "5", "--out", f"{tmp_path}/pngs/")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == [
         *(f"sample_{i:05d}.png" for i in range(5)), "samples.npy"]
@@ -347,7 +347,7 @@ def test_train_help_starts_with_examples_has_no_bool_and_ends_with_environment(r
 
 
 def test_model_descriptions_are_whole_sentences(run_cli):
-    code, out, _ = run_cli("models")
+    _, out, _ = run_cli("models")
     lines = [line for line in out.splitlines() if line.strip()]
     assert len(lines) >= 15
     for line in lines:
