@@ -101,10 +101,12 @@ def _load_stream(source: str, labels: Optional[Path] = None):
 
 def _load(source: str, labels: Optional[Path] = None, limit: Optional[int] = None):
     from .data import load_data
+    if limit is not None and limit < 1:        # refused before any data is read
+        raise DataError(f"--limit {limit}: must be >= 1 (leave --limit out to use all the data)")
     ds = load_data(source, labels=labels)
+    for note in getattr(ds, "notes", None) or []:       # which .npz arrays, grey promoted to colour
+        print(f"note: {note}", file=sys.stderr)
     if limit is not None:
-        if limit < 1:
-            raise DataError(f"--limit {limit}: must be >= 1")
         ds = ds.subset(slice(0, limit))
     return ds
 
@@ -135,7 +137,7 @@ def models_cmd(as_json: bool = typer.Option(False, "--json", help="Print the reg
     rows = []
     for name in model_names():      # built-in, then registered and installed plugins
         cls = get_model_class(name)
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())    # the first paragraph, whole
         defaults = {f.name: f.default if not callable(f.default_factory) else f.default_factory()  # type: ignore[misc]
                     for f in fields(cls.config_class) if f.name not in ("input_shape", "engine")}
         rows.append({"name": name, "description": doc, "defaults": defaults})
@@ -166,13 +168,24 @@ _TRAIN_HELP = (
     "Without --lr, --set optimizer=NAME (other than the model's own) uses that optimizer's customary lr "
     "(1e-3 for adam, adamw, nadam, rmsprop). A loss that diverges (far above its first epoch's) stops "
     "the run with exit 2, keeping the last good checkpoint (--set divergence_policy=off to go on).\n\n"
+    "\b\nExamples:\n"
+    "  latentforge train stacked-ae --data digits --epochs 5 --out runs/sae\n"
+    "  latentforge train vae --data mnist --set coding_size=2 --out runs/vae\n"
+    "  latentforge train stacked-ae --data my.csv --out runs/tab      # a table: standardised per column\n"
+    "  latentforge train stacked-ae --set optimizer=adam --data digits  # Adam's lr 1e-3\n"
+    "  latentforge train stacked-ae --data digits --out runs/sae --epochs 40 --resume\n"
+    "  latentforge train stacked-ae --data digits --dry-run           # check a command line in seconds")
+#: engine settings and environment variables, shown after the options
+_TRAIN_ENV = (
     "Engine settings (how steps run, not what they compute; README, \"Speed\"): --precision, "
     "--set compile=true, --set threads=N, --set batch_split=N, --set fused_step=false, "
     "--set cuda_graphs=true (CUDA graphs are off by default until verified on a GPU with "
-    "bench/gpu_check.py); run.json records them (config.engine, hardware).")
+    "bench/gpu_check.py); run.json records them (config.engine, hardware). "
+    "Environment: LATENTFORGE_THREADS=N forces N intra-op threads and LATENTFORGE_BATCH_SPLIT=N the number "
+    "of sub-batches (1: off) where the config does not set them.")
 
 
-@app.command("train", help=_TRAIN_HELP)
+@app.command("train", help=_TRAIN_HELP, epilog=_TRAIN_ENV)
 def train_cmd(
     model: str = typer.Argument(..., help="Registry name, e.g. stacked-ae (see `latentforge models`)."),
     data: str = DataOpt,
@@ -197,7 +210,7 @@ def train_cmd(
                                                 "frozen for the first E epochs, then fine-tune."),
     valid_fraction: Optional[float] = typer.Option(None, "--valid-fraction",
                                                    help="Held-out share for validation (default 0.1; 0 = none)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N samples."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N samples (N >= 1; without it, all of them)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="A quick check: 1 epoch on at most 256 samples."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
@@ -227,7 +240,7 @@ def train_cmd(
                           "then use --encoder-from)")
     if dry_run:
         epochs = 1
-        limit = min(limit or 256, 256)
+        limit = min(limit, 256) if limit is not None else 256
     values = _overrides(sets, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, finetune_epochs=finetune_epochs,
                         precision=precision, nan_policy=nan_policy)
     from .train import distributed as ddp
@@ -249,7 +262,7 @@ def train_cmd(
                                overrides=values, config_file=config, valid_fraction=valid_fraction, resume=resume,
                                progress=progress, device=device, overwrite=overwrite, tensorboard=tensorboard)
     else:
-        run = train(model, ds, out=out, overrides=values, config_file=config, resume=resume, greedy=greedy,
+        run = train(model, ds, out=out, overrides=values, config_file=config, resume=resume, greedy=greedy, labels=labels,
                     valid_fraction=valid_fraction, progress=progress, device=device, overwrite=overwrite,
                     tensorboard=tensorboard)
     last = run.history[-1] if run.history else {}
@@ -347,8 +360,11 @@ def reconstruct_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
 
 
 @app.command("info")
-def info_cmd(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
-    """Print a run as JSON: model, config, parameter count, epochs done, last metrics."""
+def info_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
+             as_json: bool = typer.Option(False, "--json", help="Print the run as JSON instead: model, config, "
+                                          "parameter count, epochs done, last metrics, data.")) -> None:
+    """Show a run: model, data, epochs, last losses and a layer table (name, output shape, parameters),
+    like Keras' model.summary(); --json for everything as JSON."""
     from .train import load_run
     run = load_run(run_dir)
     hist = run.history
@@ -365,7 +381,26 @@ def info_cmd(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
             info.update(extra(_heldout(run, None, None).x))
         except DataError as e:
             info["info_metrics"] = f"unavailable: {e}"
-    _print_json(info)
+    if as_json:
+        _print_json(info)
+        return
+    from .report.metrics_table import fmt_number
+    from .report.summary import format_table, layer_table
+    data = run.data_info
+    shape = "x".join(str(d) for d in data.get("sample_shape") or [])
+    print(f"run:    {run.run_dir}")
+    print(f"model:  {run.name} ({info['params']:,} parameters)")
+    print(f"data:   {data.get('source', '?')} ({data.get('n_train', '?')} training + {data.get('n_valid', 0)} "
+          f"held-out samples of {shape})")
+    last = info["metrics"]
+    losses = "  ".join(f"{k}={fmt_number(v)}" for k, v in last.items() if k.endswith("loss"))
+    print(f"epochs: {info['epochs_done']}" + (f"  (last: {losses})" if losses else ""))
+    for k, v in info.items():
+        if k not in ("run_dir", "model", "version", "config", "params", "epochs_done", "metrics", "data"):
+            print(f"{k}: {v if isinstance(v, str) else json.dumps(v, default=str)}")
+    print()
+    print(format_table(layer_table(run.model)))
+    print("(--json: config, data and metrics as JSON)")
 
 
 @plot_app.command("reconstructions")
@@ -383,7 +418,8 @@ def plot_reconstructions_cmd(run_dir: Path = typer.Argument(..., help="A run fol
     ds = _heldout(run, data, labels)
     x = ds.x[:n]
     y = ds.y[:n] if ds.y is not None else None
-    plot_reconstructions(x, run.reconstruct(x, y=y, source=ds.name), out, n=n, sample_shape=ds.sample_shape, title=f"{run.name}: reconstructions")
+    plot_reconstructions(x, run.reconstruct(x, y=y, source=ds.name), out, n=n, sample_shape=ds.sample_shape,
+                         title=f"{run.name}: reconstructions", feature_names=run.data_info.get("feature_names"))
     print(f"wrote {out}")
 
 
@@ -415,7 +451,11 @@ def plot_history_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
     run = load_run(run_dir)
     if not run.history:
         raise DataError(f"{run_dir}: the run has no history yet")
-    plot_history(run.history, out, title=f"{run.name}: {run.data_info.get('source', '')}")
+    history = run.history
+    if run.meta.get("greedy"):                   # history.json: every greedy stage, then the fine-tuning
+        from .train.summary import history_records
+        history = history_records(run.meta["greedy"], run.history)
+    plot_history(history, out, title=f"{run.name}: {run.data_info.get('source', '')}")
     print(f"wrote {out}")
 
 
@@ -430,13 +470,13 @@ def demo_cmd(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Ru
     ds = _load(data)
     run = train("stacked-ae", ds, out=out, overrides={"epochs": epochs}, progress=progress, overwrite=True)
     held = _heldout(run, data, None)
-    figs = {
-        "reconstructions": plot_reconstructions(held.x[:10], run.reconstruct(held.x[:10]), out / "reconstructions.png",
-                                                sample_shape=ds.sample_shape, title="stacked-ae: held-out reconstructions"),
-        "t-SNE map": plot_tsne(run.encode(held.x), out / "tsne.png", labels=held.y, images=held.x,
-                               sample_shape=ds.sample_shape, class_names=ds.class_names, seed=run.config.seed),
-        "loss curves": plot_history(run.history, out / "history.png", title=f"stacked-ae on {data}"),
-    }
+    figs = {"reconstructions": out / "reconstructions.png", "t-SNE map": out / "tsne.png",
+            "loss curves": out / "history.png"}
+    plot_reconstructions(held.x[:10], run.reconstruct(held.x[:10]), figs["reconstructions"],
+                         sample_shape=ds.sample_shape, title="stacked-ae: held-out reconstructions")
+    plot_tsne(run.encode(held.x), figs["t-SNE map"], labels=held.y, images=held.x,
+              sample_shape=ds.sample_shape, class_names=ds.class_names, seed=run.config.seed)
+    plot_history(run.history, figs["loss curves"], title=f"stacked-ae on {data}")
     last = run.history[-1]
     print(f"demo run: {run.run_dir}  (held-out BCE {last.get('valid_bce', last['train_loss']):.4f} "
           f"after {last['epoch']} epochs)")
@@ -444,6 +484,23 @@ def demo_cmd(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Ru
         print(f"  {what:<16} {path}")
     from .report.html import build_report
     print(f"report: {build_report(run.run_dir, data, seed=run.config.seed)}")   # same seed: it reuses tsne.png's map
+
+
+def _flags_without_type() -> None:
+    """Show on/off flags (--resume, --dry-run, --help...) without a ``<bool>`` type in the help: they
+    take no value. (typer prints every option's type; a flag's says nothing.)"""
+    try:
+        from typer.core import TyperOption
+    except ImportError:          # another typer: its own help layout
+        return
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_without_type()
 
 
 def _load_command_modules() -> None:
@@ -502,7 +559,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             raise
         if getattr(e, "collective", False):      # every process raised it: process 0 reports it
             from .train.distributed import report_once
-            report_once(lambda: _err(str(e)))
+            msg = str(e)
+            report_once(lambda: _err(msg))
         else:
             _err(str(e))
         sys.exit(getattr(e, "exit_code", 2))     # errors.Interrupted (Ctrl-C in training): 130

@@ -18,6 +18,8 @@ take labels) are not exported.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
 from pathlib import Path
 
@@ -96,7 +98,7 @@ def export_part(model: nn.Module, part: str, fmt: str, out: str | Path, name: st
     out = Path(out)
     example = torch.rand((2, *in_shape))
     batch = torch.export.Dim("batch", min=1)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_torch_loggers():
         warnings.simplefilter("ignore")
         with torch.no_grad():
             program = torch.export.export(module, (example,), dynamic_shapes={"x": {0: batch}}, strict=True)
@@ -105,6 +107,23 @@ def export_part(model: nn.Module, part: str, fmt: str, out: str | Path, name: st
         else:
             _write_torchscript(program, module, in_shape, out)
     return out
+
+
+@contextlib.contextmanager
+def _quiet_torch_loggers():
+    """Silence the exporters' own log lines (``torchvision is not installed. Skipping
+    torchvision::nms``...): third-party chatter that says nothing about the user's model. Errors
+    still raise."""
+    names = ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx", "onnxscript")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _write_onnx(program, example: Tensor, part: str, out: Path) -> None:

@@ -143,21 +143,13 @@ class _AutoencoderBase(BaseEstimator):
                 raise InvalidParameterError(f"config key {key!r} is set by the estimator (from X / random_state)")
         values["seed"] = seed
         values["input_shape"] = list(x.shape[1:])
-        # "auto" output layer: a sigmoid/BCE model becomes linear/MSE for data outside [0, 1]
-        in_unit = bool(x.min() >= 0.0 and x.max() <= 1.0)
-        default_out = getattr(cls.config_class, "output_activation", "linear")
-        if "output_activation" in values:
-            if str(values["output_activation"]) == "linear" and "loss" not in values:
-                values["loss"] = "mse"
-        elif "loss" not in values and default_out == "sigmoid" and not in_unit:
-            values["output_activation"] = "linear"
-            values["loss"] = "mse"
-        if default_out == "sigmoid" and str(values.get("output_activation", default_out)) == "linear":
-            # the chapter's plain-SGD rates are tuned for sigmoid/BCE on pixels and diverge with MSE
-            # on few-feature tables: default to Adam there
-            if "optimizer" not in values:
-                values["optimizer"] = "adam"
-                values.setdefault("lr", 1e-3)
+        # "auto" output layer, shared with the command line (latentforge/continuous.py): a
+        # sigmoid/BCE model becomes linear/MSE (+ per-feature standardisation for tables, Adam)
+        # for data outside [0, 1]
+        from .continuous import continuous_defaults
+        auto, _ = continuous_defaults(cls, values, (float(x.min()), float(x.max())),
+                                      is_image=x.ndim >= 3, switch_images=True)
+        values.update(auto)
         return cls, values
 
     # ------------------------------------------------------------------------------ fitting

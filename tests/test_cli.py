@@ -62,7 +62,7 @@ def test_help_everywhere(run_cli):
 def test_train_writes_a_run(trained, run_cli):
     files = {p.name for p in trained.iterdir()}
     assert {"checkpoint.safetensors", "run.json", "history.json"} <= files
-    code, out, _ = run_cli("info", trained)
+    code, out, _ = run_cli("info", trained, "--json")
     info = json.loads(out)
     assert info["model"] == "stacked-ae" and info["epochs_done"] == 2
     assert info["config"]["hidden_sizes"] == [16] and info["params"] > 0
@@ -105,7 +105,7 @@ def test_greedy_cli(tmp_path, digits_npy, run_cli):
     code, _, err = run_cli("train", "stacked-ae", "--greedy", "--finetune-epochs", "1", "--data", digits_npy,
                            "--epochs", "2", "--out", out, *TINY)
     assert code == 0, err
-    info = json.loads(run_cli("info", out)[1])
+    info = json.loads(run_cli("info", out, "--json")[1])
     assert info["greedy"]["stages"] == 2 and info["epochs_done"] == 1
 
 
@@ -114,7 +114,7 @@ def test_config_file_and_dry_run(tmp_path, digits_npy, run_cli):
     cfg.write_text("hidden_sizes = [12]\ncoding_size = 3\nbatch_size = 16\n")
     out = tmp_path / "r"
     assert run_cli("train", "stacked-ae", "--data", digits_npy, "--config", cfg, "--dry-run", "--out", out)[0] == 0
-    info = json.loads(run_cli("info", out)[1])
+    info = json.loads(run_cli("info", out, "--json")[1])
     assert info["config"]["coding_size"] == 3 and info["epochs_done"] == 1 and info["data"]["n_train"] <= 256
 
 
@@ -127,9 +127,13 @@ def test_linear_ae_on_tabular_data_outside_unit_interval(tmp_path, run_cli, clou
     assert run_cli("reconstruct", out, "--data", big, "--out", rec)[0] == 0
     x, r = np.load(big), np.load(rec)
     assert r.shape == x.shape and abs(r.mean() - x.mean()) < 5       # outputs in the input's units
-    # a sigmoid model refuses the same data with a clear message
-    code, _, err = run_cli("train", "stacked-ae", "--data", big, "--out", tmp_path / "s")
+    # a sigmoid output, asked for, refuses the same data with a clear message
+    code, _, err = run_cli("train", "stacked-ae", "--data", big, "--out", tmp_path / "s",
+                           "--set", "output_activation=sigmoid")
     assert code == 2 and "needs data in [0, 1]" in err and not (tmp_path / "s").exists()
+    # by default a sigmoid model takes such continuous (non-image) data standardised, and says so
+    code, _, err = run_cli("train", "stacked-ae", "--data", big, "--out", tmp_path / "s", "--dry-run")
+    assert code == 0 and "continuous data" in err and "standardised" in err
 
 
 # -- bad input: exit 2, one line on stderr naming the problem, no traceback, nothing written ----------
@@ -256,7 +260,7 @@ def test_mnist4k_folder_trains(tmp_path, run_cli):
     out = tmp_path / "m"
     code, _, err = run_cli("train", "stacked-ae", "--data", mnist4k_path(), "--limit", "500", "--epochs", "1", "--out", out)
     assert code == 0, err
-    assert json.loads(run_cli("info", out)[1])["config"]["input_shape"] == [1, 28, 28]
+    assert json.loads(run_cli("info", out, "--json")[1])["config"]["input_shape"] == [1, 28, 28]
 
 
 def test_conditional_models_get_the_datas_labels(tmp_path, digits_npy, run_cli):
@@ -280,7 +284,7 @@ def test_train_classifier_with_pretrained_encoder(tmp_path, digits_npy, run_cli)
     code, out, err = run_cli("train", "classifier", "--data", digits_npy, "--labeled", "50", "--encoder-from", ae,
                              "--freeze-epochs", "1", "--epochs", "2", "--out", clf)
     assert code == 0, err
-    info = json.loads(run_cli("info", clf)[1])
+    info = json.loads(run_cli("info", clf, "--json")[1])
     assert info["config"]["encoder_from"] and info["config"]["freeze_epochs"] == 1
     code, _, err = run_cli("train", "stacked-ae", "--data", digits_npy, "--labeled", "5", "--out", tmp_path / "x")
     assert code == 2 and "only for `train classifier`" in err and not (tmp_path / "x").exists()

@@ -16,17 +16,29 @@ import pytest  # noqa: E402
 from matplotlib.offsetbox import AnnotationBbox  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 
+from matplotlib.figure import Figure  # noqa: E402
+
 from latentforge.errors import DataError  # noqa: E402
-from latentforge.report import (  # noqa: E402
-    plot_history,
-    plot_image_grid,
-    plot_reconstructions,
-    plot_tsne,
-    to_display_images,
-)
 from latentforge.report import plots  # noqa: E402
+from latentforge.report import to_display_images  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _saving(fn, path_pos: int):
+    """``fn`` (a plot function, which returns a Figure) as the file-writing tests call it: the
+    returned value checked to be a Figure, then the path it was asked to save to."""
+    def call(*args, **kwargs):
+        fig = fn(*args, **kwargs)
+        assert isinstance(fig, Figure)
+        return Path(args[path_pos] if len(args) > path_pos else kwargs["path"])
+    return call
+
+
+plot_reconstructions = _saving(plots.plot_reconstructions, 2)
+plot_image_grid = _saving(plots.plot_image_grid, 1)
+plot_tsne = _saving(plots.plot_tsne, 1)
+plot_history = _saving(plots.plot_history, 1)
 
 
 # ------------------------------------------------------------------------------------------- #
@@ -66,15 +78,15 @@ def colour(rng: np.random.Generator) -> np.ndarray:
 
 @pytest.fixture
 def captured_figures(monkeypatch: pytest.MonkeyPatch) -> list:
-    """Figures the plotting functions close, kept for inspection after saving."""
+    """Figures the plotting functions draw, kept for inspection after saving."""
     figures: list = []
-    real_close = plots.plt.close
+    real_finish = plots._finish
 
-    def close(fig=None):
+    def finish(fig, dest, dpi):
         figures.append(fig)
-        real_close(fig)
+        return real_finish(fig, dest, dpi)
 
-    monkeypatch.setattr(plots.plt, "close", close)
+    monkeypatch.setattr(plots, "_finish", finish)
     return figures
 
 
@@ -453,9 +465,39 @@ def test_tsne_map_is_reused_for_the_same_codes(tmp_path, monkeypatch):
     real = P._tsne
     monkeypatch.setattr(P, "_tsne", lambda *a: calls.append(1) or real(*a))
     codes = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
-    a = P.plot_tsne(codes, tmp_path / "a.png", seed=3)
-    b = P.plot_tsne(codes.copy(), tmp_path / "b.png", seed=3)
-    assert len(calls) == 1 and a.exists() and b.exists()
+    P.plot_tsne(codes, tmp_path / "a.png", seed=3)
+    P.plot_tsne(codes.copy(), tmp_path / "b.png", seed=3)
+    assert len(calls) == 1 and (tmp_path / "a.png").exists() and (tmp_path / "b.png").exists()
     P.plot_tsne(codes, tmp_path / "c.png", seed=4)                 # another seed: a new map
     P.plot_tsne(codes + 1e-3, tmp_path / "d.png", seed=4)          # other codes: a new map
     assert len(calls) == 3
+
+
+# ------------------------------------------------------------------------------------------- #
+# figures for notebooks: returned, saved only when asked
+# ------------------------------------------------------------------------------------------- #
+def test_every_plot_returns_a_figure_and_saves_only_with_a_path(tmp_path, grey, rng, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    figs = [plots.plot_reconstructions(grey, grey * 0.5),
+            plots.plot_image_grid(grey),
+            plots.plot_tsne(rng.normal(size=(20, 2))),
+            plots.plot_history({"train_loss": [1.0, 0.5]})]
+    assert all(isinstance(f, Figure) for f in figs)
+    assert not list(tmp_path.iterdir())                    # nothing written without a path
+    assert all(f.axes for f in figs)                        # something was drawn
+    figs[0].savefig(tmp_path / "later.png")                 # and the figure can still be saved
+    assert_png(tmp_path / "later.png")
+    import matplotlib.pyplot as plt
+    assert not any(f in [plt.figure(n) for n in plt.get_fignums()] for f in figs)   # not held by pyplot
+
+
+def test_tabular_plots_use_the_column_names(rng):
+    x = np.column_stack([rng.normal(size=8) * 1000, rng.normal(size=8) * 0.01, rng.normal(size=8)])
+    names = ["area", "smoothness", "texture"]
+    fig = plots.plot_reconstructions(x, x * 0.9, feature_names=names)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == names
+    assert "standardised" in fig.axes[-1].get_xlabel() or any(
+        "standardised" in ax.get_xlabel() for ax in fig.axes)   # columns 1e5 apart: per-feature units
+    grid = plots.plot_image_grid(x, feature_names=names)
+    assert [t.get_text() for t in grid.axes[0].get_xticklabels()] == names

@@ -294,7 +294,7 @@ def test_cli_info_and_binary_encode_for_sigmoid_codings(digits_npz, tmp_path, ru
     code, _, se = run_cli("train", "sparse-ae", "--data", digits_npz, "--out", run, "--set", "hidden_sizes=16",
                           "--set", "coding_size=12", "--epochs", "1", "--batch-size", "16")
     assert code == 0, se
-    info = json.loads(run_cli("info", run)[1])
+    info = json.loads(run_cli("info", run, "--json")[1])
     assert 0 <= info["share_activations_below_0.1"] <= 1 and 0 <= info["mean_coding_activation"] <= 1
     assert run_cli("encode", run, "--data", digits_npz, "--binary", "--out", tmp_path / "h.npy")[0] == 0
     assert set(np.unique(np.load(tmp_path / "h.npy"))) <= {0, 1}

@@ -11,10 +11,9 @@ A model may also accept ``truncation=PSI`` in ``sample`` (the truncation trick o
 """
 from __future__ import annotations
 
-import inspect
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
@@ -47,7 +46,11 @@ def _progress(n: int, desc: str):
 def generate_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder of a generative model (vae, conditional-vae, GANs, ...)."),
     n: int = typer.Option(..., "-n", "--n", help="Number of samples (>= 1)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output .npy, shape (N, *sample shape), values in [0, 1]."),
+    out: str = typer.Option(..., "--out", "-o", help="Output .npy, shape (N, *sample shape) (images in [0, 1]); "
+                             "or a folder (DIR/, or --format png): DIR/samples.npy plus one PNG per image "
+                             "(a samples.csv for tabular data)."),
+    fmt: str = typer.Option("auto", "--format", help="npy (one .npy file), png (a folder: the .npy and one PNG "
+                            "per image, or a CSV for tabular data) or auto (png when --out is a folder)."),
     label: Optional[int] = typer.Option(None, "--label", help="Class to generate (conditional models only; required there)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the latent noise (same seed, same samples)."),
     truncation: Optional[float] = typer.Option(None, "--truncation",
@@ -57,18 +60,17 @@ def generate_cmd(
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Generate N new samples from a trained generative model."""
+    from ..report.sample_files import output_plan, write_sample_files
     if n < 1:
         raise ConfigError(f"-n {n}: the number of samples must be >= 1")
-    if out.suffix != ".npy":
-        raise DataError(f"{out}: output must be a .npy file")
-    _out_dir_ok(out)
+    npy, folder = output_plan(out, fmt)
+    _out_dir_ok(npy if folder is None else folder)
     if grid is not None:
         _check_png(grid, "--grid")
     if truncation is not None and not (math.isfinite(truncation) and truncation > 0):
         raise ConfigError(f"--truncation {truncation}: must be a positive number")
 
     import numpy as np
-    import torch
     from ..models.capabilities import Capability, check_label
     from ..train import load_run
     run = load_run(run_dir, device)
@@ -76,46 +78,28 @@ def generate_cmd(
     if Capability.SAMPLES not in model.capabilities:
         raise ConfigError(f"{run_dir}: {run.name} is not a generative model (it has no sample()); "
                           f"train vae, conditional-vae or a GAN")
-    sample = model.sample
-    kwargs: dict[str, Any] = {}
     if Capability.CONDITIONAL in model.capabilities:
         if label is None:
             raise ConfigError(f"{run.name} is conditional: give --label K, the class to generate")
         check_label(model, label, run.name)
     elif label is not None:
         raise ConfigError(f"--label: {run.name} is unconditional; it generates without a label")
-    if truncation is not None:
-        if "truncation" not in inspect.signature(sample).parameters:
-            raise ConfigError(f"--truncation: {run.name} does not support the truncation trick")
-        kwargs["truncation"] = truncation
-
-    from ..train.checkpoint import NpyWriter
-    gen = torch.Generator().manual_seed(seed)
-    model.eval()
-    shape = run.data_info.get("sample_shape")
-    # streamed batch by batch into --out (atomically), so any n fits in the memory of one batch
-    first = None
-    with NpyWriter(out, n, tuple(shape) if shape else None) as writer, torch.inference_mode():
-        bar = _progress(n, "generate")
-        for i in range(0, n, batch_size):
-            m = min(batch_size, n - i)
-            labels = torch.full((m,), label, dtype=torch.long) if label is not None else None
-            batch = np.clip(sample(m, labels=labels, generator=gen, **kwargs).float().cpu().numpy(), 0.0, 1.0)
-            writer.write(batch)
-            if first is None:
-                first = batch[:GRID_MAX].reshape((-1, *shape)) if shape else batch[:GRID_MAX]
-            if bar is not None:
-                bar.update(m)
-        if bar is not None:
-            bar.close()
-    images = np.load(out, mmap_mode="r")
-    print(f"wrote {out} {images.shape}")
+    if folder is not None:
+        folder.mkdir(exist_ok=True)
+    # streamed batch by batch into the .npy (atomically), so any n fits in the memory of one batch
+    images = run.generate(n, label=label, seed=seed, truncation=truncation, batch_size=batch_size, out=npy)
+    print(f"wrote {npy} {images.shape}")
+    if folder is not None:
+        what = write_sample_files(images, folder, run.data_info)
+        print(f"wrote {what}")
     if grid is not None:
         from ..report import plot_image_grid
+        shape = run.data_info.get("sample_shape")
         shown = min(n, GRID_MAX)
         what = f"class {label}" if label is not None else f"seed {seed}"
-        plot_image_grid(first[:shown], grid, sample_shape=shape,
-                        title=f"{run.name}: {shown} samples ({what})")
+        plot_image_grid(np.asarray(images[:shown]), grid, sample_shape=shape,
+                        title=f"{run.name}: {shown} samples ({what})",
+                        feature_names=run.data_info.get("feature_names"))
         print(f"wrote {grid}")
 
 

@@ -9,14 +9,16 @@ Supported sources (see :func:`latentforge.data.sources.load_path`):
   pair for split ``"test"``; a folder with exactly one images file uses that one.
 * **.npy**: images ``(N, H, W)`` or ``(N, C, H, W)`` with ``C`` in 1, 3 or 4, or tabular
   ``(N, D)``.
-* **.npz**: the data array is named ``x``/``X``/``images``/``data`` (or is the only array);
-  labels, if any, are named ``y``/``Y``/``labels``.
+* **.npz**: the data array is named ``x``/``X``/``images``/``data``/``features``/``inputs``/
+  ``x_train``/``X_train`` (or is the only array); labels, if any, are named ``y``/``Y``/
+  ``labels``/``label``/``targets``/``target``/``classes``/``y_train``. Which arrays were used
+  is said in :attr:`Dataset.notes` (the command line prints it).
 * **CSV** (``.csv``/``.tsv``/``.txt``) of numbers, with an optional header row. A label column
   is recognised only by its header name (``label``, ``labels``, ``y``, ``target``, ``class``).
 * A **folder of images** (PNG/JPEG/BMP/GIF/WebP, read with Pillow). Sub-folders are classes,
   labelled in alphabetical order; a flat folder has no labels. All images must have the same
   size. Greyscale images give one channel, everything else three (RGB; alpha is dropped); a
-  folder that mixes both is promoted to RGB.
+  folder that mixes both is promoted to RGB (said once, in :attr:`Dataset.notes`).
 
 Value rules, applied to every source:
 
@@ -33,6 +35,7 @@ line naming the file and the problem.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import io
 import math
@@ -79,8 +82,8 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
 LABEL_COLUMN_NAMES = ("label", "labels", "y", "target", "class")
 
 #: Array names looked up in an ``.npz`` file, in order of preference.
-NPZ_DATA_KEYS = ("x", "X", "images", "data")
-NPZ_LABEL_KEYS = ("y", "Y", "labels")
+NPZ_DATA_KEYS = ("x", "X", "images", "data", "features", "inputs", "x_train", "X_train")
+NPZ_LABEL_KEYS = ("y", "Y", "labels", "label", "targets", "target", "classes", "y_train")
 
 # IDX type code -> (big-endian numpy dtype, human name).
 IDX_DTYPES: dict[int, tuple[str, str]] = {
@@ -119,6 +122,10 @@ class Dataset:
         is_image: whether ``x`` holds images.
         class_names: names of the classes (index = label), e.g. the sub-folder names of an
             image folder; ``None`` when unknown.
+        feature_names: names of the columns of tabular data (a CSV's header); ``None`` when
+            unknown.
+        notes: what reading the source decided that a user should hear (which ``.npz`` arrays
+            were used, greyscale images promoted to colour); the command line prints them.
     """
 
     x: np.ndarray
@@ -127,6 +134,8 @@ class Dataset:
     sample_shape: tuple
     is_image: bool
     class_names: list[str] | None = None
+    feature_names: list[str] | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.y is not None and len(self.y) != len(self.x):
@@ -169,6 +178,8 @@ class Dataset:
             sample_shape=self.sample_shape,
             is_image=self.is_image,
             class_names=None if self.class_names is None else list(self.class_names),
+            feature_names=None if self.feature_names is None else list(self.feature_names),
+            notes=list(self.notes),
         )
 
 
@@ -351,6 +362,7 @@ def make_dataset(
     source: str,
     labels_source: str | None = None,
     class_names: Sequence[str] | None = None,
+    feature_names: Sequence[str] | None = None,
 ) -> Dataset:
     """Validate a raw sample array (and labels) and wrap it into a :class:`Dataset`.
 
@@ -395,6 +407,8 @@ def make_dataset(
         sample_shape=sample_shape,
         is_image=is_image,
         class_names=None if class_names is None else list(class_names),
+        feature_names=(list(feature_names) if feature_names is not None and arr.ndim == 2
+                       and len(feature_names) == shape[1] else None),
     )
 
 
@@ -673,11 +687,12 @@ class NpyStream:
         return to_float32(self._raw(start, stop), self.source).reshape((stop - start,) + self.shape[1:])
 
 
-def read_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+def read_npz(path: str | os.PathLike, notes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Read the data array (and labels, if present) from a ``.npz`` file.
 
-    The data array is the first of ``x``, ``X``, ``images``, ``data`` present, or the only
-    array in the file. Labels are the first of ``y``, ``Y``, ``labels`` present.
+    The data array is the first of :data:`NPZ_DATA_KEYS` present, or the only array in the
+    file. Labels are the first of :data:`NPZ_LABEL_KEYS` present. ``notes`` (a list) gets one
+    line saying which arrays were used (and which were not).
 
     Raises:
         DataError: unreadable/corrupt file, or no recognisable data array.
@@ -698,6 +713,14 @@ def read_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
             x = npz[data_key]
             label_key = next((k for k in NPZ_LABEL_KEYS if k in keys and k != data_key), None)
             y = npz[label_key] if label_key is not None else None
+            unused = [k for k in keys if k not in (data_key, label_key)]
+            usual = data_key in ("x", "X") and label_key in (None, "y", "Y") and not unused
+            if notes is not None and not usual:          # x/y alone need no word
+                notes.append(
+                    f"{source}: data from array {data_key!r} {tuple(x.shape)}, "
+                    + (f"labels from {label_key!r}" if label_key is not None else
+                       f"no labels (no array named {'/'.join(NPZ_LABEL_KEYS)})")
+                    + (f"; ignored {', '.join(map(repr, unused))}" if unused else ""))
     except DataError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, SyntaxError,
@@ -920,7 +943,7 @@ def _decode_image(path: Path) -> np.ndarray:
 
 
 def read_image_folder(
-    folder: str | os.PathLike,
+    folder: str | os.PathLike, notes: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     """Read a folder of images.
 
@@ -982,6 +1005,10 @@ def read_image_folder(
         decoded.append(img)
     assert size is not None
     channels = max(img.shape[0] for img in decoded)
+    n_grey = sum(img.shape[0] == 1 for img in decoded)
+    if channels > 1 and n_grey and notes is not None:
+        notes.append(f"{source}: {n_grey} of {len(decoded)} images are greyscale and the others colour: "
+                     "the greyscale ones were promoted to RGB (3 channels)")
     out = np.empty((len(decoded), channels, size[0], size[1]), dtype=np.float32)
     for i, img in enumerate(decoded):
         out[i] = img * np.float32(1.0 / 255.0) if img.dtype == np.uint8 else img
@@ -1062,7 +1089,9 @@ def read_path(
     name = str(path)
     p = Path(path).expanduser()
     class_names: list[str] | None = None
+    feature_names: list[str] | None = None
     labels_source: str | None = None
+    notes: list[str] = []
     y = None
 
     if p.is_dir():
@@ -1076,16 +1105,18 @@ def read_path(
                 y, labels_source = read_labels(beside), str(beside)
         else:
             source = name
-            arr, y, class_names = read_image_folder(p)
+            arr, y, class_names = read_image_folder(p, notes)
     elif p.is_file():
         source = name
         suffix = p.suffix.lower()
         if suffix == ".npy":
             arr = read_npy(p)
         elif suffix == ".npz":
-            arr, y = read_npz(p)
+            arr, y = read_npz(p, notes)
         elif suffix in (".csv", ".tsv", ".txt"):
-            arr, y, _ = read_csv(p)
+            arr, y, header = read_csv(p)
+            if header is not None:
+                feature_names = [h for h in header if h.lower() not in LABEL_COLUMN_NAMES]
         elif _is_idx_name(p.name) or suffix == ".gz" or _looks_like_idx(p):
             arr = read_idx(p)
             beside = labels_beside(p)
@@ -1108,6 +1139,9 @@ def read_path(
     if labels is not None:
         y, labels_source = read_labels(labels), str(labels)
         class_names = None
-    return make_dataset(
-        arr, y, name=name, source=source, labels_source=labels_source, class_names=class_names
+    ds = make_dataset(
+        arr, y, name=name, source=source, labels_source=labels_source, class_names=class_names,
+        feature_names=feature_names,
     )
+    ds.notes = notes
+    return ds

@@ -114,7 +114,7 @@ class DenseSGDStep:
                                 for ks in self._layer_shares(self.split.parts)], grad=False)
                 loss = sum((p[0] for p in parts[1:]), parts[0][0])
             loss = loss / target.numel()
-        parts_ = {"bce": loss} if m.config.loss == "bce" else {"mse": loss * m.data_scale.square()}
+        parts_ = {"bce": loss} if m.config.loss == "bce" else {"mse": m.mse_in_reported_units(loss)}
         return ModelOutput(loss=loss, parts=parts_)
 
     def _params(self) -> list[tuple[Tensor, Tensor]]:

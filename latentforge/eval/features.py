@@ -111,15 +111,60 @@ def feature_network_for(ds, features: str | Path | None = None, *, device: str =
     return load_feature_network(path, ds, device), "trained"
 
 
-def describe(run, source: str) -> dict[str, Any]:
-    """What the metrics' JSON says about the feature network."""
+def describe(run, source: str, labels: np.ndarray | None = None) -> dict[str, Any]:
+    """What the metrics' JSON says about the feature network: where it is, and its own quality
+    on its held-out split (accuracy with labels, else the reconstruction MSE of its normalised
+    input, where predicting the mean scores 1), with :func:`assess`'s verdict."""
     info = run.data_info
     last = run.history[-1] if run.history else {}
-    return {"run_dir": str(run.run_dir), "source": source, "data": info.get("source"),
-            "fingerprint": info.get("fingerprint"), "trained_with_labels": bool(info.get("labels")),
-            "feature_size": int(run.config.feature_size),
-            "n_classes": int(run.config.n_classes) if info.get("labels") else None,
-            "valid_accuracy": last.get("valid_accuracy"), "epochs": len(run.history)}
+    out = {"run_dir": str(run.run_dir), "source": source, "data": info.get("source"),
+           "fingerprint": info.get("fingerprint"), "trained_with_labels": bool(info.get("labels")),
+           "feature_size": int(run.config.feature_size),
+           "n_classes": int(run.config.n_classes) if info.get("labels") else None,
+           "valid_accuracy": last.get("valid_accuracy"), "valid_mse": last.get("valid_mse"),
+           "epochs": len(run.history)}
+    if labels is not None and len(labels) and out["trained_with_labels"]:
+        # chance on the data at hand: its classes, and the share of its most common one
+        _, counts = np.unique(np.asarray(labels), return_counts=True)
+        out["n_classes"] = int(len(counts))
+        out["chance_accuracy"] = float(counts.max() / counts.sum())
+    out.update(assess(out))
+    return out
+
+
+#: a feature network is trusted when its held-out accuracy clears chance by this share of the way
+#: to 1 (3 classes: 0.5; 10 classes: 0.325), or, without labels, when it reconstructs its
+#: normalised input with less than this MSE (predicting the mean scores 1)
+TRUST_ACCURACY_MARGIN = 0.25
+TRUST_MAX_MSE = 0.5
+
+
+def assess(info: dict[str, Any]) -> dict[str, Any]:
+    """``trusted`` (bool or None when unknown), ``chance_accuracy`` and a ``warning`` (None when
+    trusted) for a feature network described by :func:`describe`."""
+    acc, k, mse = info.get("valid_accuracy"), info.get("n_classes"), info.get("valid_mse")
+    fix = ("train a better one (`latentforge train features --data SRC --epochs 30 --out FEATURES`: "
+           "more epochs or more data) and pass it with `--features FEATURES`")
+    if info.get("trained_with_labels") and isinstance(acc, float) and k:
+        chance = info.get("chance_accuracy") or 1.0 / k
+        bar = chance + TRUST_ACCURACY_MARGIN * (1 - chance)
+        if acc >= bar:
+            return {"trusted": True, "chance_accuracy": chance, "warning": None}
+        return {"trusted": False, "chance_accuracy": chance,
+                "warning": f"the feature network is near chance (held-out accuracy {acc:.3f}, chance "
+                           f"{chance:.3f} for {k} classes, needs {bar:.3f}): its features cannot tell the "
+                           f"classes apart, so FID, KID, precision/recall and mode coverage are not to be "
+                           f"trusted; {fix}"}
+    if isinstance(mse, float):
+        if mse < TRUST_MAX_MSE:
+            return {"trusted": True, "chance_accuracy": None, "warning": None}
+        return {"trusted": False, "chance_accuracy": None,
+                "warning": f"the feature network (trained without labels) reconstructs its held-out input "
+                           f"poorly (MSE {mse:.3f}; predicting the mean scores 1, needs < {TRUST_MAX_MSE}): "
+                           f"the generative metrics are not to be trusted; {fix}"}
+    return {"trusted": None, "chance_accuracy": None,
+            "warning": "the feature network's held-out quality is unknown (no validation split): "
+                       "the generative metrics cannot be vouched for"}
 
 
 def embed(run, x: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray | None]:

@@ -22,6 +22,7 @@ import torch
 from ..data import train_valid_split
 from ..errors import ConfigError, DataError
 from ..models.capabilities import Capability, data_labels, has
+from .continuous import continuous_metrics, nll_units
 from .features import describe, embed, feature_network_for
 from .generative import generative_metrics
 from .metrics import reconstruction_metrics
@@ -75,7 +76,9 @@ def draw_samples(run, n: int, seed: int, batch_size: int, label_pool=None):
             m = min(batch_size, n - i)
             lab = torch.as_tensor(labels[i:i + m], dtype=torch.long) if labels is not None else None
             parts.append(model.sample(m, labels=lab, generator=gen).float().cpu().numpy())
-    images = np.clip(np.concatenate(parts), 0.0, 1.0).astype(np.float32)
+    images = np.concatenate(parts).astype(np.float32)
+    if getattr(model, "needs_unit_interval", True):      # images; continuous data keeps its own units
+        images = np.clip(images, 0.0, 1.0)
     return images.reshape((n, *model.input_shape))
 
 
@@ -93,13 +96,17 @@ def autoencoder_metrics(run, ds, train, test, n: Optional[int], k: int, seed: in
     result: dict[str, Any] = {"n": int(len(x))}
     recon = run.batched(model.reconstruct, x, batch_size, y=cond)
     result.update(reconstruction_metrics(x, recon.reshape(x.shape)))
+    tabular = continuous_metrics(model, x, recon)      # standardised units, vs the per-column mean
+    if tabular:
+        result.pop("psnr", None), result.pop("psnr_data_range", None)   # one range for unrelated columns
+        result.update(tabular)
     if Capability.LIKELIHOOD in model.capabilities:
         gen = torch.Generator().manual_seed(seed)
         ll = run.batched(lambda xb, **kw: model.log_likelihood(xb, k=k, generator=gen, **kw), x,
                          max(1, min(batch_size, 65536 // k)), y=cond)
         result["iw_nll"] = float(-ll.mean())
         result["iw_nll_k"] = k
-        result["iw_nll_units"] = "nats per image (Bernoulli likelihood summed over the values)"
+        result["iw_nll_units"] = nll_units(model)
 
     rep: dict[str, Any] = {}
     ptrain, ptest = _probe_split(ds, train, test, seed)
@@ -134,10 +141,12 @@ def generative_section(run, ds, n: Optional[int], features: Optional[Path], seed
                         f"(got {n_real} real, -n {n_gen})")
     model.check_data(ds.x[:1], ds.name)
     fnet, source = feature_network_for(ds, features, device=device)
-    info = describe(fnet, source)
+    info = describe(fnet, source, labels=ds.y)
     acc = info["valid_accuracy"]
     (log or _stderr)(f"features: {source} feature network {fnet.run_dir} ({info['feature_size']} features, "
                      + (f"held-out accuracy {acc:.3f})" if isinstance(acc, float) else "trained without labels)"))
+    if info.get("warning"):
+        (log or _stderr)(f"warning: {info['warning']}")
     t0 = time.perf_counter()
     idx = _subsample(n_real, len(ds), seed)
     real = ds.x[idx]
@@ -146,7 +155,7 @@ def generative_section(run, ds, n: Optional[int], features: Optional[Path], seed
     fr, pr = embed(fnet, real)
     ff, pf = embed(fnet, fake)
     t1 = time.perf_counter()
-    out: dict[str, Any] = {"n_real": int(n_real), "n_generated": int(n_gen)}
+    out: dict[str, Any] = {"n_real": int(n_real), "n_generated": int(n_gen), "trusted": info.get("trusted")}
     out.update(generative_metrics(fr, ff, pr, pf, seed=seed))
     if pf is None:
         out["class_metrics"] = "unavailable: the feature network was trained without labels"

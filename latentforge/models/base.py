@@ -79,6 +79,17 @@ def fit_normalizer(shift: Tensor, scale: Tensor, x: Tensor, rms: float) -> None:
     scale.copy_(((flat - mean).pow(2).mean().sqrt() / rms).clamp_min(1e-12).float())
 
 
+def fit_standardizer(shift: Tensor, scale: Tensor, x: Tensor) -> None:
+    """Per-feature standardisation, in place: each feature centred on its mean and divided by its
+    standard deviation (a constant feature keeps scale 1). The buffers travel in the checkpoint and
+    :meth:`Autoencoder.from_pre` undoes them, so decoded values are in the data's units."""
+    flat = x.reshape(len(x), -1).double()
+    mean = flat.mean(0)
+    std = flat.std(0, unbiased=False)
+    shift.copy_(mean.float())
+    scale.copy_(torch.where(std > 1e-8 * (1 + mean.abs()), std, torch.ones_like(std)).float())
+
+
 def value_range(x) -> tuple[float, float]:
     """``(min, max)`` of an array or tensor. A float32 array (or tensor) is read once, by
     ``torch.aminmax`` on PyTorch's threads: a third of the time of numpy's ``min`` + ``max`` on
@@ -163,12 +174,17 @@ class AEConfig(TrainConfig):
     loss: str = "bce"                    # bce | mse
     normalize: bool = True               # linear outputs: centre per feature, scale to a global RMS of
     normalize_rms: float = 0.5           # this value (0.5, like the chapter's toy cloud, keeps SGD lr 1 stable)
+    #: linear outputs: ``global`` (above: one scale, keeps PCA's geometry) or ``feature`` (each
+    #: feature standardised to mean 0, std 1: tabular data, whose columns have unrelated units;
+    #: the default for continuous non-image data, see ``latentforge/continuous.py``)
+    normalize_scale: str = "global"
 
     def validate(self) -> None:
         super().validate()
         check_choice("output_activation", self.output_activation, ("sigmoid", "linear"))
         check_choice("loss", self.loss, ("bce", "mse"))
         check_positive(self, "normalize_rms")
+        check_choice("normalize_scale", self.normalize_scale, ("global", "feature"))
         if self.loss == "bce" and self.output_activation != "sigmoid":
             raise ConfigError("config field 'loss' = 'bce' needs output_activation = 'sigmoid' "
                               "(use loss=mse with a linear output)")
@@ -189,7 +205,18 @@ class Autoencoder(LatentModel):
         d = self.input_dim
         # Normalisation for linear outputs, in buffers so it travels with the checkpoint.
         self.register_buffer("data_shift", torch.zeros(d))
-        self.register_buffer("data_scale", torch.ones(()))
+        self.register_buffer("data_scale", torch.ones(d) if self.feature_scaled else torch.ones(()))
+
+    @property
+    def feature_scaled(self) -> bool:
+        """True when a linear output standardises each feature (``normalize_scale = feature``)."""
+        return self.config.output_activation == "linear" and self.config.normalize_scale == "feature"
+
+    def mse_in_reported_units(self, mse_internal: Tensor) -> Tensor:
+        """The MSE part as reported: in the data's units with one global scale, in standardised
+        units (each feature's error over its variance) with per-feature scaling, where raw units
+        would let the largest columns drown the others."""
+        return mse_internal if self.feature_scaled else mse_internal * self.data_scale.square()
 
     @property
     def needs_unit_interval(self) -> bool:
@@ -203,7 +230,10 @@ class Autoencoder(LatentModel):
 
     def prepare(self, x: Tensor) -> None:
         if self.config.output_activation == "linear" and self.config.normalize:
-            fit_normalizer(self.data_shift, self.data_scale, x, self.config.normalize_rms)
+            if self.feature_scaled:
+                fit_standardizer(self.data_shift, self.data_scale, x)
+            else:
+                fit_normalizer(self.data_shift, self.data_scale, x, self.config.normalize_rms)
 
     # -- internal <-> data units ----------------------------------------------------------
     def to_internal(self, x: Tensor) -> Tensor:
@@ -227,8 +257,8 @@ class Autoencoder(LatentModel):
             return loss, {"bce": loss}
         out = torch.sigmoid(pre) if self.config.output_activation == "sigmoid" else pre
         loss = F.mse_loss(out, target)
-        # report the MSE in the data's own units
-        return loss, {"mse": loss * self.data_scale.square()}
+        # report the MSE in the data's own units (standardised units with per-feature scaling)
+        return loss, {"mse": self.mse_in_reported_units(loss)}
 
     # -- the contract ----------------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:

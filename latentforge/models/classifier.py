@@ -29,7 +29,7 @@ from ..config import TrainConfig, check_fraction, check_nonnegative, check_posit
 from ..errors import ConfigError, DataError
 from .capabilities import Capability, has
 from .base import (ACTIVATIONS, INITS, Autoencoder, LatentModel, ModelOutput, activation, check_choice, dense,
-                   fit_normalizer, init_weight)
+                   fit_normalizer, fit_standardizer, init_weight)
 
 
 @dataclass
@@ -54,6 +54,7 @@ class ClassifierConfig(TrainConfig):
     # input normalisation: centre per feature, scale to a global RMS (set from the AE when pretrained)
     normalize: bool = False
     normalize_rms: float = 0.5
+    normalize_scale: str = "global"       # global | feature (per-feature standardisation, as the AE's)
     # unsupervised pretraining
     encoder_from: str | None = None       # the AE run whose encoder initialises this one (provenance)
     pretrained_layers: int = 0            # copy (and freeze) only the lowest k encoder layers; 0 = all
@@ -72,6 +73,7 @@ class ClassifierConfig(TrainConfig):
         if self.coding_activation is not None:
             check_choice("coding_activation", self.coding_activation, ACTIVATIONS)
         check_positive(self, "coding_size", "normalize_rms")
+        check_choice("normalize_scale", self.normalize_scale, ("global", "feature"))
         for key in ("hidden_sizes", "conv_filters", "head_hidden_sizes"):
             if getattr(self, key):
                 check_positive(self, key)
@@ -103,7 +105,8 @@ class Classifier(LatentModel):
         self.coding_act = activation(config.coding_activation) if config.coding_activation else self.act
         self.accepts_flat = config.arch == "dense"
         self.register_buffer("data_shift", torch.zeros(self.input_dim))
-        self.register_buffer("data_scale", torch.ones(()))
+        self.register_buffer("data_scale", torch.ones(self.input_dim) if config.normalize_scale == "feature"
+                             else torch.ones(()))
         self._pretrained = False
         if config.arch == "dense":
             sizes = [self.input_dim, *config.hidden_sizes, config.coding_size]   # e.g. [784, 100, 30]
@@ -164,6 +167,8 @@ class Classifier(LatentModel):
             raise ConfigError(f"encoder_from {self.config.encoder_from!r}: the autoencoder's encoder was not "
                               f"copied in; train through latentforge.train or train_classifier, or call "
                               f"init_from_autoencoder(model, load_run(...)) first")
+        elif self.config.normalize and self.config.normalize_scale == "feature":
+            fit_standardizer(self.data_shift, self.data_scale, x)
         elif self.config.normalize:
             fit_normalizer(self.data_shift, self.data_scale, x, self.config.normalize_rms)
 
@@ -271,7 +276,8 @@ def dense_encoder_spec(ae: nn.Module, what: str = "the autoencoder") -> dict[str
     # init_from_autoencoder verifies the copy numerically in any case
     coding = "sigmoid" if has(ae, Capability.UNIT_CODES) and act != "sigmoid" else None
     spec = {"arch": "dense", "hidden_sizes": sizes[1:-1], "coding_size": sizes[-1], "activation": act,
-            "coding_activation": coding, "normalize": normalize}
+            "coding_activation": coding, "normalize": normalize,
+            "normalize_scale": "feature" if normalize and getattr(ae, "feature_scaled", False) else "global"}
     if getattr(cfg, "init", None) is not None:
         spec["init"] = cfg.init
     return spec

@@ -272,7 +272,7 @@ class ProDiscriminator(_Progressive):
 
 # ----------------------------------------------------------------------------- the model
 class ProGAN(GAN):
-    """Progressive growing with fade-in, minibatch std, equalized lr and pixel norm (see module doc)."""
+    """ProGAN: generator and discriminator grow from 4x4 to the data's size, each new resolution faded in, with minibatch std, equalized learning rate and pixel norm (SPEC 18)."""
 
     name = "progan"
     config_class = ProGANConfig

@@ -326,8 +326,7 @@ class StyleGenerator(nn.Module):
 
 
 class StyleGAN(GAN):
-    """Mapping network, per-layer styles (modulated convs or AdaIN), noise inputs, style mixing and
-    truncation (see module doc)."""
+    """StyleGAN: a mapping network turns z into per-layer styles (modulated convolutions or AdaIN) over a constant input, with noise inputs, style mixing and the truncation trick (SPEC 19)."""
 
     name = "stylegan"
     config_class = StyleGANConfig

@@ -40,6 +40,12 @@ class VAEConfig(AEConfig):
     activation: str = "selu"
     init: str = "lecun_normal"         # hidden kernels (heads and output layer: glorot_uniform)
     kl_weight: float = 1.0             # the loss is bce + kl_weight * KL / D
+    #: p(x|z): ``bernoulli`` (the chapter's: sigmoid output, BCE, data in [0, 1]), ``gaussian``
+    #: (continuous data: linear output, the data standardised, a Gaussian NLL) or ``auto``
+    #: (training picks it from the data: Bernoulli for values in [0, 1], else Gaussian; a model
+    #: built directly reads it from ``output_activation``: sigmoid = Bernoulli)
+    likelihood: str = "auto"
+    gaussian_variance: str = "learned"  # gaussian: one learned variance per feature, or ``fixed`` (1 in standardised units)
     # the chapter's training
     epochs: int = 25
     batch_size: int = 128
@@ -53,9 +59,21 @@ class VAEConfig(AEConfig):
             check_positive(self, "hidden_sizes")
         check_choice("activation", self.activation, ACTIVATIONS)
         check_nonnegative(self, "kl_weight")
-        if self.loss != "bce" or self.output_activation != "sigmoid":
-            raise ConfigError("a VAE here has a Bernoulli decoder: it needs loss = 'bce' and "
-                              "output_activation = 'sigmoid' (data in [0, 1])")
+        check_choice("likelihood", self.likelihood, ("auto", "bernoulli", "gaussian"))
+        check_choice("gaussian_variance", self.gaussian_variance, ("learned", "fixed"))
+        if self.resolved_likelihood == "bernoulli" and (self.loss != "bce" or self.output_activation != "sigmoid"):
+            raise ConfigError("likelihood = 'bernoulli' needs loss = 'bce' and output_activation = 'sigmoid' "
+                              "(data in [0, 1]); for continuous data use --set likelihood=gaussian")
+        if self.resolved_likelihood == "gaussian" and self.output_activation != "linear":
+            raise ConfigError("likelihood = 'gaussian' needs output_activation = 'linear' "
+                              "(--set likelihood=gaussian alone sets both when training)")
+
+    @property
+    def resolved_likelihood(self) -> str:
+        """``bernoulli`` or ``gaussian`` (``auto`` read from the output layer)."""
+        if self.likelihood != "auto":
+            return self.likelihood
+        return "bernoulli" if self.output_activation == "sigmoid" else "gaussian"
 
 
 class VAE(Autoencoder):
@@ -80,6 +98,37 @@ class VAE(Autoencoder):
         last = len(dec_sizes) - 2
         self.dec = nn.ModuleList(dense(a, b, init if j < last else "glorot_uniform")
                                  for j, (a, b) in enumerate(zip(dec_sizes[:-1], dec_sizes[1:])))
+        if self.gaussian and config.gaussian_variance == "learned":
+            # log sigma^2 of p(x|z) per feature, in standardised units (0: variance 1)
+            self.out_log_var = nn.Parameter(torch.zeros(d))
+
+    @property
+    def gaussian(self) -> bool:
+        """True for a Gaussian p(x|z) (continuous data), False for the chapter's Bernoulli."""
+        return self.config.resolved_likelihood == "gaussian"
+
+    def _out_log_var(self, like: Tensor) -> Tensor:
+        lv = getattr(self, "out_log_var", None)
+        return lv.clamp(-7.0, 7.0) if lv is not None else like.new_zeros(like.shape[-1])
+
+    def _log_px(self, pre: Tensor, target: Tensor) -> Tensor:
+        """log p(x|z) per value, in nats, in internal units (Bernoulli or Gaussian)."""
+        if not self.gaussian:
+            return -F.binary_cross_entropy_with_logits(pre, target, reduction="none")
+        lv = self._out_log_var(pre)
+        return -0.5 * (_LOG_2PI + lv + (target - pre).square() * torch.exp(-lv))
+
+    def reconstruction_loss(self, pre: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if not self.gaussian:
+            return super().reconstruction_loss(pre, target)
+        nll = -self._log_px(pre, target).mean()       # per value, like the Bernoulli's mean BCE
+        return nll, {"gaussian_nll": nll, "mse": self.mse_in_reported_units(F.mse_loss(pre, target).detach())}
+
+    def _log_scale_jacobian(self) -> Tensor:
+        """log |d internal / d data| summed over the values: converts a density in the internal
+        (standardised) units into one in the data's units."""
+        scale = self.data_scale.expand(self.input_dim) if self.data_scale.dim() == 0 else self.data_scale
+        return -torch.log(scale).sum()
 
     # -- conditioning (none here; conditional-vae overrides) --------------------------------------
     @property
@@ -165,7 +214,9 @@ class VAE(Autoencoder):
 
         log p(x) >= log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x) (IWAE bound; k = 1 is
         the ELBO, and the bound tightens as k grows). p(x|z) is the Bernoulli likelihood summed over
-        the pixels (the cross-entropy for grey values in [0, 1]). The NLL is ``-log_likelihood``.
+        the pixels (the cross-entropy for grey values in [0, 1]); with ``likelihood = gaussian`` it
+        is the Gaussian density of the values in the data's own units (the standardisation's
+        Jacobian included), so the NLL is that of the data as given. The NLL is ``-log_likelihood``.
         ``generator`` is a CPU ``torch.Generator``.
         """
         k = int(k)
@@ -187,9 +238,12 @@ class VAE(Autoencoder):
             log_prior = -0.5 * (z.square() + _LOG_2PI).sum(-1)
             cz = cb.repeat_interleave(k, 0) if cb is not None else None
             pre = self._decode_pre(z.reshape(nb * k, d), cz).reshape(nb, k, -1)
-            log_px = -F.binary_cross_entropy_with_logits(pre, xb[:, None].expand_as(pre), reduction="none").sum(-1)
+            log_px = self._log_px(pre, xb[:, None].expand_as(pre)).sum(-1)
             out.append(torch.logsumexp(log_px + log_prior - log_q, 1) - math.log(k))
-        return torch.cat(out) if out else x_int.new_zeros(0)
+        res = torch.cat(out) if out else x_int.new_zeros(0)
+        if self.gaussian and self.config.output_activation == "linear" and self.config.normalize:
+            res = res + self._log_scale_jacobian()
+        return res
 
 
 def kl_to_standard_normal(mean: Tensor, log_var: Tensor) -> Tensor:

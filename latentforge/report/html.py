@@ -32,6 +32,7 @@ import torch
 from .._version import __version__
 from ..errors import CheckpointError, ConfigError, LatentforgeError
 from ..eval import reconstruction_metrics
+from ..eval.continuous import continuous_metrics
 from ..models import get_model_class
 from ..models.capabilities import Capability, has
 from ..models.interpolation import interpolate_codes
@@ -44,6 +45,7 @@ REPORT_HTML = "report.html"
 METRICS_JSON = "metrics.json"      # what `latentforge evaluate RUN --json RUN/metrics.json` writes
 RECON_N = 10                       # reconstructions shown
 SAMPLES_N = 64                     # samples shown (8 x 8; conditional models: 8 per class)
+TABULAR_RECON_N = 3                # tabular reconstructions: one bar chart per sample
 EVOLUTION_MAX = 8                  # per-epoch sample grids shown (evenly spaced, first and last kept)
 INTERP_PAIRS, INTERP_STEPS = 5, 8
 TSNE_POINTS = 1000                 # codings mapped with t-SNE
@@ -74,18 +76,9 @@ def _e(text: Any) -> str:
 
 
 def _fmt(v: Any) -> str:
-    """A value as shown in tables: 4 significant digits for floats, separators for ints."""
-    if isinstance(v, bool) or v is None:
-        return "—" if v is None else str(v).lower()
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return str(v)
-        return f"{v:.4g}" if v == 0 or 1e-3 <= abs(v) < 1e5 else f"{v:.3e}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_fmt(x) for x in v) + "]"
-    return str(v)
+    """A value as shown in tables (``metrics_table.fmt_number``: 21,140; 0.1234; never -0)."""
+    from .metrics_table import fmt_number
+    return fmt_number(v)
 
 
 def _duration(seconds: float | None) -> str:
@@ -254,30 +247,32 @@ def _curves_section(ctx: _Ctx) -> Section:
 
 
 def _metrics_section(ctx: _Ctx) -> Section:
-    rows: list[tuple[str, Any, str]] = []
-    if ctx.history:
-        last = ctx.history[-1]
-        src = f"history, epoch {last.get('epoch', len(ctx.history))}"
-        rows += [(k, v, src) for k, v in last.items()
-                 if k.startswith(("train_", "valid_")) and isinstance(v, (int, float))]
+    """One row per metric with its source; bookkeeping in a table of its own (metrics_table.py)."""
+    from .metrics_table import split_metrics
+    computed: list[tuple[str, Any, str]] = []
     notes = []
     if ctx.data is not None:
         try:
-            rows += _computed_metrics(ctx)
+            computed = _computed_metrics(ctx)
         except LatentforgeError as e:
             notes.append(f"metrics on the data could not be computed: {e}")
     elif ctx.data_note:
         notes.append("no metrics on held-out data: data not available")
     saved = _read_json(ctx.run.run_dir / METRICS_JSON)
-    if isinstance(saved, dict):
-        rows += [(k, v, METRICS_JSON) for k, v in _flatten(saved).items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("n", "seconds")]
-    else:
+    rows, books, extra = split_metrics(ctx.history[-1] if ctx.history else None, computed,
+                                       saved if isinstance(saved, dict) else None)
+    notes = extra + notes
+    if not isinstance(saved, dict):
         notes.append(f"more metrics (FID, KID, precision/recall...): `latentforge evaluate {ctx.run.run_dir} "
                      f"--json {ctx.run.run_dir / METRICS_JSON}`, then report again")
     body = ('<table class="metrics"><thead><tr><th>metric</th><th>value</th><th>source</th></tr></thead><tbody>'
             + "".join(f"<tr><th>{_e(k)}</th><td class=num>{_e(_fmt(v))}</td><td class=muted>{_e(s)}</td></tr>"
                       for k, v, s in rows) + "</tbody></table>")
+    if books:
+        body += ('<details class="books"><summary>How they were computed (bookkeeping)</summary>'
+                 '<table class="metrics"><tbody>'
+                 + "".join(f"<tr><th>{_e(k)}</th><td class=num>{_e(_fmt(v))}</td></tr>" for k, v, _ in books)
+                 + "</tbody></table></details>")
     return Section("metrics", "Metrics", body, "; ".join(notes) or None)
 
 
@@ -307,15 +302,18 @@ def _computed_metrics(ctx: _Ctx) -> list[tuple[str, Any, str]]:
         model.check_data(x, ds.name)
         cond = ctx.labels_for(ds)
         recon = run.reconstruct(x, y=cond[:n] if cond is not None else None)
-        rows += [(k, v, src) for k, v in reconstruction_metrics(x, recon.reshape(x.shape)).items()
-                 if v is not None and k != "psnr_data_range"]
+        tabular = continuous_metrics(model, x, recon)     # per-feature scaled: standardised units
+        rows += [(k, v, src) for k, v in {**reconstruction_metrics(x, recon.reshape(x.shape)), **tabular}.items()
+                 if v is not None and k != "psnr_data_range" and not (tabular and k == "psnr")]
     if ctx.has(Capability.LIKELIHOOD):
         m = min(n, IW_NLL_SAMPLES)
         gen = torch.Generator().manual_seed(ctx.seed)
         cond = ctx.labels_for(ds)
         ll = run.batched(lambda xb, **kw: model.log_likelihood(xb, k=IW_NLL_K, generator=gen, **kw), x[:m],
                          max(1, 65536 // IW_NLL_K), y=cond[:m] if cond is not None else None)
-        rows.append((f"iw_nll (k={IW_NLL_K}, nats/image)", float(-ll.mean()), f"{m} held-out samples"))
+        from ..eval.continuous import nll_units
+        rows.append(("iw_nll", float(-ll.mean()), f"{m} held-out samples, k={IW_NLL_K}; "
+                                                   f"{nll_units(model).split(':')[0]}"))
     return rows
 
 
@@ -325,13 +323,16 @@ def _reconstructions_section(ctx: _Ctx) -> Section | None:
     if ctx.data is None:
         return Section("reconstructions", "Reconstructions", note=ctx.data_note)
     ds = ctx.data
-    x = ds.x[:RECON_N]
+    n = RECON_N if ds.is_image else TABULAR_RECON_N          # bar charts: few, large enough to read
+    x = ds.x[:n]
     cond = ctx.labels_for(ds)
-    recon = ctx.run.reconstruct(x, y=cond[:RECON_N] if cond is not None else None)
-    png = render_png(lambda p: plot_reconstructions(x, recon, p, n=RECON_N, sample_shape=ds.sample_shape,
-                                                    title=f"{ctx.run.name}: reconstructions"))
-    return Section("reconstructions", "Reconstructions",
-                   _figure(png, f"the first {len(x)} held-out samples (top) and their reconstructions (bottom)"))
+    recon = ctx.run.reconstruct(x, y=cond[:n] if cond is not None else None)
+    png = render_png(lambda p: plot_reconstructions(x, recon, p, n=n, sample_shape=ds.sample_shape,
+                                                    title=f"{ctx.run.name}: reconstructions",
+                                                    feature_names=ctx.run.data_info.get("feature_names")))
+    caption = (f"the first {len(x)} held-out samples (top) and their reconstructions (bottom)" if ds.is_image else
+               f"the first {len(x)} held-out samples: original (blue) and reconstructed (orange) values")
+    return Section("reconstructions", "Reconstructions", _figure(png, caption, cls="" if ds.is_image else "wide"))
 
 
 def _samples_section(ctx: _Ctx) -> Section | None:
@@ -349,9 +350,11 @@ def _samples_section(ctx: _Ctx) -> Section | None:
     with torch.no_grad():
         images = ctx.model.sample(len(labels) if labels is not None else SAMPLES_N, labels,
                                   generator=gen).float().cpu().numpy()
-    images = np.clip(images, 0.0, 1.0)
+    if getattr(ctx.model, "needs_unit_interval", True):     # continuous data keeps its own units
+        images = np.clip(images, 0.0, 1.0)
     png = render_png(lambda p: plot_image_grid(images, p, sample_shape=ctx.sample_shape,
-                                               title=f"{ctx.run.name}: {len(images)} samples", **kwargs))
+                                               title=f"{ctx.run.name}: {len(images)} samples",
+                                               feature_names=ctx.run.data_info.get("feature_names"), **kwargs))
     what = "one row per class" if ctx.conditional else f"seed {ctx.seed}"
     return Section("samples", "Samples", _figure(png, f"{len(images)} new samples from the final model ({what})"))
 
@@ -365,7 +368,9 @@ def _evolution_section(ctx: _Ctx) -> Section | None:
                        note="no per-epoch sample grids were saved: generative models save them to "
                             "RUN_DIR/samples/ (config sample_every, 0 = never)")
     shown = _evenly(grids, EVOLUTION_MAX)
-    body = '<div class="gallery">' + "".join(_figure(png, f"epoch {epoch}") for epoch, png in shown) + "</div>"
+    wide = "" if ctx.run.data_info.get("is_image", True) else " wide-items"   # tabular heat maps: 2 a row
+    body = (f'<div class="gallery{wide}">' + "".join(_figure(png, f"epoch {epoch}") for epoch, png in shown)
+            + "</div>")
     note = f"{len(shown)} of the {len(grids)} saved grids" if len(shown) < len(grids) else None
     return Section("evolution", "Samples over epochs", body, note)
 
@@ -437,10 +442,13 @@ def _interpolations_section(ctx: _Ctx) -> Section | None:
             row_labels = [f"class {i % k}" for i in range(INTERP_PAIRS)]
         else:
             images = model.decode(z)
-    images = np.clip(images.float().cpu().numpy(), 0.0, 1.0)
+    images = images.float().cpu().numpy()
+    if getattr(model, "needs_unit_interval", True):          # continuous data keeps its own units
+        images = np.clip(images, 0.0, 1.0)
     png = render_png(lambda p: plot_image_grid(images, p, nrows=INTERP_PAIRS, ncols=INTERP_STEPS,
                                                sample_shape=ctx.sample_shape, row_labels=row_labels,
-                                               title=f"{ctx.run.name}: {method} interpolation"))
+                                               title=f"{ctx.run.name}: {method} interpolation",
+                                               feature_names=ctx.run.data_info.get("feature_names")))
     return Section("interpolations", "Interpolations", _figure(png, caption))
 
 
@@ -493,9 +501,10 @@ def build_report(run_dir: str | Path, data: str | None = None, *, out: str | Pat
     ctx = _Ctx(run=run, summary=summary, history=history, seed=seed)
     try:
         ctx.data = load_heldout(run, data)
-        ctx.data_is_heldout = data is None or data == run.data_info.get("source")
+        from ..train.run import same_source
+        ctx.data_is_heldout = data is None or same_source(data, run.data_info.get("source"))
     except (LatentforgeError, OSError) as e:
-        ctx.data_note = f"data not available ({e}); the sections that need it are skipped (give --data SRC)"
+        ctx.data_note = f"data not available: {e}"
     sections = []
     for make in SECTIONS:
         try:
@@ -505,8 +514,13 @@ def build_report(run_dir: str | Path, data: str | None = None, *, out: str | Pat
                           .removesuffix("_section").replace("_", " ").capitalize(), note=f"not drawn: {e}")
         if sec is not None:
             sections.append(sec)
+    left_out = [f"{sec.title.split(':')[0]} ({sec.note})" if sec.note != ctx.data_note else sec.title.split(":")[0]
+                for sec in sections if not sec.body and sec.note]
+    banner = ctx.data_note
+    if left_out:                 # say which sections are missing and why, at the top
+        banner = "left out of this report: " + "; ".join(left_out) + (f" — {banner}" if banner else "")
     page = _page(title=f"{run.name} — latentforge report", header=_header(ctx), sections=sections,
-                 banner=ctx.data_note)
+                 banner=banner)
     try:
         atomic_write_bytes(out, page.encode("utf-8"))
     except OSError as e:
@@ -564,7 +578,8 @@ def build_compare(run_dirs: list[str | Path], out: str | Path) -> Path:
             merged.append({"epoch": rec.get("epoch"),
                            **{f"{k} [{label}]": v for k, v in rec.items() if k.endswith("loss")}})
     note = ("bold: the best value of a row (lower for losses, errors and distances; higher for accuracy, "
-            "PSNR, precision/recall, coverage)")
+            "PSNR, precision/recall, coverage); losses are ranked only among runs whose loss (row `loss`) is "
+            "the same quantity")
     if len({r["row"]["data"] for r in runs}) > 1:
         note += "; careful: the runs were trained on different data"
     sections = [Section("table", "Runs side by side", _compare_table(runs, labels), note)]
@@ -625,10 +640,13 @@ def _run_summary(run_dir: Path) -> dict[str, Any]:
         "device": (summary.get("hardware") or {}).get("gpu") or (summary.get("hardware") or {}).get("device"),
     }
     last = _dedupe_losses(history)[-1] if history else {}
+    from .metrics_table import loss_kind
+    row["loss"] = loss_kind(summary, history)          # what train_loss measures: ranked only among equals
     row.update({k: v for k, v in last.items() if k.startswith(("train_", "valid_")) and isinstance(v, (int, float))})
     if isinstance(metrics, dict):
+        from .metrics_table import is_bookkeeping
         row.update({k: v for k, v in _flatten(metrics).items()
-                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("n", "seconds")})
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and not is_bookkeeping(k)})
     return {"dir": run_dir, "model": row["model"], "row": row, "history": history}
 
 
@@ -649,13 +667,18 @@ def _compare_table(runs: list[dict[str, Any]], labels: list[str]) -> str:
     cols: list[str] = []
     for r in runs:
         cols += [c for c in r["row"] if c not in cols]
-    best: dict[str, float] = {}
+    best: dict[tuple[str, str], float] = {}       # (column, loss kind) -> best value among like runs
     for c in cols:
         d = _direction(c)
-        vals = [r["row"][c] for r in runs if isinstance(r["row"].get(c), (int, float))
-                and not isinstance(r["row"].get(c), bool) and math.isfinite(r["row"][c])]
-        if d and len(vals) > 1:
-            best[c] = min(vals) if d < 0 else max(vals)
+        like = c.endswith("loss")                   # losses: only between runs whose loss is the same quantity
+        groups: dict[str, list[float]] = {}
+        for r in runs:
+            v = r["row"].get(c)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                groups.setdefault(r["row"].get("loss", "") if like else "", []).append(v)
+        for kind, vals in groups.items():
+            if d and len(vals) > 1:
+                best[(c, kind)] = min(vals) if d < 0 else max(vals)
     head = "<tr><th></th>" + "".join(f"<th>{_e(label)}</th>" for label in labels) + "</tr>"
     body = ""
     for c in cols:                         # one row per field, one column per run
@@ -663,7 +686,8 @@ def _compare_table(runs: list[dict[str, Any]], labels: list[str]) -> str:
         for r in runs:
             v = r["row"].get(c)
             number = isinstance(v, (int, float)) and not isinstance(v, bool)
-            cls = ("num" if number else "") + (" best" if c in best and v == best[c] else "")
+            kind = r["row"].get("loss", "") if c.endswith("loss") else ""
+            cls = ("num" if number else "") + (" best" if (c, kind) in best and v == best[(c, kind)] else "")
             cells.append(f'<td class="{cls.strip()}">{_e(_fmt(v))}</td>')
         body += f"<tr><th>{_e(c)}</th>{''.join(cells)}</tr>"
     return f'<div class="scroll"><table class="compare"><thead>{head}</thead><tbody>{body}</tbody></table></div>'
@@ -698,7 +722,8 @@ figure { margin:0; text-align:center; }
 figure img { max-width:min(100%, 760px); height:auto; border-radius:4px; }
 figure.wide img { width:100%; max-width:900px; }
 figcaption { color:var(--muted); font-size:13px; margin-top:6px; }
-.gallery { display:grid; grid-template-columns:repeat(auto-fill, minmax(220px, 1fr)); gap:14px; }
+.gallery { display:grid; grid-template-columns:repeat(auto-fill, minmax(300px, 1fr)); gap:14px; }
+.gallery.wide-items { grid-template-columns:repeat(auto-fill, minmax(440px, 1fr)); }
 .gallery img { image-rendering:pixelated; }
 table { border-collapse:collapse; font-size:14px; }
 th, td { text-align:left; padding:5px 12px 5px 0; border-bottom:1px solid var(--line); vertical-align:top; }

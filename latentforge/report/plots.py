@@ -2,9 +2,10 @@
 
 Every public function here is a pure function of numpy arrays (torch tensors are accepted too and
 converted with ``.detach().cpu().numpy()``); none of them touches a model. Each one draws a single
-matplotlib figure with the headless ``Agg`` backend, writes it as a PNG *atomically* (to a hidden
-temporary file in the destination folder, then ``os.replace``), closes the figure and returns the
-destination as a :class:`pathlib.Path`.
+matplotlib figure with the headless ``Agg`` backend and returns it as a
+:class:`matplotlib.figure.Figure` (a notebook shows it inline); given a ``path``, it also writes
+it as a PNG *atomically* (to a hidden temporary file in the destination folder, then
+``os.replace``). The figures are not registered with pyplot: nothing needs closing.
 
 Problems a caller can fix raise :class:`latentforge.errors.DataError` with a one-line message:
 malformed arrays, mismatched lengths, too few points, and an output path that cannot be written
@@ -64,7 +65,7 @@ THUMB_MIN_DIST = math.sqrt(0.02)
 GREY_CMAP = "gray"
 
 _CHANNELS = (1, 3, 4)
-_MAX_TABULAR_FEATURES = 10
+_MAX_TABULAR_FEATURES = 12
 _MAX_LEGEND_CLASSES = 20
 _MARKER_MAX_POINTS = 20
 _THUMB_EDGE_PT = 1.5  # frame line width of a t-SNE thumbnail, in points
@@ -305,12 +306,18 @@ def _save_figure(fig: Figure, dest: Path, *, dpi: float = DPI) -> Path:
 
 @contextlib.contextmanager
 def _figure(**kwargs: Any) -> Iterator[Figure]:
-    """Create a pyplot figure and close it whatever happens."""
-    fig = plt.figure(**kwargs)
-    try:
-        yield fig
-    finally:
-        plt.close(fig)
+    """A new figure that is not registered with pyplot: nothing to close, no leak in loops, and
+    a notebook shows it when a plot function returns it."""
+    yield Figure(**kwargs)
+
+
+def _finish(fig: Figure, dest: Path | None, dpi: float) -> Figure:
+    """Set the figure's resolution (every image pixel gets a screen pixel), save it when a
+    destination was given, and return it."""
+    fig.set_dpi(dpi)
+    if dest is not None:
+        _save_figure(fig, dest, dpi=dpi)
+    return fig
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -375,10 +382,11 @@ def _grid_shape(n: int, nrows: Any, ncols: Any) -> tuple[int, int]:
     return nrows, ncols
 
 
-def plot_image_grid(images: Any, path: PathLike, *, nrows: int | None = None,
+def plot_image_grid(images: Any, path: PathLike | None = None, *, nrows: int | None = None,
                     ncols: int | None = None, sample_shape: Sequence[int] | None = None,
                     title: str | None = None,
-                    row_labels: Sequence[str] | None = None) -> Path:
+                    row_labels: Sequence[str] | None = None,
+                    feature_names: Sequence[str] | None = None) -> Figure:
     """Save a grid of samples (generated images, interpolations, ...) as a PNG.
 
     Images fill the grid row by row. Without ``nrows``/``ncols`` the grid is as square as
@@ -391,19 +399,19 @@ def plot_image_grid(images: Any, path: PathLike, *, nrows: int | None = None,
 
     Args:
         images: a batch in any layout :func:`to_display_images` accepts.
-        path: destination PNG file; its folder must exist.
+        path: destination PNG file (its folder must exist); None: draw only, save nothing.
         nrows, ncols: grid layout (positive ints).
         sample_shape: shape of one sample when ``images`` is flat.
         title: optional figure title.
         row_labels: optional labels, exactly one per grid row.
 
     Returns:
-        ``Path(path)``.
+        the matplotlib ``Figure`` (shown inline by a notebook; ``fig.savefig(...)`` saves it).
 
     Raises:
         DataError: bad images or layout, wrong number of ``row_labels``, or ``path`` unwritable.
     """
-    dest = _check_destination(path)
+    dest = _check_destination(path) if path is not None else None
     arr = _to_numpy(images, "images")
     n = _num_samples(arr, "images")
     nrows, ncols = _grid_shape(n, nrows, ncols)
@@ -418,24 +426,36 @@ def plot_image_grid(images: Any, path: PathLike, *, nrows: int | None = None,
     with _figure() as fig:
         if disp is None:
             _draw_tabular_heatmap(fig, arr[:shown].reshape(shown, -1).astype(np.float64),
-                                  ncols, row_labels, title)
+                                  ncols, row_labels, title, feature_names)
             dpi: float = DPI
         else:
             dpi = _draw_mosaic(fig, disp, nrows, ncols, row_labels, title)
-        return _save_figure(fig, dest, dpi=dpi)
+        return _finish(fig, dest, dpi)
 
 
 def _draw_tabular_heatmap(fig: Figure, data: np.ndarray, ncols: int,
-                          row_labels: Sequence[str] | None, title: str | None) -> None:
-    """Draw tabular samples as a heat map, grid rows of ``ncols`` samples as labelled blocks."""
+                          row_labels: Sequence[str] | None, title: str | None,
+                          feature_names: Sequence[str] | None = None) -> None:
+    """Draw tabular samples as a heat map, grid rows of ``ncols`` samples as labelled blocks.
+    Columns whose scales differ by more than 10x are shown standardised (per column), and the
+    columns are named when ``feature_names`` are given."""
     n, d = data.shape
+    shown, _, standardised = _per_feature_units(data, data)
     nblocks = math.ceil(n / ncols)
-    fig.set_size_inches(min(12.0, 3.0 + 0.35 * d), min(12.0, 1.5 + 0.25 * n))
+    names = _feature_labels(d, feature_names)
+    named = feature_names is not None and len(feature_names) == d
+    longest = max(len(name) for name in names) if named else 0
+    fig.set_size_inches(min(16.0, 3.0 + (0.3 if named else 0.35) * d),
+                        min(14.0, 1.5 + 0.25 * n + 0.07 * longest))
     ax = fig.add_subplot(1, 1, 1)
-    im = ax.imshow(data, aspect="auto", cmap="viridis", interpolation="nearest")
-    fig.colorbar(im, ax=ax, label="value")
+    im = ax.imshow(shown, aspect="auto", cmap="viridis", interpolation="nearest")
+    fig.colorbar(im, ax=ax, label="standardised value (per feature)" if standardised else "value")
     ax.set_xlabel("feature")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if named and d <= 60:
+        ax.set_xticks(np.arange(d))
+        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for b in range(1, nblocks):
         ax.axhline(b * ncols - 0.5, color="white", linewidth=2)
     if row_labels:
@@ -451,9 +471,10 @@ def _draw_tabular_heatmap(fig: Figure, data: np.ndarray, ncols: int,
 # --------------------------------------------------------------------------------------------- #
 # reconstructions
 # --------------------------------------------------------------------------------------------- #
-def plot_reconstructions(originals: Any, reconstructions: Any, path: PathLike, *, n: int = 10,
-                         sample_shape: Sequence[int] | None = None,
-                         title: str | None = None) -> Path:
+def plot_reconstructions(originals: Any, reconstructions: Any, path: PathLike | None = None, *,
+                         n: int = 10, sample_shape: Sequence[int] | None = None,
+                         title: str | None = None,
+                         feature_names: Sequence[str] | None = None) -> Figure:
     """Save the originals-vs-reconstructions figure as a PNG.
 
     For images this is the classic two-row grid: the first ``n`` originals on top, their
@@ -464,19 +485,19 @@ def plot_reconstructions(originals: Any, reconstructions: Any, path: PathLike, *
     Args:
         originals: batch of inputs, any layout :func:`to_display_images` accepts.
         reconstructions: the model's outputs for them, same length and values per sample.
-        path: destination PNG file; its folder must exist.
+        path: destination PNG file (its folder must exist); None: draw only, save nothing.
         n: number of samples (columns) to show; fewer if the batch is smaller.
         sample_shape: shape of one sample when the arrays are flat.
         title: optional figure title.
 
     Returns:
-        ``Path(path)``.
+        the matplotlib ``Figure`` (shown inline by a notebook; ``fig.savefig(...)`` saves it).
 
     Raises:
         DataError: mismatched lengths or sample sizes, bad arrays, ``n < 1``, or ``path``
             unwritable.
     """
-    dest = _check_destination(path)
+    dest = _check_destination(path) if path is not None else None
     n = _positive_int(n, "n")
     orig = _to_numpy(originals, "originals")
     recon = _to_numpy(reconstructions, "reconstructions")
@@ -498,7 +519,7 @@ def plot_reconstructions(originals: Any, reconstructions: Any, path: PathLike, *
     with _figure() as fig:
         if disp_o is None or disp_r is None:
             _draw_tabular_reconstructions(fig, orig.reshape(n, -1).astype(np.float64),
-                                          recon.reshape(n, -1).astype(np.float64), title)
+                                          recon.reshape(n, -1).astype(np.float64), title, feature_names)
             dpi: float = DPI
         else:
             if disp_o.shape[1:] != disp_r.shape[1:]:
@@ -508,40 +529,65 @@ def plot_reconstructions(originals: Any, reconstructions: Any, path: PathLike, *
                 )
             dpi = _draw_mosaic(fig, np.concatenate([disp_o, disp_r]), 2, n,
                                ["original", "reconstruction"], title)
-        return _save_figure(fig, dest, dpi=dpi)
+        return _finish(fig, dest, dpi)
+
+
+def _feature_labels(d: int, feature_names: Sequence[str] | None) -> list[str]:
+    """Column labels: the names given (a CSV's header), else ``0``, ``1``, ..."""
+    if feature_names is not None and len(feature_names) == d:
+        return [str(name) for name in feature_names]
+    return [str(j) for j in range(d)]
+
+
+def _per_feature_units(orig: np.ndarray, recon: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Columns whose spreads differ by more than 10x are shown standardised (by the originals'
+    mean and spread per column), else one small column would be a flat line beside a large one."""
+    spread = orig.std(0) if len(orig) > 1 else np.abs(orig[0])
+    spread = np.where(spread > 0, spread, np.maximum(np.abs(orig).max(0), 1.0))
+    if spread.max() <= 10 * spread.min():
+        return orig, recon, False
+    mean = orig.mean(0)
+    return (orig - mean) / spread, (recon - mean) / spread, True
 
 
 def _draw_tabular_reconstructions(fig: Figure, orig: np.ndarray, recon: np.ndarray,
-                                  title: str | None) -> None:
-    """One bar chart per sample: first features, original vs reconstruction, shared y scale."""
+                                  title: str | None, feature_names: Sequence[str] | None = None) -> None:
+    """One horizontal bar chart per sample: the first features (at most 12, named), original vs
+    reconstruction on a shared scale (standardised per feature when the columns' scales differ)."""
     n, d = orig.shape
     k = min(d, _MAX_TABULAR_FEATURES)
+    names = _feature_labels(d, feature_names)[:k]
+    orig_k, recon_k, standardised = _per_feature_units(orig[:, :k], recon[:, :k])
     ncols = min(n, 5)
     nrows = math.ceil(n / ncols)
-    fig.set_size_inches(1.0 + ncols * (0.9 + 0.28 * k), 0.8 + 2.2 * nrows)
-    axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
-    xs = np.arange(k)
-    width = 0.4
+    label_in = min(2.6, 0.25 + 0.08 * max(len(name) for name in names))
+    fig.set_size_inches(label_in + ncols * 2.3, 1.0 + nrows * (0.45 + 0.25 * k))
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+    ys = np.arange(k)
+    height = 0.4
     for i, ax in enumerate(axes.flat):
         if i >= n:
             ax.set_visible(False)
             continue
-        ax.bar(xs - width / 2, orig[i, :k], width, color="tab:blue", label="original")
-        ax.bar(xs + width / 2, recon[i, :k], width, color="tab:orange", label="reconstruction")
-        ax.axhline(0.0, color="black", linewidth=0.6)
-        ax.set_xticks(xs)
-        ax.set_xticklabels([str(j) for j in xs], fontsize=7)
+        ax.barh(ys - height / 2, orig_k[i], height, color="tab:blue", label="original")
+        ax.barh(ys + height / 2, recon_k[i], height, color="tab:orange", label="reconstruction")
+        ax.axvline(0.0, color="black", linewidth=0.6)
+        ax.set_yticks(ys)
+        ax.set_yticklabels(names, fontsize=9)
+        if i == 0:                          # shared y axis: the first feature on top, for all
+            ax.invert_yaxis()
         ax.set_title(f"sample {i}", fontsize=9)
-        ax.tick_params(axis="y", labelsize=7)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", linewidth=0.3, alpha=0.5)
     for ax in axes[-1]:
-        ax.set_xlabel("feature", fontsize=8)
+        ax.set_xlabel("standardised value" if standardised else "value", fontsize=8)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper right", fontsize=8, ncols=2)
     heading = title or "original vs reconstruction"
     if d > k:
         heading += f" (first {k} of {d} features)"
-    fig.suptitle(heading, x=0.02, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    fig.suptitle(heading, x=0.02, ha="left", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_size_inches()[1]))
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -705,11 +751,11 @@ class _LabelColours:
             fig.colorbar(sc, ax=ax, label="label", fraction=0.046, pad=0.02)
 
 
-def plot_tsne(codes: Any, path: PathLike, *, labels: Any = None, images: Any = None,
+def plot_tsne(codes: Any, path: PathLike | None = None, *, labels: Any = None, images: Any = None,
               sample_shape: Sequence[int] | None = None,
               class_names: Sequence[str] | Mapping[Any, str] | None = None, seed: int = 0,
               max_points: int = 5000, perplexity: float = 30.0,
-              thumb_zoom: float | None = None, title: str | None = None) -> Path:
+              thumb_zoom: float | None = None, title: str | None = None) -> Figure:
     """Save a 2-D map of latent codes (t-SNE), coloured by label, with image thumbnails.
 
     The codes (``(N, K)``; higher-rank codes are flattened per sample) are subsampled to
@@ -723,7 +769,7 @@ def plot_tsne(codes: Any, path: PathLike, *, labels: Any = None, images: Any = N
 
     Args:
         codes: ``(N, K)`` latent codes.
-        path: destination PNG file; its folder must exist.
+        path: destination PNG file (its folder must exist); None: draw only, save nothing.
         labels: optional ``N`` class labels (ints, strings or floats).
         images: optional ``N`` inputs matching the codes, any layout
             :func:`to_display_images` accepts.
@@ -736,13 +782,13 @@ def plot_tsne(codes: Any, path: PathLike, *, labels: Any = None, images: Any = N
         title: optional axes title (default names the method, plus the subsample size).
 
     Returns:
-        ``Path(path)``.
+        the matplotlib ``Figure`` (shown inline by a notebook; ``fig.savefig(...)`` saves it).
 
     Raises:
         DataError: fewer than 5 points, mismatched lengths, bad arguments, images that are not
             images, or ``path`` unwritable.
     """
-    dest = _check_destination(path)
+    dest = _check_destination(path) if path is not None else None
     arr = _to_numpy(codes, "codes")
     n_total = _num_samples(arr, "codes")
     arr = arr.reshape(n_total, -1)
@@ -839,7 +885,7 @@ def plot_tsne(codes: Any, path: PathLike, *, labels: Any = None, images: Any = N
                     box, (float(xy[i, 0]), float(xy[i, 1])), pad=0.0, zorder=3,
                     bboxprops={"edgecolor": colours.colour(int(i)), "lw": _THUMB_EDGE_PT},
                 ))
-        return _save_figure(fig, dest, dpi=DPI)
+        return _finish(fig, dest, DPI)
 
 
 
@@ -970,7 +1016,7 @@ def _draw_series(ax: Any, series: dict[str, tuple[np.ndarray, np.ndarray]]) -> N
 
 
 def plot_history(history: Mapping[str, Sequence[float]] | Sequence[Mapping[str, Any]],
-                 path: PathLike, *, title: str | None = None) -> Path:
+                 path: PathLike | None = None, *, title: str | None = None) -> Figure:
     """Save training curves as a PNG.
 
     Accepts ``{"train_loss": [...], "valid_loss": [...], ...}`` (x is ``history["epoch"]`` when
@@ -984,12 +1030,12 @@ def plot_history(history: Mapping[str, Sequence[float]] | Sequence[Mapping[str, 
     short histories (a single epoch included) are drawn with markers.
 
     Returns:
-        ``Path(path)``.
+        the matplotlib ``Figure`` (shown inline by a notebook; ``fig.savefig(...)`` saves it).
 
     Raises:
         DataError: empty or malformed history, nothing numeric to plot, or ``path`` unwritable.
     """
-    dest = _check_destination(path)
+    dest = _check_destination(path) if path is not None else None
     series = _collect_series(history)
     losses = {k: v for k, v in series.items() if "loss" in k.lower()}
     others = {k: v for k, v in series.items() if k not in losses and not _is_bookkeeping(k)}
@@ -1018,4 +1064,4 @@ def plot_history(history: Mapping[str, Sequence[float]] | Sequence[Mapping[str, 
         if title:
             fig.suptitle(title)
         fig.tight_layout()
-        return _save_figure(fig, dest, dpi=DPI)
+        return _finish(fig, dest, DPI)

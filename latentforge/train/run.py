@@ -82,6 +82,17 @@ class Run:
     def config(self):
         return self.model.config
 
+    def __repr__(self) -> str:
+        """One line: model, data, epochs, last losses, folder."""
+        hist = self.history
+        last = hist[-1] if hist else {}
+        losses = " ".join(f"{k}={_short(v)}" for k, v in last.items()
+                          if k.endswith("loss") and isinstance(v, (int, float)))
+        src = self.data_info.get("source", "?")
+        epochs = self.meta.get("trainer", {}).get("epoch", len(hist))
+        return (f"Run({self.name!r}, data={Path(str(src)).name or src!r}, epochs={epochs}"
+                + (f", {losses}" if losses else "") + f", folder={str(self.run_dir)!r})")
+
     @property
     def history(self) -> list[dict[str, Any]]:
         return list(self.meta.get("trainer", {}).get("history", []))
@@ -163,8 +174,17 @@ class Run:
         src = source or info.get("source")
         if src is None:
             raise DataError("no --data given and the run does not record its data source")
+        own = same_source(src, info.get("source"))
+        if source is None and _is_path(src) and not Path(src).expanduser().exists():
+            raise DataError(f"{self.run_dir}: the run's data {src} is missing (moved or deleted); "
+                            f"pass it with --data PATH")
+        if own and labels is None and info.get("labels_path"):
+            labels = info["labels_path"]            # the run's --labels, recorded when it trained
+            if not Path(labels).exists():
+                raise DataError(f"{self.run_dir}: the labels file the run was trained with, {labels}, is missing "
+                                f"(moved or deleted); pass it with --labels PATH")
         ds = load_data(src, labels=labels, download=download)
-        if src == info.get("source") and info.get("valid_fraction"):
+        if own and info.get("valid_fraction"):
             train, valid = train_valid_split(ds, info["valid_fraction"], seed=self.config.seed)
             if valid is not None:
                 return ds, train, valid, "held-out"
@@ -210,6 +230,118 @@ class Run:
         self.model.check_data(x, source)
         return self.batched(self.model.reconstruct, x, batch_size, progress, "reconstruct",
                              self._labels_for(y, len(x)), out=out, row_shape=row_shape)
+
+
+    # -- generation -------------------------------------------------------------------------------
+    def generate(self, n: int, label: int | None = None, seed: int | None = None,
+                 truncation: float | None = None, batch_size: int = 4096, progress: bool | None = None,
+                 out: str | Path | None = None) -> np.ndarray:
+        """``n`` new samples as numpy, shaped like the training samples, in the data's units
+        (images in [0, 1]; continuous data in its own units), batched like :meth:`encode`.
+
+        ``label``: the class to generate (conditional models; required there); ``seed``: the
+        latent noise's seed (same seed, same samples; None: a fresh one); ``truncation``: the
+        truncation psi, for models whose ``sample`` supports it; ``out``: stream into this
+        ``.npy`` (see :meth:`batched`) and return a memory map of it.
+        """
+        import inspect
+        sample = getattr(self.model, "sample", None)
+        if not callable(sample):
+            raise ConfigError(f"{self.name} is not a generative model (it has no sample()); "
+                              f"train vae, conditional-vae, a GAN or ddpm")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ConfigError(f"n = {n!r}: the number of samples must be an integer >= 1")
+        n = int(n)
+        kwargs: dict[str, Any] = {}
+        conditional = bool(getattr(self.model, "uses_labels", False))
+        if conditional:
+            k = getattr(self.config, "n_classes", None)
+            if label is None:
+                raise ConfigError(f"{self.name} is conditional: give label=K, the class to generate")
+            if int(label) < 0 or (k is not None and int(label) >= k):
+                top = f"0..{k - 1}" if k is not None else ">= 0"
+                raise ConfigError(f"label {label}: out of range for {self.name} (classes {top})")
+        elif label is not None:
+            raise ConfigError(f"label: {self.name} is unconditional; it generates without a label")
+        if truncation is not None:
+            if not (isinstance(truncation, (int, float)) and np.isfinite(truncation) and truncation > 0):
+                raise ConfigError(f"truncation {truncation!r}: must be a positive number")
+            if "truncation" not in inspect.signature(sample).parameters:
+                raise ConfigError(f"truncation: {self.name} does not support the truncation trick")
+            kwargs["truncation"] = float(truncation)
+        gen = torch.Generator()
+        if seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(int(seed))
+        # images (and anything with a sigmoid or tanh output) lie in [0, 1]; continuous data does not
+        clip = getattr(self.model, "needs_unit_interval", True)
+        shape = self.data_info.get("sample_shape") or list(self.model.input_shape)
+
+        def draw(idx: torch.Tensor) -> torch.Tensor:
+            m = len(idx)
+            labels = torch.full((m,), int(label), dtype=torch.long) if label is not None else None
+            images = sample(m, labels=labels, generator=gen, **kwargs).float()
+            return images.clamp(0.0, 1.0) if clip else images
+
+        # the batches are drawn from an index array, so that batched() streams them like encode()
+        index = np.arange(n, dtype=np.float32).reshape(n, 1)
+        result = self.batched(draw, index, batch_size, progress, "generate", out=out, row_shape=tuple(shape))
+        return result if out is not None else result.reshape((n, *shape))
+
+    def interpolate(self, a: np.ndarray, b: np.ndarray, steps: int = 8, method: str | None = None,
+                    y_a: np.ndarray | None = None, y_b: np.ndarray | None = None) -> np.ndarray:
+        """Decode the path between the codes of ``a`` and ``b`` (samples in the data's units: one
+        sample each, or two batches of the same length: pairs), ``steps`` points, end points
+        included. Returns ``(steps, *sample_shape)`` for one pair, ``(pairs, steps, *sample_shape)``
+        for batches. ``method``: ``linear`` or ``slerp`` (default: slerp for Gaussian-latent
+        models such as VAEs, else linear); ``y_a``/``y_b``: the labels, for conditional models
+        (the class then moves from one end's to the other's)."""
+        from ..models.interpolation import interpolate_codes
+        if not (callable(getattr(self.model, "encode", None)) and callable(getattr(self.model, "decode", None))):
+            raise ConfigError(f"{self.name} has no encode/decode; interpolation needs an autoencoder")
+        if isinstance(steps, bool) or int(steps) < 2:
+            raise ConfigError(f"steps = {steps!r}: must be >= 2 (the two end points)")
+        steps = int(steps)
+        method = method or ("slerp" if getattr(self.model, "gaussian_latent", False) else "linear")
+        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        single = a.shape == tuple(self.model.input_shape) or a.ndim == 1 and a.size == self.model.input_dim
+        if single:
+            a, b = a[None], b[None]
+            y_a = None if y_a is None else np.atleast_1d(y_a)
+            y_b = None if y_b is None else np.atleast_1d(y_b)
+        if a.shape != b.shape:
+            raise DataError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
+        pairs = len(a)
+        cond = None
+        if getattr(self.model, "uses_labels", False):
+            if y_a is None or y_b is None:
+                raise DataError(f"model {self.name!r} is conditional: give y_a and y_b (the labels of a and b)")
+            cond = np.concatenate([np.asarray(y_a), np.asarray(y_b)])
+        codes = self.encode(np.concatenate([a, b]), progress=False, y=cond)
+        flat = codes.reshape(len(codes), -1)
+        path = np.concatenate([interpolate_codes(flat[i], flat[pairs + i], steps, method) for i in range(pairs)])
+        z = path.reshape((pairs * steps, *codes.shape[1:])).astype(np.float32)
+        soft = None
+        if cond is not None:
+            k = self.config.n_classes
+            eye = np.eye(k, dtype=np.float32)
+            w = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+            soft = np.concatenate([(1 - w) * eye[cond[i]] + w * eye[cond[pairs + i]] for i in range(pairs)])
+        out = self.decode(z, progress=False, y=soft)
+        shape = self.data_info.get("sample_shape") or list(self.model.input_shape)
+        out = out.reshape((pairs, steps, *shape))
+        return out[0] if single else out
+
+
+def _is_path(src: str) -> bool:
+    from ..data.builtin import resolve_builtin
+    return resolve_builtin(src) is None
+
+
+def _short(v: float) -> str:
+    """A number as people read it in one line: 4 significant digits."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -261,7 +393,10 @@ def model_from_meta(tensors: dict[str, torch.Tensor], meta: dict[str, Any], sour
         config = make_config(cls.config_class, with_legacy_defaults(cls, saved), strict=False)
     except ConfigError as e:
         raise CheckpointError(f"{source}: bad config in checkpoint: {e}") from None
-    model = cls(config)
+    try:
+        model = cls(config)
+    except ConfigError as e:                  # a value only the model's construction checks (e.g. init)
+        raise CheckpointError(f"{source}: bad config in checkpoint: {e}") from None
     load_module_state(model, split_prefix(tensors, "model"), source)
     return model
 
@@ -287,9 +422,33 @@ def _default_run_dir(name: str) -> Path:
     return path
 
 
-def describe_data(ds, train_ds, valid_ds, valid_fraction: float | None, **extra) -> dict[str, Any]:
-    """What a run records about its data (and what ``--resume`` checks it against)."""
-    return {"source": ds.name, "n_train": len(train_ds), "n_valid": len(valid_ds) if valid_ds is not None else 0,
+def resolved_source(name: str) -> str:
+    """A data source as a run records it: a built-in name as it is, a path made absolute (so that
+    ``evaluate RUN`` works from any folder)."""
+    from ..data.builtin import resolve_builtin
+    if isinstance(name, str) and resolve_builtin(name) is not None:
+        return name
+    p = Path(str(name)).expanduser()
+    return str(p.resolve()) if p.exists() else str(name)
+
+
+def same_source(a: str | None, b: str | None) -> bool:
+    """Whether two data sources name the same data (a relative path and its absolute form do)."""
+    if a is None or b is None:
+        return False
+    return a == b or resolved_source(a) == resolved_source(b)
+
+
+def describe_data(ds, train_ds, valid_ds, valid_fraction: float | None, labels: str | Path | None = None,
+                  **extra) -> dict[str, Any]:
+    """What a run records about its data (and what ``--resume`` checks it against): the source as
+    an absolute path (``source``; ``source_given``: as typed), the ``--labels`` file (absolute)."""
+    info = {"source": resolved_source(ds.name), "source_given": ds.name}
+    if labels is not None:
+        info["labels_path"] = str(Path(labels).expanduser().resolve())
+    if getattr(ds, "feature_names", None):
+        info["feature_names"] = list(ds.feature_names)
+    return {**info, "n_train": len(train_ds), "n_valid": len(valid_ds) if valid_ds is not None else 0,
             "sample_shape": list(ds.sample_shape), "is_image": ds.is_image, "labels": ds.y is not None,
             "class_names": ds.class_names, "valid_fraction": valid_fraction, **_fingerprint_info(ds.x),
             "range": [float(ds.x.min()), float(ds.x.max())], **extra}
@@ -386,8 +545,13 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
         raise ConfigError(f"--greedy: model {model!r} has no layer-wise stages (try stacked-ae or tied-ae)")
 
     ds = data if isinstance(data, Dataset) else load_data(data, labels=labels)
+    if not isinstance(data, Dataset):
+        for note in getattr(ds, "notes", None) or []:      # which .npz arrays, grey promoted to colour
+            log(f"note: {note}")
     if cls.uses_labels and ds.y is None and not getattr(cls, "labels_optional", False):
         raise DataError(f"{ds.name}: model {model!r} needs labels and this data has none")
+    if not resume:      # continuous data: linear output, per-feature standardisation (continuous.py)
+        config = _continuous_config(cls, config, ds, config_file, overrides, log)
     if config.input_shape is None:
         config.input_shape = list(ds.x.shape[1:])
     streaming = isinstance(ds, StreamingDataset)      # larger than memory: read in shuffled blocks
@@ -399,7 +563,7 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
     if config.batch_size > len(train_ds):
         raise ConfigError(f"config field 'batch_size' = {config.batch_size}: larger than the "
                           f"{len(train_ds)} training samples")
-    data_info = describe_data(ds, train_ds, valid_ds, valid_fraction)
+    data_info = describe_data(ds, train_ds, valid_ds, valid_fraction, labels=labels)
     saved_data = saved_meta.get("data", {}) if saved_meta is not None else {}
     if saved_meta is not None and saved_data.get("fingerprint_kind", "full") != data_info.get("fingerprint_kind", "full"):
         data_info["fingerprint"] = fingerprint(ds.x, saved_data.get("fingerprint_kind", "full"))  # as it was saved
@@ -464,6 +628,22 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
     write_run_files(run_dir, trainer, summary)
     net.eval()
     return Run(run_dir=run_dir, name=model, model=net, meta=meta)
+
+
+def _continuous_config(cls, config, ds, config_file, overrides, log):
+    """``config`` with the output layer, loss and scaling that suit ``ds`` where the user named
+    none (see ``latentforge/continuous.py``); says what it chose in one line."""
+    from ..continuous import continuous_defaults
+    given = {**(load_config_file(config_file) if config_file is not None else {}),
+             **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    if not len(ds):
+        return config
+    auto, note = continuous_defaults(cls, given, (float(ds.x.min()), float(ds.x.max())), is_image=ds.is_image)
+    if not auto:
+        return config
+    if note:
+        log(f"{ds.name}: {note}")
+    return make_config(cls.config_class, {**config_to_dict(config), **auto, **given})
 
 
 def _fit(net, config, x, xv, y, yv, *, run_dir, meta, greedy, saved, dev, progress, log, callbacks) -> Trainer:

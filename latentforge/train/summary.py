@@ -52,8 +52,23 @@ def run_summary(name: str, config: Any, data: dict[str, Any], trainer: "Trainer"
             "updated": _dt.datetime.now().isoformat(timespec="seconds")}
 
 
+def history_records(greedy_info: dict[str, Any] | None, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What ``history.json`` holds: with greedy training, every stage's epochs first (keys prefixed
+    ``greedy1_``, ``greedy2_``, ..., ``stage`` = ``greedy 1/2``...), then the fine-tuning epochs
+    (``stage`` = ``finetune``); else the epochs as they are."""
+    if not greedy_info:
+        return list(history)
+    stages = greedy_info.get("histories") or []
+    out: list[dict[str, Any]] = []
+    for i, stage in enumerate(stages, 1):
+        for rec in stage:
+            out.append({"stage": f"greedy {i}/{len(stages)}", "epoch": rec.get("epoch"),
+                        **{f"greedy{i}_{k}": v for k, v in rec.items() if k != "epoch"}})
+    return out + [{"stage": "finetune", **rec} for rec in history]
+
+
 def write_run_files(run_dir: Path, trainer: "Trainer", summary: dict[str, Any]) -> None:
-    """``history.json`` and ``run.json`` (with several processes, rank 0 writes)."""
+    """``history.json`` (greedy stages first) and ``run.json`` (with several processes, rank 0 writes)."""
     if ddp.info().main:
-        atomic_write_json(Path(run_dir) / HISTORY_JSON, trainer.state.history)
+        atomic_write_json(Path(run_dir) / HISTORY_JSON, history_records(summary.get("greedy"), trainer.state.history))
         atomic_write_json(Path(run_dir) / RUN_JSON, summary)
