@@ -67,7 +67,7 @@ def test_plugin_trains_saves_loads_reports_and_exports_through_the_cli(plugin_si
     assert code == 0, err
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["model"] == "tiny-vae"
-    code, out, err = run_cli("info", run_dir)
+    code, out, err = run_cli("info", run_dir, "--json")
     assert code == 0 and json.loads(out)["model"] == "tiny-vae", err
     # served through its declared capabilities: codes, samples, the report, export
     code, _, err = run_cli("encode", run_dir, "--data", digits_small, "--out", tmp_path / "codes.npy")
