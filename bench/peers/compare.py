@@ -82,7 +82,9 @@ def peer_row(row: str, work: Path, seed: int, n: int) -> dict:
     cmd = [str(py), str(HERE / script), "--out", str(out), "--seed", str(seed), "--n", str(n)]
     for k, v in args.items():
         cmd += [k, v]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(cmd, capture_output=True, text=True)      # the peer's progress bars stay quiet
+    if done.returncode:
+        raise SystemExit(f"{row}: {' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     res = json.loads((out / "result.json").read_text())
     res.update(row=row, library=res.pop("peer"), samples=np.load(res["samples"]))
     return res
