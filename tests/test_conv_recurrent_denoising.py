@@ -136,7 +136,7 @@ def test_recurrent_ae_learns_digits(digits):
 def test_denoising_ae_defaults_and_architectures():
     d = build_model("denoising-ae", input_shape=[1, 28, 28])
     cfg = d.config
-    assert (cfg.arch, cfg.noise, cfg.noise_std, cfg.dropout_rate) == ("dense", "gaussian", 0.2, 0.5)
+    assert (cfg.arch, cfg.noise, cfg.noise_std, cfg.dropout_rate, cfg.epochs) == ("dense", "dropout", 0.2, 0.5, 20)
     assert (cfg.optimizer, cfg.lr, cfg.loss, cfg.hidden_sizes, cfg.coding_size) == ("sgd", 1.0, "bce", [100], 30)
     assert isinstance(d, DenoisingAE) and isinstance(d, StackedAE) and d.name == "denoising-ae"
     s = build_model("stacked-ae", input_shape=[1, 28, 28])
@@ -191,26 +191,25 @@ def test_denoising_noise_statistics():
 
 
 def test_denoising_ae_denoises_better_than_a_stacked_ae(digits):
-    """Noisy held-out digits (Gaussian, std 0.2): the denoising AE's reconstructions are closer to
-    the clean digits than those of a plain stacked AE trained the same epochs on the same data.
-
-    Both have the same architecture and training; only the training noise differs. The capacity
-    (300 -> 100 codes) and Adam make 8 short epochs enough for the plain AE to pass noise through
-    (measured: MSE vs clean 0.0136 vs 0.0127). With the chapter's 30-unit codes and SGD after 5
-    epochs on 2,000 digits both AEs are still so smooth that noise barely matters and the plain
-    one, further along, wins (0.0474 vs 0.0482 at lr 1.5 for both).
+    """The chapter's claim, in its setting: held-out digits with half their pixels dropped (the
+    chapter's figure: ``Dropout(0.5)(x, training=True)``, kept pixels doubled) are reconstructed
+    closer to the clean digits by the denoising AE (its defaults: dropout 0.5, 784-100-30-100-784,
+    SGD lr 1.0, batch 32, 20 epochs) than by the plain stacked AE of the same size trained the same
+    way. Measured with other seeds (0, 1): 4 % and 3.5 % lower MSE at 20 epochs, 13 % at 40 (table in
+    ``models/denoising_ae.py``'s module doc); the noise costs it far less than the plain AE.
     """
-    train, held = digits[:2000], digits[3000:4000]
-    noisy = held + 0.2 * torch.randn(held.shape, generator=torch.Generator().manual_seed(1))
+    train, held = digits[:3600], digits[3600:]
+    keep = torch.rand(held.shape, generator=torch.Generator().manual_seed(1)) > 0.5
+    noisy = held * keep * 2.0
     mse = {}
     for name in ("stacked-ae", "denoising-ae"):
         torch.manual_seed(3)
-        m = build_model(name, input_shape=[1, 28, 28], hidden_sizes=[300], coding_size=100, optimizer="adam",
-                        lr=0.002, epochs=8)
+        m = build_model(name, input_shape=[1, 28, 28], optimizer="sgd", lr=1.0, batch_size=32, epochs=20)
+        assert (m.config.hidden_sizes, m.config.coding_size) == ([100], 30)
         _quiet_trainer(m).fit(train)
         m.eval()
         with torch.no_grad():
             mse[name] = (F.mse_loss(m.reconstruct(noisy), held).item(), F.mse_loss(m.reconstruct(held), held).item())
     (den_noisy, den_clean), (plain_noisy, plain_clean) = mse["denoising-ae"], mse["stacked-ae"]
-    assert den_noisy < 0.97 * plain_noisy, mse
+    assert den_noisy < 0.985 * plain_noisy, mse
     assert den_noisy - den_clean < 0.7 * (plain_noisy - plain_clean), mse     # noise costs it less

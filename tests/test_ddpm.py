@@ -162,7 +162,7 @@ def test_tiny_training_lowers_the_loss():
 @pytest.mark.parametrize("sampler,steps,calls", [("ancestral", 0, 50), ("ancestral", 10, 10), ("ddim", 7, 7)])
 def test_sampling_shape_range_and_schedule(sampler, steps, calls):
     torch.manual_seed(0)
-    m = build_model("ddpm", input_shape=[1, 8, 8], **TINY)
+    m = build_model("ddpm", input_shape=[1, 8, 8], **{**TINY, "ema": 0.0})    # sample with m.net itself
     nn.init.normal_(m.net.conv_out.weight, std=0.1)
     m.net = wrapped = _Wrap(m.net)                              # records the steps the network is asked
     x = m.sample(5, generator=torch.Generator().manual_seed(0), sample_steps=steps, sampler=sampler)
@@ -208,7 +208,7 @@ class _OracleImage(nn.Module):
                                                     ("ancestral", 40, "beta"), ("ddim", 25, "beta")])
 def test_oracle_sampler_reproduces_a_single_image(sampler, steps, variance):
     torch.manual_seed(0)
-    m = build_model("ddpm", input_shape=[1, 8, 8], **{**TINY, "steps": 400, "variance": variance})
+    m = build_model("ddpm", input_shape=[1, 8, 8], **{**TINY, "steps": 400, "variance": variance, "ema": 0.0})
     image = torch.rand(1, 1, 8, 8)
     m.net = _OracleImage(image * 2 - 1, m.diffusion)
     out = m.sample(6, generator=torch.Generator().manual_seed(1), sample_steps=steps, sampler=sampler)
@@ -268,3 +268,28 @@ def test_cli_train_generate_and_plot(tmp_path, run_cli, tiny_images):
     assert code == 0 and (tmp_path / "p.png").exists(), err
     code, _, err = run_cli("generate", out, "-n", "2", "--out", tmp_path / "t.npy", "--truncation", "0.7")
     assert code != 0 and "truncation" in err
+
+
+def test_ema_weights_follow_the_network_and_are_what_sample_uses():
+    torch.manual_seed(0)
+    m = build_model("ddpm", input_shape=[1, 8, 8], **{**TINY, "ema": 0.9})
+    assert m.sampling_net is m.net_ema and not any(p.requires_grad for p in m.net_ema.parameters())
+    opt = torch.optim.SGD(m.net.parameters(), lr=0.5)
+    x = torch.rand(8, 1, 8, 8)
+    before = [p.clone() for p in m.net_ema.parameters()]
+    for _ in range(3):
+        loss = m(x).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert int(m.ema_updates) == 3                                   # one update per training forward
+    m.eval()
+    m(x)                                                             # a validation pass leaves it alone
+    assert int(m.ema_updates) == 3
+    moved = [(e - b).abs().max() for e, b in zip(m.net_ema.parameters(), before)]
+    lag = [(e - p).abs().max() for e, p in zip(m.net_ema.parameters(), m.net.parameters())]
+    assert max(moved) > 0 and max(lag) > 0                            # between the start and the live weights
+    # the legacy default: runs saved before the field existed had no EMA
+    from latentforge.train.run import with_legacy_defaults
+    assert with_legacy_defaults(type(m), {"steps": 50})["ema"] == 0.0
+    assert not hasattr(build_model("ddpm", input_shape=[1, 8, 8], **{**TINY, "ema": 0.0}), "net_ema")

@@ -169,7 +169,7 @@ def test_schedule_is_a_pure_function_of_progress():
 
 def test_schedule_through_every_resolution_resumes_exactly(tmp_path):
     data = _images()
-    cfg = {**PG, "epochs_per_resolution": [1], "fade_epochs": 0.5, "sample_every": 1}
+    cfg = {**PG, "epochs_per_resolution": [1], "fade_epochs": 0.5, "sample_every": 1, "fit_schedule": False}
     straight = train("progan", data, out=tmp_path / "s", overrides={**cfg, "epochs": 4}, **QUIET)
     train("progan", data, out=tmp_path / "r", overrides={**cfg, "epochs": 2}, **QUIET)
     mid = load_run(tmp_path / "r").model
@@ -186,6 +186,33 @@ def test_schedule_through_every_resolution_resumes_exactly(tmp_path):
     assert x.shape == (5, 1, 16, 16) and 0 <= x.min() and x.max() <= 1
     with pytest.raises(ConfigError, match="truncation"):
         run.model.sample(2, truncation=0.5)
+
+
+def test_schedule_fitted_to_a_short_run_ends_at_full_resolution(tmp_path):
+    m = _progan(epochs=2)                                            # 3 rungs x 2 epochs: needs 6
+    assert m.schedule_needs() == 6
+    per, fade = m.fitted_epochs()
+    assert per == pytest.approx([2 / 3] * 3) and fade == pytest.approx(1 / 3)
+    assert m.schedule(0) == (0, 1.0) and m.schedule(0, 0.7)[0] == 1 and m.schedule(1, 0.4)[0] == 2
+    assert m.schedule(1, 0.99) == (2, 1.0)                           # a stable phase at full size ends the run
+    assert _progan(epochs=2, fit_schedule=False).schedule(1, 0.99) == (0, 1.0)   # the unfitted one stays at 4x4
+    assert _progan(epochs=10).fitted_epochs() == ([2.0, 2.0, 2.0], 1.0)          # long enough: unchanged
+    # through the trainer: 2 epochs of 4 steps reach 16x16, faded in fully; resuming longer stays there
+    data = _images()
+    run = train("progan", data, out=tmp_path / "r", overrides={**PG, "epochs": 2}, **QUIET)
+    assert (run.model.stage, run.model.alpha, int(run.model.step)) == (2, 1.0, 8)
+    loaded = load_run(tmp_path / "r").model
+    assert (loaded.stage, int(loaded.schedule_epochs)) == (2, 2)
+    more = train("progan", data, out=tmp_path / "r", overrides={"epochs": 3}, resume=True, **QUIET)
+    assert (more.model.stage, more.model.alpha, int(more.model.schedule_epochs)) == (2, 1.0, 2)
+
+
+def test_runs_saved_before_fit_schedule_load_unfitted():
+    from latentforge.train.run import with_legacy_defaults
+    from latentforge.models import get_model_class
+    cls = get_model_class("progan")
+    assert with_legacy_defaults(cls, {"epochs": 2})["fit_schedule"] is False
+    assert with_legacy_defaults(cls, {"epochs": 2, "fit_schedule": True})["fit_schedule"] is True
 
 
 # ============================================================================== stylegan

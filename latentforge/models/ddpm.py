@@ -24,8 +24,10 @@ samples, so here ``sample()`` defaults to 100 strided ancestral steps (``sample_
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -317,6 +319,8 @@ class DDPMConfig(TrainConfig):
     (``eta`` 0) ~3 % (tests/test_ddpm.py); DDIM is also the least forgiving of an undertrained network.
     """
 
+    # runs saved before ``ema`` existed had none: they load and resume without it
+    LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {"ema": 0.0}
     steps: int = 4000
     schedule_s: float = 0.008
     max_beta: float = 0.999
@@ -331,6 +335,7 @@ class DDPMConfig(TrainConfig):
     variance: str = "beta"                  # beta | posterior (ancestral sampler)
     clip_denoised: bool = True
     eta: float = 0.0                        # ddim: 0 = deterministic, 1 = ancestral-like noise
+    ema: float = 0.995                      # EMA decay of the network's weights, used to sample (0 = off)
     # the chapter's training defaults (epochs: see the docstring)
     optimizer: str = "nadam"
     lr: float = 1e-3
@@ -348,7 +353,7 @@ class DDPMConfig(TrainConfig):
         check_choice("variance", self.variance, VARIANCES)
         if self.max_beta >= 1:
             raise ConfigError(f"config field 'max_beta' = {self.max_beta}: must be in (0, 1)")
-        check_fraction(self, "dropout")
+        check_fraction(self, "dropout", "ema")
         if self.steps < 2:
             raise ConfigError(f"config field 'steps' = {self.steps}: must be >= 2")
 
@@ -375,6 +380,30 @@ class DDPM(LatentModel):
         c = config
         self.net = UNet(shape[0], c.channels, tuple(c.channel_mult), c.res_blocks, c.groups, c.dropout)
         self.diffusion = GaussianDiffusion.cosine(c.steps, c.schedule_s, c.max_beta)
+        if c.ema:
+            # the running average of the weights that ``sample`` uses (Ho et al.: decay 0.9999 over
+            # 800k steps; a CPU run has a few thousand, hence 0.995), and the number of updates so far
+            self.net_ema = copy.deepcopy(self.net).requires_grad_(False)
+            self.register_buffer("ema_updates", torch.tensor(0, dtype=torch.long))
+
+    @property
+    def sampling_net(self) -> nn.Module:
+        """The network ``sample`` runs: the EMA copy when ``ema`` > 0."""
+        return getattr(self, "net_ema", self.net)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """Fold the current weights into the EMA copy; the decay warms up as ``(1 + k) / (10 + k)``
+        after ``k`` updates (so a short run's average does not hold its random start)."""
+        if not hasattr(self, "net_ema"):
+            return
+        k = int(self.ema_updates)
+        decay = min(self.config.ema, (1 + k) / (10 + k))
+        for e, p in zip(self.net_ema.parameters(), self.net.parameters()):
+            e.lerp_(p.detach(), 1 - decay)
+        for e, b in zip(self.net_ema.buffers(), self.net.buffers()):
+            e.copy_(b)
+        self.ema_updates += 1
 
     def check_data(self, x, source: str = "data") -> None:
         super().check_data(x, source)
@@ -387,6 +416,8 @@ class DDPM(LatentModel):
         resuming is exact, on any device); in eval mode from a generator seeded with ``config.seed``,
         so the validation loss of successive epochs is measured on the same (t, noise) draws.
         """
+        if self.training:
+            self.update_ema()          # the weights the last optimizer step left (one step behind)
         x0 = x.reshape((len(x),) + self.input_shape) * 2 - 1
         gen = None if self.training else torch.Generator().manual_seed(self.config.seed)
         t = torch.randint(0, self.diffusion.num_steps, (len(x),), generator=gen).to(x.device)
@@ -420,7 +451,7 @@ class DDPM(LatentModel):
             parts = []
             for i in range(0, n, batch_size):
                 m = min(batch_size, n - i)
-                x = self.diffusion.sample(self.net, (m, *self.input_shape), generator=generator, device=device,
+                x = self.diffusion.sample(self.sampling_net, (m, *self.input_shape), generator=generator, device=device,
                                           sampler=sampler or c.sampler, sample_steps=steps,
                                           variance=c.variance, clip=c.clip_denoised, eta=c.eta)
                 parts.append(((x + 1) / 2).clamp(0, 1))

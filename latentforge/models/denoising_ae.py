@@ -1,10 +1,28 @@
 """The chapter's denoising autoencoder: corrupt the inputs in training, reconstruct the clean ones.
 
-SPEC 10 denoising-ae: Gaussian noise (std 0.2, ``noise=gaussian``) or dropout (rate 0.5,
-        ``noise=dropout``) on the inputs, in training mode only; the target is the clean input.
+SPEC 10 denoising-ae: dropout (rate 0.5, ``noise=dropout``, the default) or Gaussian noise (std 0.2,
+        ``noise=gaussian``) on the inputs, in training mode only; the target is the clean input.
         ``arch=dense`` (default) is the stacked AE 784 -> 100 -> 30 -> 100 -> 784 (SELU, sigmoid out,
-        BCE); ``arch=conv`` is the conv-ae (SPEC 8). Training defaults are the chapter's (2nd ed.)
-        for its denoising AEs: SGD lr 1.0, batch 32, 10 epochs.
+        BCE); ``arch=conv`` is the conv-ae (SPEC 8). Training: the chapter's SGD lr 1.0, batch 32,
+        for 20 epochs (the chapter's denoising AEs train 10 on 55,000 images; see below).
+
+Which setting does what the chapter says (reconstruct noisy inputs better than a plain AE of the
+same size trained the same way). Measured on mnist-4k (3,600 train, the 400 others held out and
+corrupted; MSE to the clean digits; the plain stacked AE with the same SGD lr 1.0, batch 32):
+
+    epochs  plain AE on dropout-noisy  dropout DAE   plain AE on Gaussian-noisy  Gaussian DAE
+      10            0.0364               0.0368               0.0321                0.0328
+      20            0.0311               0.0298               0.0241                0.0247
+      40            0.0295               0.0256               0.0198                0.0197
+
+With Gaussian noise of std 0.2 the 30-unit bottleneck already removes the noise (the plain AE's
+reconstructions of noisy digits are within 7 % of its clean ones), so the Gaussian DAE has
+nothing to gain and is a little behind on every input. Dropout at 0.5, the corruption of the
+chapter's figure (half the pixels off, inputs scaled by 2 as Keras' ``Dropout(0.5)(x,
+training=True)``), is where the plain AE fails and the DAE fills the strokes in, once it has had
+about 2,000 steps (10 epochs of 55,000 Fashion-MNIST images are 17,000): hence dropout and 20
+epochs by default (``--set noise=gaussian``, ``--epochs 10`` restore the former defaults; runs
+saved with them keep them, both are in their config).
 
 As in Keras, the noise layers act on the encoder's input only while training: ``GaussianNoise``
 adds unclipped N(0, std^2) noise, ``Dropout`` zeroes each value with probability ``rate`` and scales
@@ -42,11 +60,11 @@ class DenoisingAEConfig(StackedAEConfig, ConvAEConfig):
     """
 
     arch: str = "dense"                # dense (stacked-ae) | conv (conv-ae)
-    noise: str = "gaussian"            # gaussian | dropout
+    noise: str = "dropout"             # dropout | gaussian (dropout: the chapter's figure; see the module doc)
     noise_std: float = 0.2             # gaussian noise
     dropout_rate: float = 0.5          # dropout noise
-    # the chapter's defaults for training its denoising AEs
-    epochs: int = 10
+    # the chapter's optimizer for its denoising AEs; 20 epochs (see the module doc)
+    epochs: int = 20
     batch_size: int = 32
     optimizer: str = "sgd"
     lr: float = 1.0

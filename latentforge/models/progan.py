@@ -18,7 +18,16 @@ Fade-in
 
 The schedule is a pure function of the training progress: ``epochs_per_resolution`` (one value
 for every rung, or a list, its last value repeating) gives the epochs spent at each rung, fade
-included; the last rung trains until the run ends. ``on_epoch_start(epoch)`` (the trainer's hook)
+included; the last rung trains until the run ends. A run given fewer epochs than that schedule
+needs (the sum over the rungs, the last rung's share included: 8 for 28x28 at the defaults) has
+it fitted to the epochs it has (``fit_schedule``, on by default): every rung's share and the fade
+shrink by the same factor, in fractions of an epoch, so a 2-epoch run still grows 4 -> 7 -> 14 ->
+28 (half an epoch per rung, a quarter-epoch fade) and ends with a stable phase at full
+resolution instead of stopping at 4x4 and returning blocky upscaled images. The epochs the
+schedule was fitted to are kept in the ``schedule_epochs`` buffer: resuming with more epochs
+trains on at the resolution already reached (the schedule never moves back down). Runs saved
+before ``fit_schedule`` existed load and resume unfitted (``LEGACY_DEFAULTS``). In the first
+epoch the steps per epoch come from the data's size (``prepare``), later from the step counter. ``on_epoch_start(epoch)`` (the trainer's hook)
 sets the stage and ``on_train_step()`` (called by the adversarial trainer before each step)
 advances alpha within the epoch. Both are derived from the epoch and a step counter kept in the
 ``step`` buffer, and the current stage/alpha are buffers of G and D too, so a checkpoint holds
@@ -44,6 +53,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -145,10 +155,13 @@ class PixelNorm(nn.Module):
 # ----------------------------------------------------------------------------- config
 @dataclass
 class ProGANConfig(GANConfig):
+    # runs saved before ``fit_schedule`` existed followed the nominal schedule
+    LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {"fit_schedule": False}
     coding_size: int = 64
     channels: list[int] = field(default_factory=lambda: [64, 32, 16, 8])  # per rung from 4x4; last repeats
     epochs_per_resolution: list[int] = field(default_factory=lambda: [2])   # per rung, fade included; last repeats
     fade_epochs: float = 1.0        # epochs over which alpha goes 0 -> 1 when a rung is added (0 = no fade)
+    fit_schedule: bool = True       # shrink the schedule to fit a run shorter than it (see the module doc)
     leaky_slope: float = 0.2
     minibatch_std: bool = True      # the paper's minibatch-std channel at the end of D
     # the paper's loss and lr; RMSprop ~ the paper's Adam(beta1=0, beta2=0.99) (see the module doc)
@@ -291,9 +304,13 @@ class ProGAN(GAN):
                               f"{min(per[1:])} epochs of a resolution (epochs_per_resolution)")
         # training steps taken so far (the fade's clock); a buffer, so a resumed run continues it
         self.register_buffer("step", torch.tensor(0, dtype=torch.long))
+        if config.fit_schedule:
+            # the epochs the schedule is fitted to: this run's; a checkpoint's value replaces it on resume
+            self.register_buffer("schedule_epochs", torch.tensor(int(config.epochs), dtype=torch.long))
         self._epoch: int | None = None
         self._epoch_first_step = 0
         self._steps_per_epoch = 0
+        self._steps_hint = 0             # steps in an epoch, from the data's size (for the first epoch)
 
     def build_generator(self) -> nn.Module:
         return ProGenerator(self.config, self.input_shape)
@@ -307,19 +324,44 @@ class ProGAN(GAN):
         e = self.config.epochs_per_resolution
         return [int(e[min(i, len(e) - 1)]) for i in range(len(self.resolutions))]
 
+    def schedule_needs(self) -> int:
+        """Epochs the nominal schedule needs: every rung's share, the last rung's included."""
+        return sum(self.stage_epochs())
+
+    def fitted_epochs(self) -> tuple[list[float], float]:
+        """Each rung's share and the fade, in (possibly fractional) epochs, after fitting the
+        schedule to the run's epochs (unchanged when the run is long enough or fitting is off)."""
+        per = [float(e) for e in self.stage_epochs()]
+        fade = float(self.config.fade_epochs)
+        have = int(self.schedule_epochs) if hasattr(self, "schedule_epochs") else 0
+        need = sum(per)
+        if have and have < need:
+            f = have / need
+            per, fade = [e * f for e in per], fade * f
+        return per, fade
+
     def schedule(self, epoch: int, frac: float = 0.0) -> tuple[int, float]:
         """(stage, alpha) at ``frac`` (in [0, 1)) of the way through epoch ``epoch`` (0-based)."""
-        start = 0
-        per = self.stage_epochs()
+        per, fade = self.fitted_epochs()
+        t = epoch + frac
+        start = 0.0
         stage = 0
         for s in range(1, len(per)):
-            if epoch < start + per[s - 1]:
+            if t < start + per[s - 1] - 1e-9:
                 break
             start += per[s - 1]
             stage = s
-        if stage == 0 or self.config.fade_epochs == 0:
+        if stage == 0 or fade == 0:
             return stage, 1.0
-        return stage, min(1.0, (epoch - start + frac) / self.config.fade_epochs)
+        return stage, min(1.0, (t - start) / fade)
+
+    def prepare(self, x: Tensor) -> None:
+        super().prepare(x)
+        c = self.config
+        n = len(x)
+        if c.steps_per_epoch:
+            n = min(n, c.steps_per_epoch * c.batch_size)
+        self._steps_hint = math.ceil(n / c.batch_size)
 
     @property
     def stage(self) -> int:
@@ -347,7 +389,7 @@ class ProGAN(GAN):
         """The trainer's hook: the stage of this epoch; alpha at its first step."""
         step = int(self.step)
         self._epoch, self._epoch_first_step = epoch, step
-        self._steps_per_epoch = step // epoch if epoch else 0       # every epoch has as many steps
+        self._steps_per_epoch = step // epoch if epoch else self._steps_hint   # every epoch has as many steps
         self.set_progress(*self.schedule(epoch, 0.0))
 
     def on_train_step(self) -> None:
