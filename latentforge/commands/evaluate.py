@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..cli import LabelsOpt, _out_dir_ok, _print_json, app
+from ..cli import ClassesOpt, ExcludeClassesOpt, LabelsOpt, _out_dir_ok, _print_json, app
 from ..errors import ConfigError, DataError
 
 # the helpers shared with generate/interpolate come from .generative, imported where used: generative
@@ -46,10 +46,11 @@ def _finite_all(v: Any) -> Any:
     return _finite(v)
 
 
-def _splits(run, source: Optional[str], labels: Optional[Path]):
+def _splits(run, source: Optional[str], labels: Optional[Path], classes: Optional[str] = None,
+            exclude_classes: Optional[str] = None):
     """(all of the data, its training part, its held-out part, split name): see ``Run.data_splits``
     (for other data than the run's, the probes use a seeded 80/20 split)."""
-    return run.data_splits(source, labels)
+    return run.data_splits(source, labels, classes=classes, exclude_classes=exclude_classes)
 
 
 def _probe_split(ds, train, test, seed: int):
@@ -184,6 +185,8 @@ def evaluate_cmd(
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Data to evaluate on (default: the run's "
                                        "source; the run's own source: its held-out split for the AE metrics)."),
     labels: Optional[Path] = LabelsOpt,
+    classes: Optional[str] = ClassesOpt,
+    exclude_classes: Optional[str] = ExcludeClassesOpt,
     n: Optional[int] = typer.Option(None, "-n", "--n", help="Use only the first N held-out samples (AE metrics) "
                                     f"and N real vs N generated samples (generative; default min({GENERATIVE_DEFAULT_N:,}, "
                                     "data size))."),
@@ -213,7 +216,7 @@ def evaluate_cmd(
     if not (is_ae or is_gen):
         raise ConfigError(f"{run_dir}: {run.name} is neither an autoencoder (no reconstruct()) nor a generative "
                           f"model (no sample())")
-    ds, train, test, split = _splits(run, data, labels)
+    ds, train, test, split = _splits(run, data, labels, classes, exclude_classes)
     t0 = time.perf_counter()
     result: dict[str, Any] = {"run_dir": str(run.run_dir), "model": run.name, "data": ds.name}
     if is_ae:

@@ -119,6 +119,8 @@ class Dataset:
         is_image: whether ``x`` holds images.
         class_names: names of the classes (index = label), e.g. the sub-folder names of an
             image folder; ``None`` when unknown.
+        class_filter: the class filter this dataset went through (``{"classes": [0, 3, 7]}`` or
+            ``{"exclude_classes": [9]}``, see :meth:`filter_classes`); ``None`` when unfiltered.
     """
 
     x: np.ndarray
@@ -127,6 +129,7 @@ class Dataset:
     sample_shape: tuple
     is_image: bool
     class_names: list[str] | None = None
+    class_filter: dict | None = None
 
     def __post_init__(self) -> None:
         if self.y is not None and len(self.y) != len(self.x):
@@ -169,7 +172,17 @@ class Dataset:
             sample_shape=self.sample_shape,
             is_image=self.is_image,
             class_names=None if self.class_names is None else list(self.class_names),
+            class_filter=self.class_filter,
         )
+
+    def filter_classes(self, classes=None, exclude=None) -> "Dataset":
+        """Only the samples labelled ``classes`` (e.g. ``[0, 3, 7]`` or ``"0,3,7"``; class names
+        work too), or all but those labelled ``exclude``; see :mod:`latentforge.data.classes`.
+
+        Raises DataError for data without labels, a label no sample has, or nothing left.
+        """
+        from .classes import filter_classes
+        return filter_classes(self, classes, exclude)
 
 
 def train_valid_split(

@@ -152,23 +152,33 @@ class Run:
             return np.load(out, mmap_mode="r")
         return result if result is not None else np.zeros((0,), np.float32)
 
-    def data_splits(self, source: str | None = None, labels: str | Path | None = None, *, download: bool = True):
+    def data_splits(self, source: str | None = None, labels: str | Path | None = None, *, download: bool = True,
+                    classes=None, exclude_classes=None):
         """``(data, train part, held-out part, split name)`` of ``source`` (default: the run's own).
 
-        The run's own data: the run's training / held-out split, as it was trained. Other data:
-        no training part, and all of it held out (split name ``"all"``).
+        The run's own data: the run's training / held-out split, as it was trained (after the class
+        filter the run recorded). Other data: no training part, and all of it held out (split name
+        ``"all"``). ``classes`` / ``exclude_classes`` then keep / drop labels in every part.
         """
         from ..data import load_data, train_valid_split
+        from ..data.classes import apply_recorded
         info = self.data_info
         src = source or info.get("source")
         if src is None:
             raise DataError("no --data given and the run does not record its data source")
         ds = load_data(src, labels=labels, download=download)
-        if src == info.get("source") and info.get("valid_fraction"):
-            train, valid = train_valid_split(ds, info["valid_fraction"], seed=self.config.seed)
-            if valid is not None:
-                return ds, train, valid, "held-out"
-        return ds, None, ds, "all"
+        parts: tuple = (ds, None, ds, "all")
+        if src == info.get("source"):
+            ds = apply_recorded(ds, info.get("class_filter"))
+            parts = (ds, None, ds, "all")
+            if info.get("valid_fraction"):
+                train, valid = train_valid_split(ds, info["valid_fraction"], seed=self.config.seed)
+                if valid is not None:
+                    parts = (ds, train, valid, "held-out")
+        if classes is None and exclude_classes is None:
+            return parts
+        return tuple(p.filter_classes(classes, exclude_classes) if p is not None and not isinstance(p, str) else p
+                     for p in parts)
 
     def _labels_for(self, y: np.ndarray | None, n: int) -> np.ndarray | None:
         """The labels to pass to a conditional model (None for the others)."""
@@ -285,7 +295,8 @@ def describe_data(ds, train_ds, valid_ds, valid_fraction: float | None, **extra)
     return {"source": ds.name, "n_train": len(train_ds), "n_valid": len(valid_ds) if valid_ds is not None else 0,
             "sample_shape": list(ds.sample_shape), "is_image": ds.is_image, "labels": ds.y is not None,
             "class_names": ds.class_names, "valid_fraction": valid_fraction, **_fingerprint_info(ds.x),
-            "range": [float(ds.x.min()), float(ds.x.max())], **extra}
+            "range": [float(ds.x.min()), float(ds.x.max())],
+            **({"class_filter": ds.class_filter} if getattr(ds, "class_filter", None) else {}), **extra}
 
 
 def _fingerprint_info(x) -> dict[str, Any]:
@@ -386,6 +397,9 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
         raise ConfigError(f"--greedy: model {model!r} has no layer-wise stages (try stacked-ae or tied-ae)")
 
     ds = data if isinstance(data, Dataset) else load_data(data, labels=labels)
+    if saved_meta is not None:        # a resumed run continues on its class filter
+        from ..data.classes import for_resume
+        ds = for_resume(ds, saved_meta.get("data", {}).get("class_filter"), out)
     if cls.uses_labels and ds.y is None and not getattr(cls, "labels_optional", False):
         raise DataError(f"{ds.name}: model {model!r} needs labels and this data has none")
     if config.input_shape is None:
