@@ -186,8 +186,8 @@ def denoising_error(model, xb, yb=None, generator=None, levels: Sequence[float] 
 
 def _codes(model, x, y, batch_size: int) -> torch.Tensor:
     """Flat codings (classifier: its features) of ``x`` as a float32 CPU tensor."""
-    enc = model.features if callable(getattr(model, "features", None)) and callable(
-        getattr(model, "predict_proba", None)) else model.encode
+    classifier = callable(getattr(model, "features", None)) and callable(getattr(model, "predict_proba", None))
+    enc = model.features if classifier else model.encode
     parts = []
     params = list(model.parameters())
     device = params[0].device if params else torch.device("cpu")
@@ -198,7 +198,8 @@ def _codes(model, x, y, batch_size: int) -> torch.Tensor:
         with torch.inference_mode():
             for i in range(0, len(x), batch_size):
                 xb = torch.as_tensor(np.ascontiguousarray(x[i:i + batch_size])).to(device=device, dtype=dtype)
-                kw = _kw(model, None if y is None else torch.as_tensor(np.asarray(y[i:i + batch_size])).to(device))
+                kw = {} if classifier else _kw(model, None if y is None else
+                                               torch.as_tensor(np.asarray(y[i:i + batch_size])).to(device))
                 parts.append(enc(xb, **kw).reshape(len(xb), -1).float().cpu())
     finally:
         model.train(was)
@@ -206,11 +207,16 @@ def _codes(model, x, y, batch_size: int) -> torch.Tensor:
 
 
 def knn_distance(codes: torch.Tensor, reference: torch.Tensor, n_neighbors: int = N_NEIGHBORS,
-                 exclude_self: bool = False, chunk: int = 2048) -> np.ndarray:
-    """Mean Euclidean distance of each row of ``codes`` to its ``n_neighbors`` nearest rows of
-    ``reference``; ``exclude_self`` drops the nearest one (``codes`` is ``reference``)."""
+                 exclude_self: bool = False, metric: str = "euclidean", chunk: int = 2048) -> np.ndarray:
+    """Mean distance of each row of ``codes`` to its ``n_neighbors`` nearest rows of ``reference``
+    (``metric``: ``euclidean``, or ``cosine``: Euclidean between unit-length rows); ``exclude_self``
+    drops the nearest one (``codes`` is ``reference``)."""
     if len(reference) == 0:
         raise DataError("knn: no reference codings (the training data is empty)")
+    if metric not in ("euclidean", "cosine"):
+        raise ConfigError(f"metric {metric!r}: expected euclidean or cosine")
+    if metric == "cosine":
+        codes, reference = F.normalize(codes.double(), dim=1), F.normalize(reference.double(), dim=1)
     k = min(n_neighbors + int(exclude_self), len(reference))
     out = []
     for i in range(0, len(codes), chunk):
@@ -235,7 +241,7 @@ def _reference_data(run, reference):
 
 def anomaly_scores(model_or_run, x, method: str | None = None, *, y=None, reference=None, k: int = DEFAULT_K,
                    n_neighbors: int = N_NEIGHBORS, error: str | None = None, seed: int = 0,
-                   batch_size: int = 512, exclude_self: bool = False) -> np.ndarray:
+                   batch_size: int = 512, exclude_self: bool = False, metric: str | None = None) -> np.ndarray:
     """One anomaly score per sample of ``x`` (higher = more anomalous), float64 of shape (N,).
 
     ``model_or_run``: a trained model or a :class:`~latentforge.train.Run`. ``method``: one of
@@ -244,7 +250,9 @@ def anomaly_scores(model_or_run, x, method: str | None = None, *, y=None, refere
     default for a run: its training split). ``k``: importance samples (``iw-nll``); ``error``:
     ``bce`` or ``mse`` for ``reconstruction`` (default: the model's loss); ``seed``: the draws of
     ``elbo`` / ``iw-nll`` / ``denoising``; ``exclude_self``: ``x`` is the reference itself (knn
-    then skips each sample's own coding).
+    then skips each sample's own coding); ``metric``: knn's distance, ``euclidean`` or ``cosine``
+    (default: cosine between a classifier's features, whose length grows with its confidence;
+    Euclidean between an autoencoder's codings).
     """
     model, run = _unwrap(model_or_run)
     method = check_method(model, method)
@@ -280,7 +288,9 @@ def anomaly_scores(model_or_run, x, method: str | None = None, *, y=None, refere
     cond = getattr(model, "uses_labels", False)
     ref = _codes(model, rx, ry if cond else None, batch_size)
     codes = ref if exclude_self else _codes(model, x, y if cond else None, batch_size)
-    return knn_distance(codes, ref, int(n_neighbors), exclude_self=exclude_self)
+    if metric is None:
+        metric = "cosine" if capabilities(model)[0] == "confidence" else "euclidean"
+    return knn_distance(codes, ref, int(n_neighbors), exclude_self=exclude_self, metric=metric)
 
 
 # ------------------------------------------------------------------------------------ normalisation
