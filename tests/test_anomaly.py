@@ -227,3 +227,35 @@ def test_experiment_anomaly_errors(tmp_path, run_cli):
     assert code == 2 and "--protocol 'two-class'" in err
     code, _, err = run_cli("experiment", "anomaly", "--data", "digits", "--normal", "12", "--out", tmp_path / "e")
     assert code == 2 and "--normal 12" in err
+
+
+# ------------------------------------------------------------------------------------ the sklearn wrapper
+def test_sklearn_outlier_detector_uses_the_same_scores(digits):
+    import copy
+
+    from latentforge.sklearn import AutoencoderOutlierDetector, InvalidParameterError
+    zeros = digits.x[digits.y == 0].reshape(-1, 64)
+    x, held = zeros[:140], zeros[140:]
+    noise = np.random.default_rng(2).random((40, 64))
+    det = AutoencoderOutlierDetector(method="knn", coding_size=8, hidden_sizes=[32], epochs=20, random_state=0,
+                                     config={"optimizer": "adam", "lr": 3e-3}).fit(x)
+    s_held, s_noise = -det.score_samples(held), -det.score_samples(noise)
+    assert an.roc_auc(np.r_[np.zeros(len(held)), np.ones(len(noise))], np.r_[s_held, s_noise]) > 0.9
+    model = copy.deepcopy(det.model_).double()
+    np.testing.assert_allclose(-det.score_samples(noise), an.anomaly_scores(model, noise, "knn", reference=x),
+                               rtol=1e-9)
+    rec = AutoencoderOutlierDetector(coding_size=4, hidden_sizes=[16], epochs=2, random_state=0).fit(x)
+    np.testing.assert_allclose(-rec.score_samples(noise), an.anomaly_scores(copy.deepcopy(rec.model_).double(),
+                                                                            noise, "reconstruction", error="mse"))
+    with pytest.raises(InvalidParameterError, match="method must be one of"):
+        AutoencoderOutlierDetector(method="magic", epochs=1).fit(x)
+    with pytest.raises(InvalidParameterError, match="can score by"):
+        AutoencoderOutlierDetector(method="iw-nll", epochs=1).fit(x)
+
+
+def test_anomaly_percentiles_of_a_run(one_class_run, digits):
+    from latentforge.train import load_run
+    run = load_run(one_class_run)
+    p = an.anomaly_percentiles(run, np.concatenate([digits.x[digits.y == 0][:20], _noise(digits.x, 20)]))
+    assert p.shape == (40,) and ((0 <= p) & (p <= 100)).all()
+    assert np.median(p[20:]) == 100.0 and np.median(p[:20]) < 100.0

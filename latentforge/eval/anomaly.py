@@ -66,8 +66,8 @@ def capabilities(model) -> list[str]:
     """
     has = lambda name: callable(getattr(model, name, None))      # noqa: E731
     out: list[str] = []
-    if has("predict_proba") and has("features"):                 # the classifier
-        return ["confidence", "knn"]
+    if _is_classifier(model):               # distances between its features beat its confidence
+        return ["knn", "confidence"]
     gaussian = bool(getattr(model, "gaussian_latent", False)) and has("log_likelihood")
     if has("reconstruct"):
         out.append("reconstruction")
@@ -80,6 +80,10 @@ def capabilities(model) -> list[str]:
     if hasattr(model, "diffusion") and hasattr(model, "net"):
         out.append("denoising")
     return out
+
+
+def _is_classifier(model) -> bool:
+    return callable(getattr(model, "predict_proba", None)) and callable(getattr(model, "features", None))
 
 
 def default_method(model) -> str:
@@ -186,7 +190,7 @@ def denoising_error(model, xb, yb=None, generator=None, levels: Sequence[float] 
 
 def _codes(model, x, y, batch_size: int) -> torch.Tensor:
     """Flat codings (classifier: its features) of ``x`` as a float32 CPU tensor."""
-    classifier = callable(getattr(model, "features", None)) and callable(getattr(model, "predict_proba", None))
+    classifier = _is_classifier(model)
     enc = model.features if classifier else model.encode
     parts = []
     params = list(model.parameters())
@@ -289,7 +293,7 @@ def anomaly_scores(model_or_run, x, method: str | None = None, *, y=None, refere
     ref = _codes(model, rx, ry if cond else None, batch_size)
     codes = ref if exclude_self else _codes(model, x, y if cond else None, batch_size)
     if metric is None:
-        metric = "cosine" if capabilities(model)[0] == "confidence" else "euclidean"
+        metric = "cosine" if _is_classifier(model) else "euclidean"
     return knn_distance(codes, ref, int(n_neighbors), exclude_self=exclude_self, metric=metric)
 
 
@@ -396,6 +400,16 @@ def calibration_data(run):
     return ds, f"training data {ds.name} ({len(ds)} samples)"
 
 
+def anomaly_percentiles(run, x, method: str | None = None, **opts) -> np.ndarray:
+    """Where each sample of ``x`` falls among the run's own normal data, in [0, 100]: the
+    percentile of its anomaly score among the scores of the run's held-out split (see
+    :func:`calibration_data`). 99 means "more anomalous than 99 % of the normal data"."""
+    cal, _ = calibration_data(run)
+    method = check_method(run.model, method)
+    ref = anomaly_scores(run, cal.x, method, y=cal.y, **opts)
+    return percentile_of(anomaly_scores(run, x, method, **opts), ref)
+
+
 # ------------------------------------------------------------------------------------ evaluation
 def roc_auc(labels, scores) -> float:
     """Area under the ROC curve of ``scores`` for 0/1 ``labels`` (1 = anomaly); NaN with one class."""
@@ -428,4 +442,5 @@ __all__ = ["METHODS", "ANOMALY_JSON", "ANOMALY_ROC_PNG", "capabilities", "defaul
            "anomaly_scores", "reconstruction_error", "negative_elbo", "iw_nll", "discriminator_score",
            "denoising_error", "knn_distance", "standardize", "combine", "percentile_of", "check_quantile",
            "fit_threshold", "flags", "summarize", "load_thresholds", "save_threshold", "calibration_data",
+           "anomaly_percentiles",
            "roc_auc", "average_precision", "roc_curve"]

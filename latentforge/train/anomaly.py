@@ -59,7 +59,7 @@ DETECTORS: dict[str, Detector] = {
                     score_opts={"reconstruction": {"error": "mse"}, "iw-nll": {"k": 50}}),
     "stacked-ae": Detector({"optimizer": "adam", "lr": 1e-3, "batch_size": 32}, ["knn", "reconstruction"],
                            score_opts={"reconstruction": {"error": "mse"}}),
-    "classifier": Detector({"arch": "conv", "batch_size": 32}, ["confidence", "knn"], epochs=(5, 20),
+    "classifier": Detector({"arch": "conv", "batch_size": 32}, ["knn", "confidence"], epochs=(5, 20),
                            needs_classes=2),
 }
 
