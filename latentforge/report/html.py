@@ -471,7 +471,6 @@ def _tsne_section(ctx: _Ctx) -> Section | None:
     return Section("tsne", title, _figure(png, f"{n} held-out samples, coloured by label{thumbs}", cls="wide"))
 
 
-#: the report's sections, in page order; each returns None where it does not apply to the model
 def _anomaly_section(ctx: _Ctx) -> Section | None:
     """Thresholds, AUROC and ROC curve recorded by `latentforge score` (RUN_DIR/anomaly.json)."""
     from .anomaly import anomaly_section_html
@@ -479,6 +478,7 @@ def _anomaly_section(ctx: _Ctx) -> Section | None:
     return Section("anomaly", "Anomaly detection", body) if body is not None else None
 
 
+#: the report's sections, in page order; each returns None where it does not apply to the model
 SECTIONS: list[Callable[[_Ctx], Section | None]] = [
     _run_section, _metrics_section, _curves_section, _reconstructions_section, _samples_section,
     _evolution_section, _interpolations_section, _tsne_section, _anomaly_section, _config_section,

@@ -167,14 +167,13 @@ class Run:
         if src is None:
             raise DataError("no --data given and the run does not record its data source")
         ds = load_data(src, labels=labels, download=download)
-        parts: tuple = (ds, None, ds, "all")
         if src == info.get("source"):
             ds = apply_recorded(ds, info.get("class_filter"))
-            parts = (ds, None, ds, "all")
-            if info.get("valid_fraction"):
-                train, valid = train_valid_split(ds, info["valid_fraction"], seed=self.config.seed)
-                if valid is not None:
-                    parts = (ds, train, valid, "held-out")
+        parts: tuple = (ds, None, ds, "all")
+        if src == info.get("source") and info.get("valid_fraction"):
+            train, valid = train_valid_split(ds, info["valid_fraction"], seed=self.config.seed)
+            if valid is not None:
+                parts = (ds, train, valid, "held-out")
         if classes is None and exclude_classes is None:
             return parts
         return tuple(p.filter_classes(classes, exclude_classes) if p is not None and not isinstance(p, str) else p
