@@ -57,7 +57,7 @@ DETECTORS: dict[str, Detector] = {
                         ["knn", "reconstruction"], score_opts={"reconstruction": {"error": "mse"}}),
     "vae": Detector({"batch_size": 32}, ["reconstruction", "iw-nll", "knn"], epochs=(10, 100),
                     score_opts={"reconstruction": {"error": "mse"}, "iw-nll": {"k": 50}}),
-    "stacked-ae": Detector({"optimizer": "adam", "lr": 1e-3, "batch_size": 32}, ["knn", "reconstruction"],
+    "stacked-ae": Detector({"optimizer": "adam", "lr": 1e-3, "batch_size": 32}, ["reconstruction", "knn"],
                            score_opts={"reconstruction": {"error": "mse"}}),
     "classifier": Detector({"arch": "conv", "batch_size": 32}, ["knn", "confidence"], epochs=(5, 20),
                            needs_classes=2),
