@@ -55,7 +55,19 @@ def _trained_rows(run, ds, filtered: bool):
     return mask
 
 
-@app.command("score")
+_SCORE_HELP = (
+    "Anomaly scores of --data under a trained model: one per sample, higher = more anomalous.\n\n"
+    "Methods by model: reconstruction (autoencoders: per-value BCE or MSE, as the loss), elbo and iw-nll "
+    "(VAEs), discriminator (GANs), denoising (DDPM: noise-prediction error at 10/25/50 % of the schedule), "
+    "knn (anything with an encoder: mean distance to the --neighbors nearest codings of the run's training "
+    "split) and confidence (classifiers: 1 - the largest class probability).\n\n"
+    "--threshold-at Q (or --contamination C) also writes 0/1 flags, the threshold being the Q quantile of the "
+    "scores of the run's own held-out split, recorded in RUN/anomaly.json. When the run was trained with "
+    "--classes / --exclude-classes and the data has labels, the other classes are known anomalies: the "
+    "AUROC is printed and RUN/anomaly-roc.png drawn (the report shows both).")
+
+
+@app.command("score", help=_SCORE_HELP)
 def score_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder (trained on normal data)."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Data to score (default: the run's own source, "
@@ -83,12 +95,7 @@ def score_cmd(
     batch_size: int = typer.Option(512, "--batch-size", "-b", min=1),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
-    """Anomaly scores of --data under a trained model: one per sample, higher = more anomalous.
-
-    Methods by model: reconstruction (autoencoders: per-value BCE or MSE, as the loss), elbo and
-    iw-nll (VAEs), discriminator (GANs), denoising (DDPM: noise-prediction error at 10/25/50 % of
-    the schedule), knn (anything with an encoder: mean distance to the 5 nearest codings of the
-    run's training split) and confidence (classifiers: 1 - the largest class probability)."""
+    """Anomaly scores of --data under a trained model (the command's help: ``_SCORE_HELP``)."""
     import numpy as np
 
     from ..eval import anomaly as an
