@@ -73,6 +73,10 @@ def test_train_records_the_filter_and_resume_keeps_it(tmp_path, run_cli, digits)
     from latentforge.train import load_run
     _, train, test, split = load_run(run_dir).data_splits()
     assert split == "held-out" and 9 not in set(test.y) and 9 not in set(train.y)
+    _, train, test, _ = load_run(run_dir).data_splits(classes="1,2")
+    assert set(test.y) == {1, 2} and set(train.y) == {1, 2}
+    with pytest.raises(DataError, match="the run's own data is its --exclude-classes 9"):
+        load_run(run_dir).data_splits(classes="9")
     # encode with a filter: only those samples
     code, out, err = run_cli("encode", run_dir, "--data", "digits", "--classes", "9", "--out", tmp_path / "c.npy")
     assert code == 0, err

@@ -176,8 +176,15 @@ class Run:
                 parts = (ds, train, valid, "held-out")
         if classes is None and exclude_classes is None:
             return parts
-        return tuple(p.filter_classes(classes, exclude_classes) if p is not None and not isinstance(p, str) else p
-                     for p in parts)
+        try:
+            return tuple(p.filter_classes(classes, exclude_classes) if p is not None and not isinstance(p, str)
+                         else p for p in parts)
+        except DataError as e:
+            if src != info.get("source") or not info.get("class_filter"):
+                raise
+            from ..data.classes import describe_filter
+            raise DataError(f"{e}: the run's own data is its {describe_filter(info['class_filter'])} "
+                            f"(`latentforge score` scores any class)") from None
 
     def _labels_for(self, y: np.ndarray | None, n: int) -> np.ndarray | None:
         """The labels to pass to a conditional model (None for the others)."""
