@@ -53,6 +53,10 @@ DataOpt = typer.Option("digits", "--data", "-d", help="Data source: a built-in n
                        "kmnist, cifar10) or a path (IDX file/folder, .npy, .npz, .csv, image folder).")
 LabelsOpt = typer.Option(None, "--labels", help="Labels file for the data (IDX, .npy or one int per line); "
                          "IDX labels beside the images are found automatically.")
+ClassesOpt = typer.Option(None, "--classes", help="Keep only the samples with these labels, e.g. 0,3,7 (class "
+                          "names work too); after --limit. A run records it in run.json and --resume keeps it.")
+ExcludeClassesOpt = typer.Option(None, "--exclude-classes", help="Drop the samples with these labels, e.g. 9 "
+                                 "(the opposite of --classes).")
 
 
 def save_array(path: Path, arr) -> Path:
@@ -87,11 +91,12 @@ def _npy_out(path: Path) -> None:
     _out_dir_ok(path)
 
 
-def _load_stream(source: str, labels: Optional[Path] = None):
+def _load_stream(source: str, labels: Optional[Path] = None, classes: Optional[str] = None,
+                 exclude_classes: Optional[str] = None):
     """Like ``_load``, but a ``.npy`` file is read in chunks as needed (any size, bounded memory)."""
     p = Path(source)
-    if p.suffix.lower() != ".npy" or not p.is_file():
-        return _load(source, labels)
+    if p.suffix.lower() != ".npy" or not p.is_file() or classes is not None or exclude_classes is not None:
+        return _load(source, labels, classes=classes, exclude_classes=exclude_classes)
     from .data import Dataset
     from .data.readers import NpyStream, read_labels
     x = NpyStream(p)
@@ -99,7 +104,9 @@ def _load_stream(source: str, labels: Optional[Path] = None):
                    sample_shape=x.sample_shape, is_image=x.is_image)
 
 
-def _load(source: str, labels: Optional[Path] = None, limit: Optional[int] = None):
+def _load(source: str, labels: Optional[Path] = None, limit: Optional[int] = None,
+          classes: Optional[str] = None, exclude_classes: Optional[str] = None):
+    """The data of ``--data``/``--labels``: its first ``limit`` samples, then the class filter."""
     from .data import load_data
     if limit is not None and limit < 1:        # refused before any data is read
         raise DataError(f"--limit {limit}: must be >= 1 (leave --limit out to use all the data)")
@@ -108,7 +115,7 @@ def _load(source: str, labels: Optional[Path] = None, limit: Optional[int] = Non
         print(f"note: {note}", file=sys.stderr)
     if limit is not None:
         ds = ds.subset(slice(0, limit))
-    return ds
+    return ds.filter_classes(classes, exclude_classes)
 
 
 def _overrides(sets: list[str], **flags: Any) -> dict[str, Any]:
@@ -118,9 +125,10 @@ def _overrides(sets: list[str], **flags: Any) -> dict[str, Any]:
     return values
 
 
-def _heldout(run, source: Optional[str], labels: Optional[Path]):
+def _heldout(run, source: Optional[str], labels: Optional[Path], classes: Optional[str] = None,
+             exclude_classes: Optional[str] = None):
     """The run's held-out split when ``source`` is the run's own data, else all of ``source``."""
-    return run.data_splits(source, labels)[2]
+    return run.data_splits(source, labels, classes=classes, exclude_classes=exclude_classes)[2]
 
 
 def _print_json(obj: Any) -> None:
@@ -190,6 +198,8 @@ def train_cmd(
     model: str = typer.Argument(..., help="Registry name, e.g. stacked-ae (see `latentforge models`)."),
     data: str = DataOpt,
     labels: Optional[Path] = LabelsOpt,
+    classes: Optional[str] = ClassesOpt,
+    exclude_classes: Optional[str] = ExcludeClassesOpt,
     epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Epochs (default: the model's)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Batch size (default: the model's)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: the model's)."),
@@ -252,7 +262,7 @@ def train_cmd(
     if nproc is not None and nproc > 1:
         _launch_processes(model, nproc, device, values, config)
         return
-    ds = _load(data, labels, limit)
+    ds = _load(data, labels, limit, classes, exclude_classes)
     if model == "classifier":
         from .data.large import StreamingDataset
         from .train.pretraining import train_classifier
@@ -297,6 +307,8 @@ def _launch_processes(model: str, nproc: int, device: str, values: dict[str, Any
 def encode_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
                data: str = typer.Option(..., "--data", "-d", help="Data source to encode."),
                labels: Optional[Path] = LabelsOpt,
+               classes: Optional[str] = ClassesOpt,
+               exclude_classes: Optional[str] = ExcludeClassesOpt,
                out: Path = typer.Option(..., "--out", "-o", help="Output .npy of codes (N, coding_size)."),
                batch_size: int = typer.Option(4096, "--batch-size", "-b", min=1),
                binary: bool = typer.Option(False, "--binary", help="Round sigmoid codes to 0/1 hashes "
@@ -310,7 +322,7 @@ def encode_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
     run = load_run(run_dir, device)
     if binary and Capability.UNIT_CODES not in run.model.capabilities:
         raise ConfigError(f"--binary: {run.name} codes are not sigmoid codings in [0, 1] (use hashing-ae)")
-    ds = _load_stream(data, labels)
+    ds = _load_stream(data, labels, classes, exclude_classes)
     codes = run.encode(ds.x, batch_size, y=ds.y, out=out, binary=binary, source=ds.name)
     print(f"wrote {out} {codes.shape}")
 
@@ -347,6 +359,8 @@ def decode_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
 def reconstruct_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
                     data: str = typer.Option(..., "--data", "-d", help="Data source to reconstruct."),
                     labels: Optional[Path] = LabelsOpt,
+                    classes: Optional[str] = ClassesOpt,
+                    exclude_classes: Optional[str] = ExcludeClassesOpt,
                     out: Path = typer.Option(..., "--out", "-o", help="Output .npy, same shape as the input."),
                     batch_size: int = typer.Option(4096, "--batch-size", "-b", min=1),
                     device: str = typer.Option("cpu", "--device")) -> None:
@@ -354,7 +368,7 @@ def reconstruct_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
     from .train import load_run
     _npy_out(out)
     run = load_run(run_dir, device)
-    ds = _load_stream(data, labels)
+    ds = _load_stream(data, labels, classes, exclude_classes)
     rec = run.reconstruct(ds.x, batch_size, y=ds.y, out=out, row_shape=tuple(ds.sample_shape), source=ds.name)
     print(f"wrote {out} {rec.shape}")
 
@@ -408,6 +422,8 @@ def plot_reconstructions_cmd(run_dir: Path = typer.Argument(..., help="A run fol
                              data: Optional[str] = typer.Option(None, "--data", "-d",
                                                                 help="Data (default: the run's held-out split)."),
                              labels: Optional[Path] = LabelsOpt,
+                             classes: Optional[str] = ClassesOpt,
+                             exclude_classes: Optional[str] = ExcludeClassesOpt,
                              out: Path = typer.Option(..., "--out", "-o", help="Output PNG."),
                              n: int = typer.Option(10, "--n", min=1, help="Images to show.")) -> None:
     """The chapter's grid: originals over their reconstructions."""
@@ -415,7 +431,7 @@ def plot_reconstructions_cmd(run_dir: Path = typer.Argument(..., help="A run fol
     from .train import load_run
     _out_dir_ok(out)
     run = load_run(run_dir)
-    ds = _heldout(run, data, labels)
+    ds = _heldout(run, data, labels, classes, exclude_classes)
     x = ds.x[:n]
     y = ds.y[:n] if ds.y is not None else None
     plot_reconstructions(x, run.reconstruct(x, y=y, source=ds.name), out, n=n, sample_shape=ds.sample_shape,
@@ -427,6 +443,8 @@ def plot_reconstructions_cmd(run_dir: Path = typer.Argument(..., help="A run fol
 def plot_tsne_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
                   data: Optional[str] = typer.Option(None, "--data", "-d", help="Data (default: the run's held-out split)."),
                   labels: Optional[Path] = LabelsOpt,
+                  classes: Optional[str] = ClassesOpt,
+                  exclude_classes: Optional[str] = ExcludeClassesOpt,
                   out: Path = typer.Option(..., "--out", "-o", help="Output PNG."),
                   max_points: int = typer.Option(5000, "--max-points", min=5)) -> None:
     """t-SNE map of the codings, coloured by label, with image thumbnails."""
@@ -434,7 +452,7 @@ def plot_tsne_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
     from .train import load_run
     _out_dir_ok(out)
     run = load_run(run_dir)
-    ds = _heldout(run, data, labels)
+    ds = _heldout(run, data, labels, classes, exclude_classes)
     codes = run.encode(ds.x, y=ds.y, source=ds.name)
     plot_tsne(codes, out, labels=ds.y, images=ds.x if ds.is_image else None, sample_shape=ds.sample_shape,
               class_names=ds.class_names, seed=run.config.seed, max_points=max_points)

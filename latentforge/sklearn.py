@@ -211,10 +211,10 @@ class _AutoencoderBase(BaseEstimator):
         return np.float32 if getattr(X, "dtype", None) == np.float32 else np.float64
 
     def _errors(self, x: np.ndarray) -> np.ndarray:
-        """Per-sample MSE between ``x`` (model-shaped) and its reconstruction, float64."""
-        def err(model, xb):
-            return (model.reconstruct(xb) - xb).reshape(len(xb), -1).square().mean(1)
-        return self._batched(err, x)
+        """Per-sample MSE between ``x`` (model-shaped) and its reconstruction, float64 (the
+        ``reconstruction`` score of :mod:`latentforge.eval.anomaly`, in MSE)."""
+        from .eval.anomaly import reconstruction_error
+        return self._batched(lambda model, xb: reconstruction_error(model, xb, error="mse"), x)
 
     def reconstruction_error(self, X) -> np.ndarray:
         """Mean squared reconstruction error of each sample, in the data's units, shape (N,)."""
@@ -334,6 +334,11 @@ class AutoencoderOutlierDetector(OutlierMixin, _AutoencoderBase):
     contamination : float in (0, 0.5], default=0.1
         Expected share of outliers in the training data; sets ``offset_`` so that this share of
         the training samples is flagged.
+    method : str, default="reconstruction"
+        The anomaly score (the functions of ``latentforge score``, :mod:`latentforge.eval.anomaly`):
+        ``reconstruction`` (the per-sample MSE), ``knn`` (mean distance of the codes to the 5
+        nearest codes of the training data, kept as ``fit_X_``), or for ``model="vae"``
+        ``iw-nll`` / ``elbo``.
     """ + _PARAMS_DOC.split("Parameters\n    ----------\n", 1)[1] + """
     Attributes
     ----------
@@ -343,11 +348,12 @@ class AutoencoderOutlierDetector(OutlierMixin, _AutoencoderBase):
     threshold_ : ``-offset_``, the same threshold on the ``decision_scores_`` scale.
     """
 
-    def __init__(self, model="stacked-ae", *, contamination=0.1, coding_size=None, hidden_sizes=None,
-                 epochs=None, batch_size=None, lr=None, config=None, random_state=None, device="cpu",
-                 verbose=False):
+    def __init__(self, model="stacked-ae", *, contamination=0.1, method="reconstruction", coding_size=None,
+                 hidden_sizes=None, epochs=None, batch_size=None, lr=None, config=None, random_state=None,
+                 device="cpu", verbose=False):
         self.model = model
         self.contamination = contamination
+        self.method = method
         self.coding_size = coding_size
         self.hidden_sizes = hidden_sizes
         self.epochs = epochs
@@ -363,15 +369,35 @@ class AutoencoderOutlierDetector(OutlierMixin, _AutoencoderBase):
         c = self.contamination
         if isinstance(c, bool) or not isinstance(c, Real) or not 0.0 < c <= 0.5:
             raise InvalidParameterError(f"contamination must be a number in (0, 0.5], got {c!r}")
+        from .eval.anomaly import METHODS
+        if self.method not in METHODS:
+            raise InvalidParameterError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         x = self._fit(X)
-        self.decision_scores_ = self._errors(x)
+        from .eval.anomaly import capabilities
+        if self.method not in capabilities(self.model_):
+            raise InvalidParameterError(f"method {self.method!r}: model {self.model!r} can score by "
+                                        f"{', '.join(capabilities(self.model_))}")
+        if self.method == "knn":
+            self.fit_X_ = x
+        self.decision_scores_ = self._anomaly(x, training=True)
         self.offset_ = float(np.percentile(-self.decision_scores_, 100.0 * c))
         self.threshold_ = -self.offset_
         return self
 
+    def _anomaly(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """The anomaly score of model-shaped ``x`` (higher = more abnormal), float64."""
+        if self.method == "reconstruction":
+            return self._errors(x)
+        from .eval.anomaly import anomaly_scores
+        model = copy.deepcopy(self.model_).double().eval()        # float64, as ``_batched``
+        return anomaly_scores(model, np.asarray(x, np.float64), self.method, reference=getattr(self, "fit_X_", None),
+                              exclude_self=training and self.method == "knn", seed=0)
+
     def score_samples(self, X):
-        """Minus the per-sample reconstruction MSE: the lower, the more abnormal."""
-        return -self.reconstruction_error(X)
+        """Minus the per-sample anomaly score (by default the reconstruction MSE): the lower, the
+        more abnormal."""
+        check_is_fitted(self)
+        return -self._anomaly(self._validate_X(X, reset=False))
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative for outliers."""

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..cli import LabelsOpt, _load, _out_dir_ok, _overrides, _print_json, app, save_array
+from ..cli import ClassesOpt, ExcludeClassesOpt, LabelsOpt, _load, _out_dir_ok, _overrides, _print_json, app, save_array
 from ..errors import ConfigError, DataError
 
 
@@ -28,6 +28,8 @@ experiment_app = _experiment_app()
 def train_classifier_cmd(
     data: str = typer.Option("digits", "--data", "-d", help="Labelled data source (built-in name or path)."),
     labels: Optional[Path] = LabelsOpt,
+    classes: Optional[str] = ClassesOpt,
+    exclude_classes: Optional[str] = ExcludeClassesOpt,
     labeled: Optional[int] = typer.Option(None, "--labeled", help="Train on N labelled samples only (stratified, "
                                           "seeded); the held-out validation split stays. Default: all labels."),
     encoder_from: Optional[Path] = typer.Option(None, "--encoder-from", help="Start from the encoder of this "
@@ -53,7 +55,7 @@ def train_classifier_cmd(
     """Train the classifier (optionally on a few labels, from a pretrained autoencoder's encoder)."""
     from ..train.pretraining import train_classifier
     values = _overrides(sets, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
-    ds = _load(data, labels, limit)
+    ds = _load(data, labels, limit, classes, exclude_classes)
     run = train_classifier(ds, labeled=labeled, encoder_from=encoder_from, freeze_epochs=freeze_epochs, out=out,
                            overrides=values, config_file=config, valid_fraction=valid_fraction, resume=resume,
                            progress=progress, device=device, overwrite=overwrite)
@@ -67,6 +69,8 @@ def train_classifier_cmd(
 def predict_cmd(run_dir: Path = typer.Argument(..., help="A classifier run folder."),
                 data: str = typer.Option(..., "--data", "-d", help="Data source to classify."),
                 labels: Optional[Path] = LabelsOpt,
+                classes: Optional[str] = ClassesOpt,
+                exclude_classes: Optional[str] = ExcludeClassesOpt,
                 out: Path = typer.Option(..., "--out", "-o", help="Output .npy: int64 labels (N,), or with "
                                          "--proba float32 probabilities (N, n_classes)."),
                 proba: bool = typer.Option(False, "--proba", help="Write class probabilities instead of labels."),
@@ -84,7 +88,7 @@ def predict_cmd(run_dir: Path = typer.Argument(..., help="A classifier run folde
     run = load_run(run_dir, device)
     if Capability.CLASSIFIES not in run.model.capabilities:
         raise ConfigError(f"{run_dir}: model {run.name!r} is not a classifier (predict needs a classifier run)")
-    ds = _load(data, labels)
+    ds = _load(data, labels, classes=classes, exclude_classes=exclude_classes)
     result = predict(run, ds.x, proba=proba, batch_size=batch_size)
     save_array(out, result)
     msg = f"wrote {out} {result.shape}"
@@ -99,6 +103,8 @@ def pretraining_cmd(
     data: str = typer.Option("digits", "--data", "-d", help="Labelled data source (labels are used only for the "
                              "classifier's few labelled samples and the test accuracy)."),
     labels: Optional[Path] = LabelsOpt,
+    classes: Optional[str] = ClassesOpt,
+    exclude_classes: Optional[str] = ExcludeClassesOpt,
     labeled: int = typer.Option(500, "--labeled", help="Labelled training samples for the classifiers."),
     ae: str = typer.Option("stacked-ae", "--ae", help="The autoencoder to pretrain (a dense one: stacked-ae, "
                            "tied-ae, denoising-ae, sparse-ae)."),
@@ -131,7 +137,7 @@ def pretraining_cmd(
     from ..train.pretraining import format_table, pretraining_experiment
     if json_out is not None and str(json_out) != "-":
         _out_dir_ok(json_out)
-    ds = _load(data, labels, limit)
+    ds = _load(data, labels, limit, classes, exclude_classes)
     result = pretraining_experiment(ds, labeled=labeled, ae=ae, seeds=seeds, ae_epochs=ae_epochs, epochs=epochs,
                                     freeze_epochs=freeze_epochs, test_fraction=test_fraction,
                                     ae_overrides=_overrides(ae_sets), overrides=_overrides(sets, lr=lr), out=out,

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from ..cli import LabelsOpt, _out_dir_ok, _print_json, app
+from ..cli import ClassesOpt, ExcludeClassesOpt, LabelsOpt, _out_dir_ok, _print_json, app
 from ..errors import ConfigError, DataError
 
 GENERATIVE_DEFAULT_N = 10_000   # latentforge.eval.run_metrics.GENERATIVE_DEFAULT_N (for the help text)
@@ -24,6 +24,8 @@ def evaluate_cmd(
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Data to evaluate on (default: the run's "
                                        "source; the run's own source: its held-out split for the AE metrics)."),
     labels: Optional[Path] = LabelsOpt,
+    classes: Optional[str] = ClassesOpt,
+    exclude_classes: Optional[str] = ExcludeClassesOpt,
     n: Optional[int] = typer.Option(None, "-n", "--n", help="Use only the first N held-out samples (AE metrics) "
                                     f"and N real vs N generated samples (generative; default min({GENERATIVE_DEFAULT_N:,}, "
                                     "data size))."),
@@ -49,7 +51,8 @@ def evaluate_cmd(
     from ..train import load_run
     run = load_run(run_dir, device)
     result = evaluate_run(run, data, labels, n=n, features=features, k=k, seed=seed, batch_size=batch_size,
-                          device=device)
+                          device=device, splits=run.data_splits(data, labels, classes=classes,
+                                                                exclude_classes=exclude_classes))
     if json_out is not None:
         from ..train.checkpoint import atomic_write_json
         try:

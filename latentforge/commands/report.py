@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from ..cli import _out_dir_ok, app
+from ..cli import ClassesOpt, ExcludeClassesOpt, _out_dir_ok, app
 
 
 def _open(path: Path) -> None:
@@ -24,6 +24,8 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
                data: Optional[str] = typer.Option(None, "--data", "-d", help="Data for reconstructions, the "
                                                   "t-SNE map and metrics (default: the run's held-out split; "
                                                   "never downloaded: unavailable data skips those sections)."),
+               classes: Optional[str] = ClassesOpt,
+               exclude_classes: Optional[str] = ExcludeClassesOpt,
                out: Optional[Path] = typer.Option(None, "--out", "-o",
                                                   help="Output HTML (default RUN_DIR/report.html)."),
                seed: int = typer.Option(0, "--seed", help="Seed of the samples, pairs and t-SNE."),
@@ -32,7 +34,7 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
     from ..report.html import build_report
     if out is not None:
         _out_dir_ok(out)
-    path = build_report(run_dir, data, out=out, seed=seed)
+    path = build_report(run_dir, data, out=out, seed=seed, classes=classes, exclude_classes=exclude_classes)
     print(f"wrote {path}")
     if open_:
         _open(path)

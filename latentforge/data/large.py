@@ -370,7 +370,8 @@ class StreamingDataset(Dataset):
                 idx = np.flatnonzero(idx)
         return StreamingDataset(x=self.x.subset(idx), y=None if self.y is None else self.y[idx], name=self.name,
                                 sample_shape=self.sample_shape, is_image=self.is_image,
-                                class_names=None if self.class_names is None else list(self.class_names))
+                                class_names=None if self.class_names is None else list(self.class_names),
+                                class_filter=self.class_filter)
 
     def without_labels(self) -> "StreamingDataset":
         return StreamingDataset(x=self.x, y=None, name=self.name, sample_shape=self.sample_shape,
@@ -379,7 +380,7 @@ class StreamingDataset(Dataset):
     def materialize(self) -> Dataset:
         """The same data as an in-memory :class:`Dataset` (reads everything)."""
         return Dataset(x=np.asarray(self.x), y=self.y, name=self.name, sample_shape=self.sample_shape,
-                       is_image=self.is_image, class_names=self.class_names)
+                       is_image=self.is_image, class_names=self.class_names, class_filter=self.class_filter)
 
     # -- training order ------------------------------------------------------------------------
     def block_plan(self, seed: int, epoch: int, block_rows: int | None = None) -> list[np.ndarray]:

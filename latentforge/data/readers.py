@@ -126,6 +126,8 @@ class Dataset:
             unknown.
         notes: what reading the source decided that a user should hear (which ``.npz`` arrays
             were used, greyscale images promoted to colour); the command line prints them.
+        class_filter: the class filter this dataset went through (``{"classes": [0, 3, 7]}`` or
+            ``{"exclude_classes": [9]}``, see :meth:`filter_classes`); ``None`` when unfiltered.
     """
 
     x: np.ndarray
@@ -136,6 +138,7 @@ class Dataset:
     class_names: list[str] | None = None
     feature_names: list[str] | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    class_filter: dict | None = None
 
     def __post_init__(self) -> None:
         if self.y is not None and len(self.y) != len(self.x):
@@ -180,7 +183,17 @@ class Dataset:
             class_names=None if self.class_names is None else list(self.class_names),
             feature_names=None if self.feature_names is None else list(self.feature_names),
             notes=list(self.notes),
+            class_filter=self.class_filter,
         )
+
+    def filter_classes(self, classes=None, exclude=None) -> "Dataset":
+        """Only the samples labelled ``classes`` (e.g. ``[0, 3, 7]`` or ``"0,3,7"``; class names
+        work too), or all but those labelled ``exclude``; see :mod:`latentforge.data.classes`.
+
+        Raises DataError for data without labels, a label no sample has, or nothing left.
+        """
+        from .classes import filter_classes
+        return filter_classes(self, classes, exclude)
 
 
 def train_valid_split(

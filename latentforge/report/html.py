@@ -153,10 +153,11 @@ class _Ctx:
         return torch.arange(k).repeat_interleave(n_per_class).to(self.run.device)
 
 
-def load_heldout(run, source: str | None = None):
+def load_heldout(run, source: str | None = None, classes=None, exclude_classes=None):
     """The run's held-out split when ``source`` is the run's own data (default), else all of
-    ``source``. Never downloads: an uncached built-in dataset raises DataError."""
-    return run.data_splits(source, download=False)[2]
+    ``source`` (``classes`` / ``exclude_classes``: a class filter). Never downloads: an uncached
+    built-in dataset raises DataError."""
+    return run.data_splits(source, download=False, classes=classes, exclude_classes=exclude_classes)[2]
 
 
 # ------------------------------------------------------------------------------------ sections
@@ -478,16 +479,23 @@ def _tsne_section(ctx: _Ctx) -> Section | None:
     return Section("tsne", title, _figure(png, f"{n} held-out samples, coloured by label{thumbs}", cls="wide"))
 
 
+def _anomaly_section(ctx: _Ctx) -> Section | None:
+    """Thresholds, AUROC and ROC curve recorded by `latentforge score` (RUN_DIR/anomaly.json)."""
+    from .anomaly import anomaly_section_html
+    body = anomaly_section_html(ctx.run.run_dir, lambda png, caption: _figure(png, caption))
+    return Section("anomaly", "Anomaly detection", body) if body is not None else None
+
+
 #: the report's sections, in page order; each returns None where it does not apply to the model
 SECTIONS: list[Callable[[_Ctx], Section | None]] = [
     _run_section, _metrics_section, _curves_section, _reconstructions_section, _samples_section,
-    _evolution_section, _interpolations_section, _tsne_section, _config_section,
+    _evolution_section, _interpolations_section, _tsne_section, _anomaly_section, _config_section,
 ]
 
 
 # ------------------------------------------------------------------------------------ report
 def build_report(run_dir: str | Path, data: str | None = None, *, out: str | Path | None = None,
-                 seed: int = 0) -> Path:
+                 seed: int = 0, classes=None, exclude_classes=None) -> Path:
     """Write the run's report (default ``RUN_DIR/report.html``) and return its path.
 
     ``data``: the data for the data-dependent sections (default: the run's own source, held-out
@@ -500,7 +508,7 @@ def build_report(run_dir: str | Path, data: str | None = None, *, out: str | Pat
     history = run.history or _read_json(run_dir / "history.json") or []
     ctx = _Ctx(run=run, summary=summary, history=history, seed=seed)
     try:
-        ctx.data = load_heldout(run, data)
+        ctx.data = load_heldout(run, data, classes, exclude_classes)
         from ..train.run import same_source
         ctx.data_is_heldout = data is None or same_source(data, run.data_info.get("source"))
     except (LatentforgeError, OSError) as e:

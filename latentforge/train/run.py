@@ -163,13 +163,16 @@ class Run:
             return np.load(out, mmap_mode="r")
         return result if result is not None else np.zeros((0,), np.float32)
 
-    def data_splits(self, source: str | None = None, labels: str | Path | None = None, *, download: bool = True):
+    def data_splits(self, source: str | None = None, labels: str | Path | None = None, *, download: bool = True,
+                    classes=None, exclude_classes=None):
         """``(data, train part, held-out part, split name)`` of ``source`` (default: the run's own).
 
-        The run's own data: the run's training / held-out split, as it was trained. Other data:
-        no training part, and all of it held out (split name ``"all"``).
+        The run's own data: the run's training / held-out split, as it was trained (after the class
+        filter the run recorded). Other data: no training part, and all of it held out (split name
+        ``"all"``). ``classes`` / ``exclude_classes`` then keep / drop labels in every part.
         """
         from ..data import load_data, train_valid_split
+        from ..data.classes import apply_recorded
         info = self.data_info
         src = source or info.get("source")
         if src is None:
@@ -184,11 +187,24 @@ class Run:
                 raise DataError(f"{self.run_dir}: the labels file the run was trained with, {labels}, is missing "
                                 f"(moved or deleted); pass it with --labels PATH")
         ds = load_data(src, labels=labels, download=download)
+        if own:
+            ds = apply_recorded(ds, info.get("class_filter"))
+        parts: tuple = (ds, None, ds, "all")
         if own and info.get("valid_fraction"):
             train, valid = train_valid_split(ds, info["valid_fraction"], seed=self.config.seed)
             if valid is not None:
-                return ds, train, valid, "held-out"
-        return ds, None, ds, "all"
+                parts = (ds, train, valid, "held-out")
+        if classes is None and exclude_classes is None:
+            return parts
+        try:
+            return tuple(p.filter_classes(classes, exclude_classes) if p is not None and not isinstance(p, str)
+                         else p for p in parts)
+        except DataError as e:
+            if not own or not info.get("class_filter"):
+                raise
+            from ..data.classes import describe_filter
+            raise DataError(f"{e}: the run's own data is its {describe_filter(info['class_filter'])} "
+                            f"(`latentforge score` scores any class)") from None
 
     def _labels_for(self, y: np.ndarray | None, n: int) -> np.ndarray | None:
         """The labels to pass to a conditional model (None for the others)."""
@@ -451,7 +467,8 @@ def describe_data(ds, train_ds, valid_ds, valid_fraction: float | None, labels: 
     return {**info, "n_train": len(train_ds), "n_valid": len(valid_ds) if valid_ds is not None else 0,
             "sample_shape": list(ds.sample_shape), "is_image": ds.is_image, "labels": ds.y is not None,
             "class_names": ds.class_names, "valid_fraction": valid_fraction, **_fingerprint_info(ds.x),
-            "range": [float(ds.x.min()), float(ds.x.max())], **extra}
+            "range": [float(ds.x.min()), float(ds.x.max())],
+            **({"class_filter": ds.class_filter} if getattr(ds, "class_filter", None) else {}), **extra}
 
 
 def _fingerprint_info(x) -> dict[str, Any]:
@@ -548,6 +565,9 @@ def train(model: str, data, *, out: str | Path | None = None, overrides: dict[st
     if not isinstance(data, Dataset):
         for note in getattr(ds, "notes", None) or []:      # which .npz arrays, grey promoted to colour
             log(f"note: {note}")
+    if saved_meta is not None:        # a resumed run continues on its class filter
+        from ..data.classes import for_resume
+        ds = for_resume(ds, saved_meta.get("data", {}).get("class_filter"), out)
     if cls.uses_labels and ds.y is None and not getattr(cls, "labels_optional", False):
         raise DataError(f"{ds.name}: model {model!r} needs labels and this data has none")
     if not resume:      # continuous data: linear output, per-feature standardisation (continuous.py)
