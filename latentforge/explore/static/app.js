@@ -165,7 +165,7 @@
     }
     const w = canvas.clientWidth, h = canvas.clientHeight, pad = 30;
     const s = Math.min((w - 2 * pad) / Math.max(x1 - x0, 1e-9), (h - 2 * pad) / Math.max(y1 - y0, 1e-9));
-    S.view = { s, tx: w / 2 - s * (x0 + x1) / 2, ty: h / 2 + s * (y0 + y1) / 2 };   // y grows upwards
+    S.view = { s, s0: s, tx: w / 2 - s * (x0 + x1) / 2, ty: h / 2 + s * (y0 + y1) / 2 };   // y grows upwards
   }
   const toScreen = (x, y) => [S.view.s * x + S.view.tx, -S.view.s * y + S.view.ty];
   const toData = (px, py) => [(px - S.view.tx) / S.view.s, -(py - S.view.ty) / S.view.s];
@@ -242,7 +242,8 @@
       const per = S.run.sprite_side * S.run.sprite_side, side = S.run.sprite_side;
       const hw = S.run.image_hw;
       const occupied = new Set();
-      const cell = THUMB_PX;
+      const size = Math.round(THUMB_PX * Math.min(2.5, Math.max(1, Math.sqrt(s / (S.view.s0 || s)) * 0.8)));
+      const cell = size;
       ctx.imageSmoothingEnabled = false;
       for (const k of visible) {
         if (thumbs >= THUMB_MAX) break;
@@ -257,7 +258,7 @@
         thumbs++;
         if (!img) continue;
         const cellK = k % per, cx = (cellK % side) * hw[1], cy = Math.floor(cellK / side) * hw[0];
-        const tw = THUMB_PX * Math.min(1, hw[1] / hw[0]), th = THUMB_PX * Math.min(1, hw[0] / hw[1]);
+        const tw = size * Math.min(1, hw[1] / hw[0]), th = size * Math.min(1, hw[0] / hw[1]);
         ctx.drawImage(img, cx, cy, hw[1], hw[0], sx[k] - tw / 2, sy[k] - th / 2, tw, th);
         ctx.strokeStyle = m.cls[k] === 255 ? "#8ab4f8" : PALETTE[m.cls[k] % PALETTE.length];
         ctx.lineWidth = 1.5;
