@@ -281,21 +281,36 @@ def _launch_processes(model: str, nproc: int, device: str, values: dict[str, Any
 def encode_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
                data: str = typer.Option(..., "--data", "-d", help="Data source to encode."),
                labels: Optional[Path] = LabelsOpt,
-               out: Path = typer.Option(..., "--out", "-o", help="Output .npy of codes (N, coding_size)."),
+               out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .npy of codes (N, coding_size)."),
                batch_size: int = typer.Option(4096, "--batch-size", "-b", min=1),
                binary: bool = typer.Option(False, "--binary", help="Round sigmoid codes to 0/1 hashes "
                                            "(uint8; hashing-ae, sparse-ae)."),
+               projector: Optional[Path] = typer.Option(None, "--projector", help="Also write the codes, the "
+                                                        "labels and a sprite of the images in TensorBoard's "
+                                                        "projector format to this folder "
+                                                        "(`tensorboard --logdir DIR`, tab Projector)."),
                device: str = typer.Option("cpu", "--device")) -> None:
     """Encode data into codes with a trained model."""
     from .errors import ConfigError
     from .train import load_run
-    _npy_out(out)
+    if out is None and projector is None:
+        raise ConfigError("encode: give --out FILE.npy and/or --projector DIR")
+    if out is not None:
+        _npy_out(out)
     run = load_run(run_dir, device)
     if binary and not getattr(run.model, "codes_in_unit_interval", False):
         raise ConfigError(f"--binary: {run.name} codes are not sigmoid codings in [0, 1] (use hashing-ae)")
     ds = _load_stream(data, labels)
     codes = run.encode(ds.x, batch_size, y=ds.y, out=out, binary=binary, source=ds.name)
-    print(f"wrote {out} {codes.shape}")
+    if out is not None:
+        print(f"wrote {out} {codes.shape}")
+    if projector is not None:
+        from .report.projector import write_projector
+        done = write_projector(projector, codes, labels=ds.y, images=ds.x if ds.is_image else None,
+                               sample_shape=ds.sample_shape, class_names=ds.class_names)
+        print(f"wrote {projector} (TensorBoard projector, {done['n']} codings; tensorboard --logdir {projector})")
+        if done["note"]:
+            print(f"note: {done['note']}")
 
 
 @app.command("decode")
