@@ -101,7 +101,7 @@ def test_runs_and_capabilities(client):
     assert {"sample", "conditional"} <= caps["cvae"]
     assert "plane" in caps["lin"] and by["lin"]["methods"] == ["latent"]
     assert "hash" in caps["hash"] and "hash" not in caps["vae"]
-    assert {"sample", "decode"} <= caps["gan"] and not {"map", "encode", "images"} & caps["gan"]
+    assert {"sample", "decode"} <= caps["gan"] and not {"map", "encode", "images", "truncation"} & caps["gan"]
     assert by["ae"]["n"] == N_POINTS and by["ae"]["code_width"] == 30 and by["ae"]["image_hw"] == [28, 28]
     assert by["vae"]["interpolation"] == "slerp" and by["ae"]["interpolation"] == "linear"
 
@@ -417,3 +417,12 @@ def test_embedding_methods():
     assert gaps > 2 * spread                                         # the three blobs stay apart
     again, _ = tsne_2d(blobs, fit_max=120, seed=0)
     assert np.array_equal(xy, again)                                 # seeded: the same map
+
+
+def test_truncation_capability_is_probed():
+    """`truncation` shows where sample() accepts it, not where the keyword merely exists."""
+    from latentforge.explore.state import capabilities
+    from latentforge.models import build_model
+    for name, expected in (("stylegan", True), ("gan", False), ("ddpm", False), ("vae", False)):
+        model = build_model(name, input_shape=[1, 28, 28]).eval()
+        assert capabilities(model, 30, False, False)["truncation"] is expected, name

@@ -268,6 +268,10 @@ def serve(runs: list[ServedRun], host: str = "127.0.0.1", port: int = 0, *, open
                     import webbrowser
                     webbrowser.open(url + (f"?token={token}" if token else ""))
 
+    import torch
+    # a request decodes at most a few hundred images: one intra-op thread each, requests side by
+    # side (state.INFERENCE); OpenMP teams of two on a busy 2-core machine cost 10x at n = 64
+    torch.set_num_threads(1)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=2)
     server = Server(config)

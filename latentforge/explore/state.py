@@ -16,6 +16,7 @@ import hashlib
 import inspect
 import io
 import math
+import os
 import queue
 import sys
 import threading
@@ -43,6 +44,12 @@ MAX_HASH_BITS = 32
 MAP_DIR = "explore"
 #: default cap on the points served (a random subsample above it, seeded)
 DEFAULT_MAX_POINTS = 100_000
+
+
+#: model calls running at once (each on one intra-op thread, see ``serve``): one per core, at most 8.
+#: Models in eval mode hold no per-call state, so requests compute side by side on the cores
+#: instead of waiting for each other (or oversubscribing them with intra-op threads).
+INFERENCE = threading.BoundedSemaphore(max(1, min(os.cpu_count() or 1, 8)))
 
 
 class ApiError(Exception):
@@ -180,10 +187,7 @@ def capabilities(model, code_width: int | None, has_data: bool, is_image: bool) 
     def has(name: str) -> bool:
         return callable(getattr(model, name, None))
     sample = getattr(model, "sample", None)
-    try:
-        truncation = callable(sample) and "truncation" in inspect.signature(sample).parameters
-    except (TypeError, ValueError):
-        truncation = False
+    truncation = callable(sample) and _supports_truncation(model, sample)
     encode = has("encode") and has_data and code_width is not None
     return {
         "map": encode,
@@ -201,6 +205,23 @@ def capabilities(model, code_width: int | None, has_data: bool, is_image: bool) 
         "upload": encode and has_data and is_image,
         "slerp": bool(getattr(model, "gaussian_latent", False)),
     }
+
+
+def _supports_truncation(model, sample) -> bool:
+    """Whether ``sample(..., truncation=psi)`` works: the keyword is in the signature and one
+    sample with psi = 1 (no truncation) is accepted (some models take the keyword only to refuse it)."""
+    try:
+        if "truncation" not in inspect.signature(sample).parameters:
+            return False
+    except (TypeError, ValueError):
+        return False
+    labels = torch.zeros(1, dtype=torch.long) if getattr(model, "uses_labels", False) else None
+    try:
+        with torch.inference_mode():
+            sample(1, labels, generator=torch.Generator().manual_seed(0), truncation=1.0)
+    except Exception:       # noqa: BLE001 - refused (ConfigError) or unusable: no truncation control
+        return False
+    return True
 
 
 def _gan_like_code_width(model) -> int | None:
@@ -222,7 +243,7 @@ class ServedRun:
         self.run = load_run(run_dir, "cpu")
         self.model = self.run.model
         self.model.eval()
-        self.lock = threading.Lock()          # one inference at a time per model
+        self.lock = INFERENCE                 # bounded concurrent inference, across runs
         self.worker = worker or MapWorker()
         self.default_method = default_method
         self.seed = seed
@@ -474,10 +495,21 @@ class ServedRun:
         return xy.astype(np.float32)
 
     def map_job(self, method: str) -> _Job:
+        """The map's job: t-SNE and UMAP queue on the worker thread; 2-D codings and PCA (seconds
+        for a million points) are computed at once, in the calling thread."""
         with self._maps_lock:
             job = self._maps.get(method)
             if job is None or (job.done.is_set() and job.error is not None):
-                job = self._maps[method] = self.worker.submit(lambda: self._compute_map(method))
+                if method in ("latent", "pca"):
+                    job = _Job(lambda: self._compute_map(method))
+                    try:
+                        job.result = job.fn()
+                    except BaseException as e:      # noqa: BLE001 - reported to the request
+                        job.error = e
+                    job.done.set()
+                else:
+                    job = self.worker.submit(lambda: self._compute_map(method))
+                self._maps[method] = job
             return job
 
     def map_xy(self, method: str | None) -> tuple[str, np.ndarray]:
