@@ -40,10 +40,15 @@ def runs_dir(tmp_path_factory):
     _train("linear-ae", base / "lin", coding_size=2)
     _train("hashing-ae", base / "hash")
     _train("gan", base / "gan")
+    from latentforge.data import load_data
+    from latentforge.train import train
+    train("stylegan", load_data(str(mnist4k_path())).subset(slice(0, 64)), out=base / "sg",
+          overrides={"epochs": 1, "channels": [16, 8], "mapping_layers": 2}, progress=False, device="cpu",
+          overwrite=True, log=lambda m: None)
     return base
 
 
-NAMES = ("ae", "vae", "cvae", "lin", "hash", "gan")
+NAMES = ("ae", "vae", "cvae", "lin", "hash", "gan", "sg")
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +221,25 @@ def test_sample(client):
     assert c3.status_code == c5.status_code == 200 and c3.content != c5.content
     assert client.post("/api/runs/2/sample", json={"n": 10}).status_code == 200       # one of each class
     assert client.post("/api/runs/5/sample", json={"n": 8, "seed": 2}).status_code == 200
+
+
+def test_style_mixing(client, runs):
+    rs = client.get("/api/runs").json()
+    assert rs[6]["capabilities"]["mix"] and rs[6]["capabilities"]["truncation"] and rs[6]["n_styles"] == 8
+    assert not any(r["capabilities"]["mix"] for r in rs[:6])
+    one = client.post("/api/runs/6/mix", json={"seed": 0, "n": 3, "crossover": 2})
+    grid = _png(one.content)
+    assert grid.shape == (4 * 29 + 1, 4 * 29 + 1)
+    assert not grid[1:29, 1:29].any()                                   # the corner is blank
+    assert client.post("/api/runs/6/mix", json={"seed": 0, "n": 3, "crossover": 2}).content == one.content
+    other = _png(client.post("/api/runs/6/mix", json={"seed": 0, "n": 3, "crossover": 6}).content)
+    assert np.array_equal(other[:, :29], grid[:, :29]) and np.array_equal(other[:29], grid[:29])   # same sources
+    assert not np.array_equal(other, grid)                                                          # other mixes
+    assert client.post("/api/runs/6/mix", json={"truncation": 0.5}).status_code == 200
+    _err(client.post("/api/runs/6/mix", json={"crossover": 0}), 400, "crossover 0", "1..7")
+    _err(client.post("/api/runs/6/mix", json={"n": 9}), 400, "n 9")
+    _err(client.post("/api/runs/1/mix", json={}), 400, "cannot mix styles")
+    assert client.post("/api/runs/6/sample", json={"n": 4, "truncation": 0.7}).status_code == 200
 
 
 # ------------------------------------------------------------------------------ uploads
@@ -426,3 +450,12 @@ def test_truncation_capability_is_probed():
     for name, expected in (("stylegan", True), ("gan", False), ("ddpm", False), ("vae", False)):
         model = build_model(name, input_shape=[1, 28, 28]).eval()
         assert capabilities(model, 30, False, False)["truncation"] is expected, name
+
+
+def test_decode_rejects_what_numpy_would_coerce(client):
+    """Booleans and strings are not codes, even where numpy would turn them into numbers."""
+    _err(client.post("/api/runs/0/decode", json={"codes": [[True] * 30]}), 400, "finite numbers")
+    _err(client.post("/api/runs/0/decode", json={"codes": [["1"] * 30]}), 400, "finite numbers")
+    _err(client.post("/api/runs/0/decode", json={"codes": [[0.0] * 30, [0.0] * 31]}), 400, "codes[1]", "got 31")
+    big = b'{"codes": [[1e400' + b", 0" * 29 + b"]]}"                      # JSON's 1e400 reads as inf
+    _err(client.post("/api/runs/0/decode", content=big), 400, "finite numbers")

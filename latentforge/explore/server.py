@@ -12,6 +12,8 @@ Routes (all JSON errors are ``{"error": "one line"}`` with a 4xx status; the ser
 * ``POST /api/runs/{i}/decode`` ``{"codes": [[...], ...], "label": null, "ncols": null}`` -> PNG grid.
 * ``POST /api/runs/{i}/interpolate`` ``{"a": index, "b": index, "steps": 8, "method": null}`` -> PNG strip.
 * ``POST /api/runs/{i}/sample`` ``{"n": 16, "seed": 0, "label": null, "truncation": null}`` -> PNG grid.
+* ``POST /api/runs/{i}/mix`` ``{"seed": 0, "n": 4, "crossover": null, "truncation": null}`` -> StyleGAN's
+  style-mixing grid (A sources down the left, B sources across the top).
 * ``POST /api/runs/{i}/encode``: an image upload (multipart field ``image``, or the raw PNG/JPEG
   body), optional ``label`` -> ``{"code", "x", "y", "score", "percentile", "reconstruction", ...}``.
 
@@ -187,6 +189,13 @@ def create_app(runs: list[ServedRun], token: str | None = None,
         return png(await run_in_threadpool(run.sample_png, obj.get("n", 16), obj.get("seed", 0), obj.get("label"),
                                            obj.get("truncation"), obj.get("ncols")))
 
+    async def mix(request: Request):
+        run = get_run(request)
+        obj = await read_json(request)
+        fields(obj, ("seed", "n", "crossover", "truncation"))
+        return png(await run_in_threadpool(run.mix_png, obj.get("seed", 0), obj.get("n", 4), obj.get("crossover"),
+                                           obj.get("truncation")))
+
     async def encode(request: Request):
         run = get_run(request)
         body = await read_body(request)
@@ -229,6 +238,7 @@ def create_app(runs: list[ServedRun], token: str | None = None,
         Route("/api/runs/{run}/interpolate", g(interpolate), methods=["POST"]),
         Route("/api/runs/{run}/sample", g(sample), methods=["POST"]),
         Route("/api/runs/{run}/encode", g(encode), methods=["POST"]),
+        Route("/api/runs/{run}/mix", g(mix), methods=["POST"]),
     ]
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
 

@@ -98,7 +98,9 @@
     $("sample-trunc-box").hidden = !c.truncation;
     $("sample-label-box").hidden = !c.conditional;
     fillLabels($("sample-label"), run, "each class");
-    $("sample-img").hidden = true; $("walk-img").hidden = true;
+    $("sample-img").hidden = true; $("walk-img").hidden = true; $("mix-img").hidden = true;
+    $("mix-box").hidden = !c.mix;
+    if (c.mix) { $("mix-cut").max = run.n_styles - 1; $("mix-cut").value = Math.floor(run.n_styles / 2); }
     $("upload-panel").hidden = !c.upload;
     $("upload-label-box").hidden = !c.conditional;
     fillLabels($("upload-label"), run, null);
@@ -478,6 +480,16 @@
       status("latent walk between the latents of seeds " + (seed * 2 + 1) + " and " + (seed * 2 + 2));
     } catch (e) { status(e.message, true); }
   }
+  async function mixStyles() {
+    const body = { seed: Number($("sample-seed").value), n: 4, crossover: Number($("mix-cut").value) };
+    if ($("sample-trunc").value !== "") body.truncation = Number($("sample-trunc").value);
+    try {
+      await showBlob($("mix-img"), await postJSON(runPath("mix"), body));
+      status("style mixing: rows take the left image's styles below layer " + body.crossover +
+             ", the top image's from it on");
+    } catch (e) { status(e.message, true); }
+  }
+  $("mix-go").addEventListener("click", mixStyles);
   $("sample-go").addEventListener("click", sample);
   $("walk-go").addEventListener("click", walk);
   let sampleTimer = null;
