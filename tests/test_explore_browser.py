@@ -104,6 +104,15 @@ def test_explore_in_chromium(server, page, tmp_path):
     pg.wait_for_selector("#interp-img[data-loaded='1']", timeout=30_000)
     assert _natural_width(pg, "#interp-img") == 8 * 29 + 1
     assert pg.is_hidden("#sample-panel")                                 # an AE does not sample
+    # upload a digit (the data's own image 17): it lands on the map, with its anomaly percentile
+    png = tmp_path / "upload.png"
+    data = pg.evaluate(f"""async () => {{
+        const r = await fetch('api/runs/0/images/{a}.png');
+        return Array.from(new Uint8Array(await r.arrayBuffer())); }}""")
+    png.write_bytes(bytes(data))
+    pg.set_input_files("#upload-file", str(png))
+    pg.wait_for_function("document.getElementById('upload-score').textContent.includes('percentile')", timeout=60_000)
+    assert pg.evaluate("lfExplore.state.upload !== null")
     # zoom in: fewer points in view
     box = pg.locator("#map").bounding_box()
     pg.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
