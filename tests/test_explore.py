@@ -459,3 +459,13 @@ def test_decode_rejects_what_numpy_would_coerce(client):
     _err(client.post("/api/runs/0/decode", json={"codes": [[0.0] * 30, [0.0] * 31]}), 400, "codes[1]", "got 31")
     big = b'{"codes": [[1e400' + b", 0" * 29 + b"]]}"                      # JSON's 1e400 reads as inf
     _err(client.post("/api/runs/0/decode", content=big), 400, "finite numbers")
+
+
+def test_cli_busy_port(run_cli, runs_dir):
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        code, out, err = run_cli("explore", str(runs_dir / "ae"), "--port", str(port))
+    assert code == 2 and "cannot listen there" in err and err.count("\n") == 1

@@ -56,8 +56,9 @@ def explore_cmd(
         if d.resolve() in seen:
             raise ConfigError(f"{d}: run folder given twice")
         seen.add(d.resolve())
-    from ..explore.server import is_loopback, serve
+    from ..explore.server import is_loopback, listen, serve
     from ..explore.state import load_runs
+    sock = listen(host, port)             # a busy port or a bad address fails before any work
     token = None
     if not is_loopback(host):
         import secrets
@@ -65,6 +66,10 @@ def explore_cmd(
         print(f"latentforge: warning: --host {host} makes the runs reachable from other machines; every API "
               f"call needs the token {token} (header X-Token or ?token=; open the page with ?token={token})",
               file=sys.stderr, flush=True)
-    runs = load_runs(list(run_dirs), data=data, labels=labels, max_points=max_points, method=method)
-    serve(runs, host, port, open_browser=open_, token=token)
+    try:
+        runs = load_runs(list(run_dirs), data=data, labels=labels, max_points=max_points, method=method)
+    except BaseException:
+        sock.close()
+        raise
+    serve(runs, host, port, open_browser=open_, token=token, sock=sock)
     print("stopped", file=sys.stderr)

@@ -247,12 +247,9 @@ def is_loopback(host: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
-def serve(runs: list[ServedRun], host: str = "127.0.0.1", port: int = 0, *, open_browser: bool = False,
-          token: str | None = None) -> None:
-    """Serve ``runs`` until Ctrl-C; print ``serving http://HOST:PORT/`` once listening."""
+def listen(host: str = "127.0.0.1", port: int = 0):
+    """A listening socket on ``host:port`` (port 0: a free one), or ConfigError saying why not."""
     import socket
-
-    import uvicorn
 
     from ..errors import ConfigError
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -260,10 +257,22 @@ def serve(runs: list[ServedRun], host: str = "127.0.0.1", port: int = 0, *, open
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
-    except OSError as e:
+    except (OSError, OverflowError) as e:
         sock.close()
-        raise ConfigError(f"--host {host} --port {port}: cannot listen there: {e.strerror or e}") from None
+        reason = getattr(e, "strerror", None) or e
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there: {reason}") from None
     sock.listen(128)
+    return sock
+
+
+def serve(runs: list[ServedRun], host: str = "127.0.0.1", port: int = 0, *, open_browser: bool = False,
+          token: str | None = None, sock=None) -> None:
+    """Serve ``runs`` until Ctrl-C (on ``sock`` if given, else a new socket on ``host:port``);
+    print ``serving http://HOST:PORT/`` once listening."""
+    import uvicorn
+
+    if sock is None:
+        sock = listen(host, port)
     real_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{real_port}/"
