@@ -7,7 +7,8 @@ its own keep-alive HTTP connection to 127.0.0.1, sending ``--requests`` requests
 other: ``POST /api/runs/{i}/decode`` with n codes (n = 1, 16, 64) and ``POST /api/runs/{i}/sample``
 (n = 16, 64). Bounded: at most clients x requests per scenario, and a scenario stops at
 ``--max-seconds``. Prints p50 / p95 / max latency (ms) and requests/s per scenario, with the issue's
-target (p95 <= 100 ms for the dense and conv models at n <= 64 under 20 concurrent requests).
+target (p95 <= 100 ms for the dense and conv models at n <= 64 under 20 concurrent requests), and,
+first, the median of 20 requests sent by one client alone (the service time of one request).
 
     PYTHONPATH=. python bench/explore_load.py [--clients 20] [--requests 25]
 """
@@ -103,7 +104,8 @@ def main() -> None:
             rng = np.random.default_rng(0)
             print(f"{args.clients} concurrent clients x {args.requests} requests each, 127.0.0.1; "
                   f"load average {tuple(round(v, 2) for v in os.getloadavg())}")
-            print(f"{'scenario':<28} {'requests':>8} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'req/s':>7} {'target':>8}")
+            print(f"{'scenario':<28} {'alone ms':>8} {'requests':>8} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'req/s':>7}"
+                  f" {'target':>8}")
             cases = []
             for r in runs:
                 for n in (1, 16, 64):
@@ -115,10 +117,13 @@ def main() -> None:
                         bodies = [json.dumps({"n": n, "seed": s}).encode() for s in range(8)]
                         cases.append((f"{r['model']} sample n={n}", f"/api/runs/{r['index']}/sample", bodies, False))
             for name, path, bodies, target in cases:
+                # first one client alone (the service time of one request), then the concurrent load
+                alone, _, _ = scenario(host, int(port), path, bodies, 1, 20, args.max_seconds)
                 lat, wall, errs = scenario(host, int(port), path, bodies, args.clients, args.requests, args.max_seconds)
                 q = np.percentile(lat, [50, 95])
                 ok = ("met" if q[1] <= TARGET_MS else "NOT met") if ("stacked" in name or "conv" in name) else ""
-                print(f"{name:<28} {len(lat):>8} {q[0]:>8.1f} {q[1]:>8.1f} {max(lat):>8.1f} {len(lat) / wall:>7.0f}"
+                print(f"{name:<28} {np.median(alone):>8.1f} {len(lat):>8} {q[0]:>8.1f} {q[1]:>8.1f} {max(lat):>8.1f}"
+                      f" {len(lat) / wall:>7.0f}"
                       f" {ok:>8}" + (f"  ({errs} errors)" if errs else ""), flush=True)
             print(f"load average after {tuple(round(v, 2) for v in os.getloadavg())}")
         finally:

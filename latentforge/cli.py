@@ -405,7 +405,7 @@ def plot_tsne_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
                   out: Path = typer.Option(..., "--out", "-o", help="Output PNG."),
                   max_points: int = typer.Option(20000, "--max-points", min=0,
                                                  help="Map a random subsample of at most N points, for speed "
-                                                 "(openTSNE: about 50 s for 20,000 on 2 cores; 0: every point).")
+                                                 "(openTSNE: about 80 CPU seconds for 20,000; 0: every point).")
                   ) -> None:
     """t-SNE map of the codings (openTSNE), coloured by label, with image thumbnails."""
     from .report import plot_tsne

@@ -35,8 +35,8 @@ def explore_cmd(
     method: str = typer.Option("tsne", "--method", help="Map of the codings: tsne (openTSNE), umap (when "
                                "umap-learn is installed) or pca; the page can switch."),
     max_points: int = typer.Option(100_000, "--max-points", min=1, help="Serve at most N points (a seeded "
-                                   "random subsample above it). openTSNE maps 70,000 codings in about 150 s "
-                                   "on 2 cores; the map is cached in the run folder."),
+                                   "random subsample above it). openTSNE maps 70,000 codings in about 3 CPU "
+                                   "minutes (bench/explore_maps.py); the map is cached in the run folder."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. Anything but a loopback "
                              "address prints a warning and requires a random token on every API call."),
     port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port (0: any free port; the line "
