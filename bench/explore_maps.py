@@ -37,9 +37,10 @@ def base_codings(cache: Path, epochs: int) -> np.ndarray:
     """The 4,000 mnist-4k codings of a stacked AE (trained once, cached as .npy)."""
     if cache.exists():
         return np.load(cache)
+    import tempfile
+
     from latentforge.data import load_data
     from latentforge.train import train
-    import tempfile
     ds = load_data(str(DATA))
     with tempfile.TemporaryDirectory() as d:
         run = train("stacked-ae", ds, out=Path(d) / "ae", overrides={"epochs": epochs}, progress=False,
@@ -107,7 +108,7 @@ def main() -> None:
     for case in cases:
         cmd = [sys.executable, __file__, "--case", case, "--fit-max", str(args.fit_max), "--jitter", str(args.jitter),
                "--epochs", str(args.epochs), "--cache", args.cache]
-        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
         if out.returncode:
             print(f"{case}: failed: {out.stderr.strip().splitlines()[-1:]}")
             continue

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, mnist4k_path
 
 pytest.importorskip("starlette", reason="explore's optional dependencies (pip install 'latentforge[explore]')")
@@ -410,7 +409,7 @@ def test_cli_errors(run_cli, runs_dir, tmp_path):
     assert code == 2 and "--method 'mds'" in err
     code, out, err = run_cli("explore", str(runs_dir / "ae"), str(runs_dir / "ae"), "--port", "0")
     assert code == 2 and "twice" in err
-    code, out, err = run_cli("explore", str(runs_dir / "ae"), "--data", "fashion-mnist", "--port", "0")
+    code, _, err = run_cli("explore", str(runs_dir / "ae"), "--data", "fashion-mnist", "--port", "0")
     assert code == 2 and err.count("\n") == 1
 
 
@@ -467,5 +466,5 @@ def test_cli_busy_port(run_cli, runs_dir):
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        code, out, err = run_cli("explore", str(runs_dir / "ae"), "--port", str(port))
+        code, _, err = run_cli("explore", str(runs_dir / "ae"), "--port", str(port))
     assert code == 2 and "cannot listen there" in err and err.count("\n") == 1

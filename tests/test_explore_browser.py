@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, mnist4k_path
 
 pytest.importorskip("starlette", reason="explore's optional dependencies (pip install 'latentforge[explore]')")

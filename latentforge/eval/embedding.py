@@ -102,7 +102,7 @@ def pca_2d(codes) -> np.ndarray:
     Signs are fixed (each component's largest loading is positive) so the map is deterministic."""
     arr = _check(codes)
     mean, cov = _moments(arr)
-    vals, vecs = np.linalg.eigh(cov)
+    _, vecs = np.linalg.eigh(cov)
     comp = vecs[:, ::-1][:, :2]
     if comp.shape[1] < 2:                       # 1-D codings: the second axis is 0
         comp = np.concatenate([comp, np.zeros((len(comp), 2 - comp.shape[1]))], 1)

@@ -24,8 +24,9 @@ from __future__ import annotations
 import hmac
 import json
 import sys
+from collections.abc import Callable
 from importlib import resources
-from typing import Any, Callable
+from typing import Any
 
 from .state import ApiError, ServedRun, parse_index
 

@@ -20,9 +20,10 @@ import os
 import queue
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -148,11 +149,11 @@ class MapWorker:
     """One daemon thread computing maps in order; ``submit`` returns an event-backed job."""
 
     def __init__(self) -> None:
-        self._queue: "queue.Queue[_Job]" = queue.Queue()
+        self._queue: queue.Queue[_Job] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="explore-maps", daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[[], Any]) -> "_Job":
+    def submit(self, fn: Callable[[], Any]) -> _Job:
         job = _Job(fn)
         self._queue.put(job)
         return job
@@ -162,7 +163,7 @@ class MapWorker:
             job = self._queue.get()
             try:
                 job.result = job.fn()
-            except BaseException as e:   # reported to the requests that wait for it
+            except BaseException as e:   # noqa: BLE001 - reported to the requests that wait for it
                 job.error = e
             job.done.set()
 
@@ -374,7 +375,7 @@ class ServedRun:
         return {
             "index": self.index, "name": self.run_dir.name, "model": self.run.name,
             "data": self.source if self.ds is not None else self.run.data_info.get("source"),
-            "n": int(len(self.idx)), "n_data": int(len(self.ds)) if self.ds is not None else 0,
+            "n": len(self.idx), "n_data": len(self.ds) if self.ds is not None else 0,
             "capabilities": self.caps, "code_width": self.code_width,
             "code_shape": list(self.code_shape) if self.code_shape else None,
             "sample_shape": sample_shape, "image_hw": image_hw, "classes": classes,
@@ -446,7 +447,7 @@ class ServedRun:
             h = self._hashes[pos]
             same = np.flatnonzero(self._hashes == h)
             out["hash"] = format(int(h), f"0{self.code_width}b")[::-1]    # bit i = code unit i
-            out["same_hash_count"] = int(len(same)) - 1
+            out["same_hash_count"] = len(same) - 1
             out["same_hash"] = [int(self.idx[j]) for j in same if j != pos][:MAX_SAME_HASH]
         return out
 

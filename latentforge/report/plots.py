@@ -697,8 +697,8 @@ def plot_tsne(codes: Any, path: PathLike, *, labels: Any = None, images: Any = N
     The codes (``(N, K)``; higher-rank codes are flattened per sample) are subsampled to
     ``max_points`` with ``seed`` (``None``: every point), embedded with openTSNE through
     :func:`latentforge.eval.embedding.embed` (PCA initialisation, ``random_state=seed``; skipped
-    when ``K == 2``; ``perplexity`` is clamped to ``(n - 1) / 3`` for small ``n``), scaled to ``[0, 1]`` and scattered, coloured by ``labels`` with ``tab10``
-    and a legend (a colour bar for many or continuous labels). With ``images``, thumbnails are
+    when ``K == 2``; ``perplexity`` is clamped to ``(n - 1) / 3`` for small ``n``), scaled to
+    ``[0, 1]`` and scattered, coloured by ``labels`` with ``tab10`` and a legend (a colour bar for many or continuous labels). With ``images``, thumbnails are
     placed greedily so that no two centres are closer than ``THUMB_MIN_DIST`` (the chapter's
     0.02 on squared distances); by default the thumbnails are sized from that distance and the
     axes size so that they cannot overlap (an explicit ``thumb_zoom`` overrides this).
