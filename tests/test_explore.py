@@ -186,7 +186,9 @@ def test_decode(client, runs):
     assert grid.shape == (2 * 29 + 1, 3 * 29 + 1)                     # 5 images, 3 columns, 1 px apart
     rec = _png(client.get(f"/api/runs/0/reconstructions/{runs[0].idx[0]}.png").content)
     assert np.array_equal(grid[1:29, 1:29], rec)                      # decode(encode(x)) = reconstruction
-    row = _png(client.post("/api/runs/0/decode", json={"codes": codes, "ncols": 5}).content)
+    r = client.post("/api/runs/0/decode", json={"codes": codes, "ncols": 5})
+    assert r.headers["server-timing"].startswith("app;dur=")           # the server's own time, for benchmarks
+    row = _png(r.content)
     assert row.shape == (30, 5 * 29 + 1)
     gan = _png(client.post("/api/runs/5/decode", json={"codes": [[0.0] * 30]}).content)
     assert gan.shape == (30, 30)

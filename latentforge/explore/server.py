@@ -24,6 +24,7 @@ from __future__ import annotations
 import hmac
 import json
 import sys
+import time
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -110,12 +111,16 @@ def create_app(runs: list[ServedRun], token: str | None = None,
     def guarded(fn):
         """Turn ApiError into its JSON answer and any other failure into a 500 JSON answer."""
         async def endpoint(request: Request):
+            t0 = time.perf_counter()
             try:
                 if token is not None:
                     given = request.headers.get("x-token") or request.query_params.get("token") or ""
                     if not hmac.compare_digest(given.encode(), token.encode()):
                         raise ApiError(403, "missing or wrong token (header X-Token or ?token=)")
-                return await fn(request)
+                response = await fn(request)
+                # the time the server spent on the request (queueing for a core included)
+                response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - t0) * 1000:.1f}"
+                return response
             except ApiError as e:
                 return error(e.status, e.message)
             except Exception as e:        # noqa: BLE001 - the server goes on serving
