@@ -470,3 +470,13 @@ def test_cli_busy_port(run_cli, runs_dir):
         port = busy.getsockname()[1]
         code, _, err = run_cli("explore", str(runs_dir / "ae"), "--port", str(port))
     assert code == 2 and "cannot listen there" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (5, 7, 3), (5, 7, 4)])
+def test_png_bytes_round_trip(shape):
+    from PIL import Image
+
+    from latentforge.explore.state import png_bytes
+    a = (np.random.default_rng(0).random(shape) * 255).astype(np.uint8)
+    im = Image.open(io.BytesIO(png_bytes(a)))
+    assert im.format == "PNG" and np.array_equal(np.asarray(im), a)

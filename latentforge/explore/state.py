@@ -18,8 +18,10 @@ import io
 import math
 import os
 import queue
+import struct
 import sys
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,10 +75,19 @@ def display_images(x: np.ndarray, sample_shape) -> np.ndarray:
 
 
 def png_bytes(img: np.ndarray) -> bytes:
-    from PIL import Image
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    """A uint8 (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA image as PNG bytes: rows unfiltered,
+    zlib level 1 (half the time of Pillow's adaptive filters for the grids served here)."""
+    h, w = img.shape[:2]
+    ch = 1 if img.ndim == 2 else img.shape[2]
+    colour = {1: 0, 3: 2, 4: 6}[ch]
+    raw = np.empty((h, 1 + w * ch), np.uint8)
+    raw[:, 0] = 0                                  # filter type 0 (none) on every row
+    raw[:, 1:] = np.ascontiguousarray(img, np.uint8).reshape(h, w * ch)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw.tobytes(), 1)) + chunk(b"IEND", b""))
 
 
 def mosaic(images: np.ndarray, ncols: int | None = None, pad: int = 1, fill: int = 40) -> np.ndarray:
