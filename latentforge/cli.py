@@ -309,22 +309,37 @@ def encode_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
                labels: Optional[Path] = LabelsOpt,
                classes: Optional[str] = ClassesOpt,
                exclude_classes: Optional[str] = ExcludeClassesOpt,
-               out: Path = typer.Option(..., "--out", "-o", help="Output .npy of codes (N, coding_size)."),
+               out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .npy of codes (N, coding_size)."),
                batch_size: int = typer.Option(4096, "--batch-size", "-b", min=1),
                binary: bool = typer.Option(False, "--binary", help="Round sigmoid codes to 0/1 hashes "
                                            "(uint8; hashing-ae, sparse-ae)."),
+               projector: Optional[Path] = typer.Option(None, "--projector", help="Also write the codes, the "
+                                                        "labels and a sprite of the images in TensorBoard's "
+                                                        "projector format to this folder "
+                                                        "(`tensorboard --logdir DIR`, tab Projector)."),
                device: str = typer.Option("cpu", "--device")) -> None:
     """Encode data into codes with a trained model."""
     from .errors import ConfigError
     from .models.capabilities import Capability
     from .train import load_run
-    _npy_out(out)
+    if out is None and projector is None:
+        raise ConfigError("encode: give --out FILE.npy and/or --projector DIR")
+    if out is not None:
+        _npy_out(out)
     run = load_run(run_dir, device)
     if binary and Capability.UNIT_CODES not in run.model.capabilities:
         raise ConfigError(f"--binary: {run.name} codes are not sigmoid codings in [0, 1] (use hashing-ae)")
     ds = _load_stream(data, labels, classes, exclude_classes)
     codes = run.encode(ds.x, batch_size, y=ds.y, out=out, binary=binary, source=ds.name)
-    print(f"wrote {out} {codes.shape}")
+    if out is not None:
+        print(f"wrote {out} {codes.shape}")
+    if projector is not None:
+        from .report.projector import write_projector
+        done = write_projector(projector, codes, labels=ds.y, images=ds.x if ds.is_image else None,
+                               sample_shape=ds.sample_shape, class_names=ds.class_names)
+        print(f"wrote {projector} (TensorBoard projector, {done['n']} codings; tensorboard --logdir {projector})")
+        if done["note"]:
+            print(f"note: {done['note']}")
 
 
 @app.command("decode")
@@ -446,8 +461,11 @@ def plot_tsne_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
                   classes: Optional[str] = ClassesOpt,
                   exclude_classes: Optional[str] = ExcludeClassesOpt,
                   out: Path = typer.Option(..., "--out", "-o", help="Output PNG."),
-                  max_points: int = typer.Option(5000, "--max-points", min=5)) -> None:
-    """t-SNE map of the codings, coloured by label, with image thumbnails."""
+                  max_points: int = typer.Option(20000, "--max-points", min=0,
+                                                 help="Map a random subsample of at most N points, for speed "
+                                                 "(openTSNE: about 80 CPU seconds for 20,000; 0: every point).")
+                  ) -> None:
+    """t-SNE map of the codings (openTSNE), coloured by label, with image thumbnails."""
     from .report import plot_tsne
     from .train import load_run
     _out_dir_ok(out)
@@ -455,7 +473,7 @@ def plot_tsne_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
     ds = _heldout(run, data, labels, classes, exclude_classes)
     codes = run.encode(ds.x, y=ds.y, source=ds.name)
     plot_tsne(codes, out, labels=ds.y, images=ds.x if ds.is_image else None, sample_shape=ds.sample_shape,
-              class_names=ds.class_names, seed=run.config.seed, max_points=max_points)
+              class_names=ds.class_names, seed=run.config.seed, max_points=max_points or None)
     print(f"wrote {out}")
 
 

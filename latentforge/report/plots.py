@@ -653,31 +653,13 @@ def _embed_2d(codes: np.ndarray, seed: int, perplexity: float) -> tuple[np.ndarr
 
 
 def _tsne(codes: np.ndarray, seed: int, perplexity: float) -> tuple[np.ndarray, str]:
-    centred = codes.astype(np.float64) - codes.mean(axis=0)
-    scale = float(np.abs(centred).max())
-    if scale == 0.0 or scale <= 1e-12 * float(np.abs(codes).max()):
-        # all codes identical (a collapsed encoder): t-SNE has nothing to embed (and sklearn's
-        # PCA initialisation divides by zero), so put every point in the middle.
-        return np.zeros((len(codes), 2)), "identical codes"
-    from sklearn.manifold import TSNE  # imported lazily: slow to import
+    """t-SNE through the shared mapping code (:mod:`latentforge.eval.embedding`: openTSNE)."""
+    from latentforge.eval.embedding import embed  # imported lazily: openTSNE is slow to import
 
-    n = len(codes)
-    tsne = TSNE(
-        n_components=2,
-        perplexity=min(float(perplexity), (n - 1) / 3.0),
-        init="pca" if codes.shape[1] >= 2 else "random",
-        random_state=seed,
-    )
-    # t-SNE calibrates a bandwidth per point, so a global rescale changes nothing but keeps the
-    # arithmetic away from extreme magnitudes. One OpenMP thread: for the few thousand points
-    # mapped here, sklearn's threads mostly spin-wait for each other (measured on a 2-core VM at
-    # load ~4: 53 s of CPU with its default threads, under 10 s with one).
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(1, user_api="openmp"):
-        xy = tsne.fit_transform(centred / scale)
-    if not np.isfinite(xy).all():
-        raise DataError("codes: t-SNE produced non-finite coordinates")
-    return np.asarray(xy, dtype=np.float64), "t-SNE"
+    result = embed(codes, "tsne", seed=seed, perplexity=perplexity)
+    if result.method == "identical":
+        return np.zeros((len(codes), 2)), "identical codes"
+    return np.asarray(result.xy, dtype=np.float64), "t-SNE"
 
 
 class _LabelColours:
@@ -754,15 +736,15 @@ class _LabelColours:
 def plot_tsne(codes: Any, path: PathLike | None = None, *, labels: Any = None, images: Any = None,
               sample_shape: Sequence[int] | None = None,
               class_names: Sequence[str] | Mapping[Any, str] | None = None, seed: int = 0,
-              max_points: int = 5000, perplexity: float = 30.0,
+              max_points: int | None = 5000, perplexity: float = 30.0,
               thumb_zoom: float | None = None, title: str | None = None) -> Figure:
     """Save a 2-D map of latent codes (t-SNE), coloured by label, with image thumbnails.
 
     The codes (``(N, K)``; higher-rank codes are flattened per sample) are subsampled to
-    ``max_points`` with ``seed``, embedded with ``sklearn.manifold.TSNE(init="pca",
-    random_state=seed)`` (skipped when ``K == 2``; ``perplexity`` is clamped to ``(n - 1) / 3``
-    for small ``n``), scaled to ``[0, 1]`` and scattered, coloured by ``labels`` with ``tab10``
-    and a legend (a colour bar for many or continuous labels). With ``images``, thumbnails are
+    ``max_points`` with ``seed`` (``None``: every point), embedded with openTSNE through
+    :func:`latentforge.eval.embedding.embed` (PCA initialisation, ``random_state=seed``; skipped
+    when ``K == 2``; ``perplexity`` is clamped to ``(n - 1) / 3`` for small ``n``), scaled to
+    ``[0, 1]`` and scattered, coloured by ``labels`` with ``tab10`` and a legend (a colour bar for many or continuous labels). With ``images``, thumbnails are
     placed greedily so that no two centres are closer than ``THUMB_MIN_DIST`` (the chapter's
     0.02 on squared distances); by default the thumbnails are sized from that distance and the
     axes size so that they cannot overlap (an explicit ``thumb_zoom`` overrides this).
@@ -776,7 +758,7 @@ def plot_tsne(codes: Any, path: PathLike | None = None, *, labels: Any = None, i
         sample_shape: shape of one image when ``images`` is flat.
         class_names: names for integer labels (a sequence indexed by label, or a dict).
         seed: seed for subsampling and t-SNE.
-        max_points: subsample size cap (at least 5).
+        max_points: subsample size cap (at least 5; ``None``: no cap).
         perplexity: t-SNE perplexity (> 0).
         thumb_zoom: thumbnail scale factor (display pixels per image pixel at 72 dpi).
         title: optional axes title (default names the method, plus the subsample size).
@@ -794,7 +776,7 @@ def plot_tsne(codes: Any, path: PathLike | None = None, *, labels: Any = None, i
     arr = arr.reshape(n_total, -1)
     if n_total < 5:
         raise DataError(f"codes: t-SNE plot needs at least 5 points, got {n_total}")
-    max_points = _positive_int(max_points, "max_points")
+    max_points = n_total if max_points is None else _positive_int(max_points, "max_points")
     if max_points < 5:
         raise DataError(f"max_points must be at least 5, got {max_points}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:

@@ -4,8 +4,10 @@
 epoch. Into ``RUN_DIR/tensorboard`` it writes every numeric field of the epoch's history record as
 a scalar (tag = the field name, as in ``history.json``; step = the epoch) and, for image data, two
 image grids: ``samples`` (generative models, from the same latents every epoch) and
-``reconstructions`` (autoencoders: held-out originals over their reconstructions). The plain
-``history.json`` is written either way. Logging draws its noise from its own generator inside
+``reconstructions`` (autoencoders: held-out originals over their reconstructions). When training
+ends, models with an encoder also get the held-out codings (at most :data:`N_PROJECTOR`) in the
+embedding projector's format (:mod:`latentforge.report.projector`). The plain ``history.json`` is
+written either way. Logging draws its noise from its own generator inside
 ``torch.random.fork_rng``, so a run trains exactly the same with or without it.
 
 TensorBoard is an optional dependency: ``pip install 'latentforge[tensorboard]'``; without it,
@@ -26,6 +28,7 @@ from ..models.capabilities import Capability, has
 TB_DIR = "tensorboard"
 N_SAMPLES = 64      # 8 x 8 grid of samples per epoch
 N_RECON = 8         # reconstructions per epoch (originals over reconstructions)
+N_PROJECTOR = 5000  # held-out codings written for the embedding projector when training ends
 
 
 def summary_writer_class():
@@ -64,10 +67,12 @@ class TensorBoardLogger:
         self.n_samples = n_samples
         self.writer = None
         self.log_dir: Path | None = None
+        self._model = None
 
     def __call__(self, trainer, record: dict[str, Any]) -> None:
         if trainer.run_dir is None:
             return
+        self._model = trainer.model
         if self.writer is None:
             self.log_dir = Path(trainer.run_dir) / TB_DIR
             if self.fresh:
@@ -119,10 +124,38 @@ class TensorBoardLogger:
                 out.append(("reconstructions", grid))
         return out
 
+    def projector(self) -> None:
+        """The reference data's codings for the embedding projector, into the log folder."""
+        model, ref = self._model, self.reference
+        if model is None or self.log_dir is None or ref is None or not len(ref) \
+                or not callable(getattr(model, "encode", None)):
+            return
+        n = min(len(ref), N_PROJECTOR)
+        kw = {}
+        if getattr(model, "uses_labels", False):
+            if ref.y is None:
+                return
+            kw["y"] = torch.as_tensor(ref.y[:n])
+        from .projector import write_projector
+        dev = next(model.parameters()).device
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                codes = torch.cat([model.encode(torch.as_tensor(ref.x[i:i + 1024]).to(dev),
+                                                **{k: v[i:i + 1024].to(dev) for k, v in kw.items()}).float().cpu()
+                                   for i in range(0, n, 1024)]).numpy()
+        finally:
+            model.train(was)
+        write_projector(self.log_dir, codes.reshape(n, -1), labels=ref.y[:n] if ref.y is not None else None,
+                        images=ref.x[:n] if ref.is_image else None, sample_shape=ref.sample_shape,
+                        class_names=ref.class_names)
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+            self.projector()
 
 
 # ------------------------------------------------------------------------------ reading back
