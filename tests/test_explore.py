@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from latentforge.models.vae import ConditionalVAEConfig
 from conftest import REPO, mnist4k_path
 
 pytest.importorskip("starlette", reason="explore's optional dependencies (pip install 'latentforge[explore]')")
@@ -48,6 +50,7 @@ def runs_dir(tmp_path_factory):
 
 
 NAMES = ("ae", "vae", "cvae", "lin", "hash", "gan", "sg")
+CVAE_CODING = ConditionalVAEConfig.coding_size          # the conditional VAE's default code width
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +197,8 @@ def test_decode(client, runs):
     assert gan.shape == (30, 30)
     plane = _png(client.post("/api/runs/3/decode", json={"codes": [[0.5, -1.0]]}).content)
     assert plane.shape == (30, 30)
-    cvae = client.post("/api/runs/2/decode", json={"codes": [[0.0] * 10], "label": 3})
-    assert cvae.status_code == 200
+    cvae = client.post("/api/runs/2/decode", json={"codes": [[0.0] * runs[2].codes.shape[1]], "label": 3})
+    assert cvae.status_code == 200, cvae.text
 
 
 def test_interpolate(client, runs):
@@ -326,8 +329,8 @@ def test_bad_uploads(client):
     ("POST", "/api/runs/0/decode", {"code": [[0.0] * 30]}, 400, ["unknown field", "codes"]),
     ("POST", "/api/runs/0/decode", {}, 400, ["missing field \"codes\""]),
     ("POST", "/api/runs/0/decode", {"codes": [[0.0] * 30], "label": 1}, 400, ["not conditional"]),
-    ("POST", "/api/runs/2/decode", {"codes": [[0.0] * 10]}, 400, ["conditional"]),
-    ("POST", "/api/runs/2/decode", {"codes": [[0.0] * 10], "label": 10}, 400, ["label 10", "0..9"]),
+    ("POST", "/api/runs/2/decode", {"codes": [[0.0] * CVAE_CODING]}, 400, ["conditional"]),
+    ("POST", "/api/runs/2/decode", {"codes": [[0.0] * CVAE_CODING], "label": 10}, 400, ["label 10", "0..9"]),
     ("POST", "/api/runs/0/interpolate", {"a": 0}, 400, ["missing field \"b\""]),
     ("POST", "/api/runs/0/interpolate", {"a": 0, "b": 999999}, 404, ["unknown index 999999"]),
     ("POST", "/api/runs/0/interpolate", {"a": "x", "b": 1}, 400, ["a: expected an integer"]),

@@ -614,7 +614,7 @@ class ServedRun:
         return png_bytes(mosaic(self._decode(z, labels), cols))
 
     def interpolate_png(self, a: Any, b: Any, steps: Any = 8, method: Any = None) -> bytes:
-        from ..commands.generative import interpolate_codes
+        from ..models.interpolation import interpolate_codes
         self.require("interpolate", "interpolate (it needs an encoder and a decoder)")
         ia, ib = as_int(a, "a", 0), as_int(b, "b", 0)
         pa, pb = self.position(ia), self.position(ib)
