@@ -47,7 +47,7 @@ def test_filter_classes_errors(digits, kwargs, err, words):
 
 def test_filter_on_data_without_labels_is_one_line(tmp_path, run_cli):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((20, 8, 8)).astype(np.float32))
-    code, out, err = run_cli("train", "stacked-ae", "--data", tmp_path / "x.npy", "--classes", "1",
+    code, _, err = run_cli("train", "stacked-ae", "--data", tmp_path / "x.npy", "--classes", "1",
                              "--out", tmp_path / "r")
     assert code == 2 and err.count("\n") == 1
     assert "--classes: " in err and "has no labels to filter by" in err
@@ -78,7 +78,7 @@ def test_train_records_the_filter_and_resume_keeps_it(tmp_path, run_cli, digits)
     with pytest.raises(DataError, match="the run's own data is its --exclude-classes 9"):
         load_run(run_dir).data_splits(classes="9")
     # encode with a filter: only those samples
-    code, out, err = run_cli("encode", run_dir, "--data", "digits", "--classes", "9", "--out", tmp_path / "c.npy")
+    code, _, err = run_cli("encode", run_dir, "--data", "digits", "--classes", "9", "--out", tmp_path / "c.npy")
     assert code == 0, err
     assert np.load(tmp_path / "c.npy").shape == (int((digits.y == 9).sum()), 4)
 

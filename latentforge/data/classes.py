@@ -8,7 +8,8 @@ own data is read back (its held-out split is that of the filtered data).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 

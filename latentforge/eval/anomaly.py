@@ -29,8 +29,9 @@ normal data's. :func:`fit_threshold` turns the normal data's scores into a thres
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ def capabilities(model) -> list[str]:
     The one place that looks at what a model can do (its methods and attributes), so that a
     declared-capabilities API can replace it here alone.
     """
-    has = lambda name: callable(getattr(model, name, None))      # noqa: E731
+    has = lambda name: callable(getattr(model, name, None))
     out: list[str] = []
     if _is_classifier(model):               # distances between its features beat its confidence
         return ["knn", "confidence"]
@@ -356,7 +357,7 @@ def flags(scores, threshold: float) -> np.ndarray:
 def summarize(scores) -> dict[str, float]:
     s = np.asarray(scores, np.float64)
     q = np.quantile(s, [0.05, 0.25, 0.5, 0.75, 0.95]) if len(s) else [math.nan] * 5
-    return {"n": int(len(s)), "mean": float(s.mean()) if len(s) else math.nan,
+    return {"n": len(s), "mean": float(s.mean()) if len(s) else math.nan,
             "std": float(s.std()) if len(s) else math.nan, "min": float(s.min()) if len(s) else math.nan,
             "max": float(s.max()) if len(s) else math.nan,
             **{f"q{int(p * 100):02d}": float(v) for p, v in zip((0.05, 0.25, 0.5, 0.75, 0.95), q)}}
@@ -394,7 +395,7 @@ def save_threshold(run_dir: str | Path, method: str, entry: dict[str, Any]) -> P
 def calibration_data(run):
     """The normal data a run's threshold is set on: its held-out split (normal samples the model did
     not fit), else its training data; returns ``(dataset, description)``."""
-    ds, train, test, split = run.data_splits(download=False)
+    ds, _train, test, split = run.data_splits(download=False)
     if split == "held-out":
         return test, f"held-out split of {ds.name} ({len(test)} samples)"
     return ds, f"training data {ds.name} ({len(ds)} samples)"

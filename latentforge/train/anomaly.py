@@ -25,8 +25,9 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,7 +107,7 @@ def fit_detector(model: str, x: np.ndarray, y: np.ndarray | None, seed: int, *, 
         classes, y_idx = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise ConfigError("the classifier detector needs at least 2 normal classes (protocol leave-one-out)")
-        values["n_classes"] = int(len(classes))
+        values["n_classes"] = len(classes)
         yt = torch.as_tensor(y_idx, dtype=torch.long)
     values["batch_size"] = min(int(values.get("batch_size", 32)), len(x))
     config = resolve_config(model, overrides=values)
@@ -175,7 +176,7 @@ def anomaly_experiment(ds, *, protocol: str = "one-class", models: list[str] | N
         in_train = np.isin(train.y, [c]) if protocol == "one-class" else ~np.isin(train.y, [c])
         is_anom = (~np.isin(test.y, [c])) if protocol == "one-class" else np.isin(test.y, [c])
         xn, yn = train.x[in_train], train.y[in_train]
-        n_normal_train[str(c)] = int(len(xn))
+        n_normal_train[str(c)] = len(xn)
         label = is_anom.astype(np.uint8)
         curves[cname] = {}
         default_z: dict[str, list[np.ndarray]] = {}
@@ -320,7 +321,7 @@ def format_table(result: dict[str, Any], markdown: bool = False) -> str:
         out += ["| " + " | ".join(c for c in cells) + " |" for cells in lines]
         return "\n".join(out) + "\n\n" + note + "\n"
     widths = [max(len(str(r[i])) for r in [head] + lines) for i in range(len(head))]
-    fmt = lambda cells: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)   # noqa: E731
+    fmt = lambda cells: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
                                   for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([fmt(head)] + [fmt(c) for c in lines] + ["", note])
 
