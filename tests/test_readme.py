@@ -42,8 +42,14 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 SECTIONS = ("Command line", "Export")             # their command blocks
 PY_SECTIONS = ("Command line", "Python API", "Export")
-NOT_RUN = {"tensorboard --logdir runs": "another program (TensorBoard's viewer), not latentforge"}
-N_TINY = 300
+NOT_RUN = {"tensorboard --logdir runs": "another program (TensorBoard's viewer), not latentforge",
+           "pip install 'latentforge[explore]'": "installs packages (tests install nothing; make test installs the "
+                                                 "explore extra)",
+           **dict.fromkeys(("latentforge explore runs/sae runs/vae",
+                            "latentforge explore runs/sae runs/vae --data ../shared/data/mnist-4k"),
+                           "a server that runs until Ctrl-C: tests/test_explore.py starts the command and waits "
+                           "for its `serving` line")}
+N_TINY = 500                  # ~45 training images per class: a one-class run (--classes 3) fills a batch of 32
 
 
 # ------------------------------------------------------------------------------ extraction
@@ -66,7 +72,7 @@ def readme_commands() -> list[str]:
                 continue
             for line in body.splitlines():
                 line = re.sub(r"\s+#\s.*$", "", line).strip()
-                if line:
+                if line and not line.startswith("#"):          # a comment line: what a command prints
                     out.append(line)
     return out
 
