@@ -311,6 +311,12 @@ class DDPMConfig(TrainConfig):
     Training: Nadam at Keras' default lr 1e-3 and batch 32 as the chapter; it trains 100 epochs on
     Fashion MNIST with a GPU, here the default is 30 (one MNIST-4k epoch, 113 steps, costs ~45 CPU-seconds).
 
+    EMA (a departure: the chapter samples with the trained weights): ``ema`` 0.995 keeps a running
+    average of the network's weights (``net_ema``, updated at every training step with a decay that
+    warms up as (1 + k) / (10 + k)), and ``sample`` uses it, as Ho et al. (decay 0.9999 over 800k
+    steps; a CPU run has a few thousand, hence 0.995). ``--set ema=0`` samples with the trained
+    weights; runs saved before the field existed load and resume without EMA (``LEGACY_DEFAULTS``).
+
     The sampling fields are fixed at training time (``--set sample_steps=...``); from Python,
     ``model.sample(n, sample_steps=..., sampler=...)`` overrides them. ``sample_steps = 0`` walks the
     chapter's full chain: 4000 network calls per batch (~20 CPU-minutes for 64 MNIST images). With
