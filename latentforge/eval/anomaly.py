@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
+from ..models.capabilities import Capability, capabilities_of
 
 METHODS: dict[str, str] = {
     "reconstruction": "reconstruction error, per-value BCE or MSE as the model's loss (autoencoders)",
@@ -60,31 +61,26 @@ MAX_REFERENCE = 20_000                   # reference codings kept for knn, at mo
 
 # ------------------------------------------------------------------------------------ capabilities
 def capabilities(model) -> list[str]:
-    """The anomaly scores ``model`` supports, its default first.
-
-    The one place that looks at what a model can do (its methods and attributes), so that a
-    declared-capabilities API can replace it here alone.
-    """
-    has = lambda name: callable(getattr(model, name, None))
-    out: list[str] = []
-    if _is_classifier(model):               # distances between its features beat its confidence
+    """The anomaly scores ``model`` supports, its default first, from its declared capabilities."""
+    caps = capabilities_of(model)
+    if Capability.CLASSIFIES in caps:           # distances between its features beat its confidence
         return ["knn", "confidence"]
-    gaussian = bool(getattr(model, "gaussian_latent", False)) and has("log_likelihood")
-    if has("reconstruct"):
+    out: list[str] = []
+    if Capability.RECONSTRUCTS in caps:
         out.append("reconstruction")
-    if gaussian:
+    if Capability.LIKELIHOOD in caps and Capability.GAUSSIAN_LATENT in caps:
         out += ["iw-nll", "elbo"]
-    if has("encode"):
+    if Capability.ENCODES in caps:
         out.append("knn")
-    if hasattr(model, "discriminator") and has("to_internal"):
+    if Capability.ADVERSARIAL in caps:
         out.append("discriminator")
-    if hasattr(model, "diffusion") and hasattr(model, "net"):
+    if Capability.DENOISES in caps:
         out.append("denoising")
     return out
 
 
 def _is_classifier(model) -> bool:
-    return callable(getattr(model, "predict_proba", None)) and callable(getattr(model, "features", None))
+    return Capability.CLASSIFIES in capabilities_of(model)
 
 
 def default_method(model) -> str:
@@ -138,7 +134,7 @@ def _batched(model, fn: Callable[..., torch.Tensor], x, y, batch_size: int) -> n
 
 
 def _kw(model, yb) -> dict:
-    return {"y": yb} if getattr(model, "uses_labels", False) else {}
+    return {"y": yb} if (Capability.CONDITIONAL in capabilities_of(model)) else {}
 
 
 # ------------------------------------------------------------------------------------ the scores
@@ -170,23 +166,13 @@ def iw_nll(model, xb, yb=None, generator=None, k: int = DEFAULT_K) -> torch.Tens
 
 def discriminator_score(model, xb, yb=None) -> torch.Tensor:
     """Minus the GAN discriminator's logit: real-looking data scores low."""
-    return -model.discriminator(model.to_internal(xb), yb if getattr(model, "uses_labels", False) else None)
+    return -model.discriminator(model.to_internal(xb), yb if Capability.CONDITIONAL in capabilities_of(model) else None)
 
 
 def denoising_error(model, xb, yb=None, generator=None, levels: Sequence[float] = DENOISING_LEVELS,
                     draws: int = DENOISING_DRAWS) -> torch.Tensor:
     """DDPM: the mean squared error of the predicted noise at ``levels`` (shares of the schedule)."""
-    x0 = xb.reshape((len(xb),) + tuple(model.input_shape)) * 2 - 1
-    steps = model.diffusion.num_steps
-    total = torch.zeros(len(xb), dtype=torch.float64, device=xb.device)
-    for level in levels:
-        t = torch.full((len(xb),), min(steps - 1, max(0, int(round(level * steps)))), dtype=torch.long,
-                       device=xb.device)
-        for _ in range(draws):
-            noise = torch.randn(x0.shape, generator=generator).to(device=xb.device, dtype=x0.dtype)
-            pred = model.net(model.diffusion.q_sample(x0, t, noise), t)
-            total += (pred - noise).reshape(len(xb), -1).square().mean(1).double()
-    return total / (len(levels) * draws)
+    return model.denoising_error(xb, tuple(levels), draws, generator)
 
 
 def _codes(model, x, y, batch_size: int) -> torch.Tensor:
@@ -265,7 +251,7 @@ def anomaly_scores(model_or_run, x, method: str | None = None, *, y=None, refere
         return np.zeros(0)
     if hasattr(model, "check_data"):
         model.check_data(x, "data")
-    if getattr(model, "uses_labels", False) and y is None and method not in ("knn", "confidence"):
+    if (Capability.CONDITIONAL in capabilities_of(model)) and y is None and method not in ("knn", "confidence"):
         raise DataError(f"model {getattr(model, 'name', '?')!r} is conditional: its scores need the data's labels")
     gen = torch.Generator().manual_seed(int(seed))
     if method == "reconstruction":
@@ -290,7 +276,7 @@ def anomaly_scores(model_or_run, x, method: str | None = None, *, y=None, refere
     if len(rx) > MAX_REFERENCE:
         idx = np.sort(np.random.default_rng(seed).choice(len(rx), MAX_REFERENCE, replace=False))
         rx, ry = rx[idx], (ry[idx] if ry is not None else None)
-    cond = getattr(model, "uses_labels", False)
+    cond = (Capability.CONDITIONAL in capabilities_of(model))
     ref = _codes(model, rx, ry if cond else None, batch_size)
     codes = ref if exclude_self else _codes(model, x, y if cond else None, batch_size)
     if metric is None:

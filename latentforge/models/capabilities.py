@@ -49,6 +49,9 @@ class Capability(enum.Flag):
     UNIT_CODES = enum.auto()
     #: ``greedy_stages()``: layer-wise (greedy) training, ``train --greedy``
     GREEDY = enum.auto()
+    #: ``denoising_error(x, levels, draws, generator)`` -> per sample, the error of the predicted
+    #: noise at a few steps of the forward process (diffusion models)
+    DENOISES = enum.auto()
 
     def names(self) -> list[str]:
         """The lower-case names of the flags set, e.g. ``['encodes', 'decodes']``."""
@@ -67,6 +70,7 @@ METHODS: dict[Capability, tuple[str, ...]] = {
     Capability.CLASSIFIES: ("predict_proba",),
     Capability.GREEDY: ("greedy_stages",),
     Capability.ADVERSARIAL: ("latent",),
+    Capability.DENOISES: ("denoising_error",),
 }
 
 

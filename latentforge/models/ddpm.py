@@ -371,7 +371,7 @@ class DDPM(LatentModel):
     name = "ddpm"
     config_class = DDPMConfig
     config: DDPMConfig
-    capabilities = Capability.SAMPLES
+    capabilities = Capability.SAMPLES | Capability.DENOISES
     epoch_grid = 16                         # samples in each per-epoch grid (each costs sample_steps U-Net calls)
 
     def __init__(self, config: DDPMConfig):
@@ -434,6 +434,23 @@ class DDPM(LatentModel):
         else:
             loss = F.mse_loss(pred, noise)
         return ModelOutput(loss=loss, parts={self.config.loss: loss}, recon=pred)
+
+    @torch.no_grad()
+    def denoising_error(self, x: Tensor, levels: tuple[float, ...] = (0.1, 0.25, 0.5), draws: int = 2,
+                        generator: torch.Generator | None = None) -> Tensor:
+        """Per sample, the mean squared error of the predicted noise at ``levels`` (shares of the
+        schedule), ``draws`` noises each: low for data like the training data (an anomaly score)."""
+        x0 = x.reshape((len(x),) + self.input_shape) * 2 - 1
+        steps = self.diffusion.num_steps
+        total = torch.zeros(len(x), dtype=torch.float64, device=x.device)
+        for level in levels:
+            t = torch.full((len(x),), min(steps - 1, max(0, int(round(level * steps)))), dtype=torch.long,
+                           device=x.device)
+            for _ in range(draws):
+                noise = torch.randn(x0.shape, generator=generator).to(device=x.device, dtype=x0.dtype)
+                pred = self.net(self.diffusion.q_sample(x0, t, noise), t)
+                total += (pred - noise).reshape(len(x), -1).square().mean(1).double()
+        return total / (len(levels) * draws)
 
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
