@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import inspect
 import io
 import math
 import os
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, LatentforgeError
+from ..models.capabilities import Capability, capabilities_of
 
 #: thumbnails per sprite sheet side (a sheet holds SPRITE_SIDE**2 images, in map order)
 SPRITE_SIDE = 32
@@ -195,58 +195,26 @@ class _Job:
 
 # ------------------------------------------------------------------------------ a served run
 def capabilities(model, code_width: int | None, has_data: bool, is_image: bool) -> dict[str, bool]:
-    """What the page may show for a model: decided by what the model can do, not by its name."""
-    def has(name: str) -> bool:
-        return callable(getattr(model, name, None))
-    sample = getattr(model, "sample", None)
-    truncation = callable(sample) and _supports_truncation(model, sample)
-    encode = has("encode") and has_data and code_width is not None
+    """What the page may show for a model: decided by the capabilities it declares, not by its name."""
+    caps = capabilities_of(model)
+    encode = Capability.ENCODES in caps and has_data and code_width is not None
+    decode = Capability.DECODES in caps and code_width is not None
     return {
         "map": encode,
         "encode": encode,
-        "reconstruct": encode and has("reconstruct"),
-        "decode": has("decode") and code_width is not None,
-        "interpolate": encode and has("decode"),
-        "sample": callable(sample),
-        "conditional": bool(getattr(model, "uses_labels", False)),
-        "truncation": bool(truncation),
-        "plane": encode and has("decode") and code_width == 2,
-        "hash": encode and bool(getattr(model, "codes_in_unit_interval", False)) and code_width is not None
-                and code_width <= MAX_HASH_BITS,
+        "reconstruct": encode and Capability.RECONSTRUCTS in caps,
+        "decode": decode,
+        "interpolate": encode and decode,
+        "sample": Capability.SAMPLES in caps,
+        "conditional": Capability.CONDITIONAL in caps,
+        "truncation": Capability.TRUNCATION in caps,
+        "plane": encode and decode and code_width == 2,
+        "hash": encode and Capability.UNIT_CODES in caps and code_width <= MAX_HASH_BITS,
         "images": has_data and is_image,
         "upload": encode and has_data and is_image,
-        "slerp": bool(getattr(model, "gaussian_latent", False)),
-        "mix": _style_mixing(model) is not None,
+        "slerp": Capability.GAUSSIAN_LATENT in caps,
+        "mix": Capability.STYLE_MIXING in caps,
     }
-
-
-def _style_mixing(model):
-    """The generator whose per-layer styles can be mixed (a mapping network and a synthesis
-    network taking (N, n_styles, w_dim) styles, as StyleGAN's), or None."""
-    g = getattr(model, "sampling_generator", None)
-    syn = getattr(g, "synthesis", None)
-    if g is None or not callable(getattr(g, "mapping", None)) or not isinstance(getattr(syn, "n_styles", None), int) \
-            or syn.n_styles < 2 or not callable(getattr(model, "latent", None)) \
-            or not callable(getattr(model, "from_internal", None)):
-        return None
-    return g
-
-
-def _supports_truncation(model, sample) -> bool:
-    """Whether ``sample(..., truncation=psi)`` works: the keyword is in the signature and one
-    sample with psi = 1 (no truncation) is accepted (some models take the keyword only to refuse it)."""
-    try:
-        if "truncation" not in inspect.signature(sample).parameters:
-            return False
-    except (TypeError, ValueError):
-        return False
-    labels = torch.zeros(1, dtype=torch.long) if getattr(model, "uses_labels", False) else None
-    try:
-        with torch.inference_mode():
-            sample(1, labels, generator=torch.Generator().manual_seed(0), truncation=1.0)
-    except Exception:       # noqa: BLE001 - refused (ConfigError) or unusable: no truncation control
-        return False
-    return True
 
 
 def _gan_like_code_width(model) -> int | None:
@@ -285,7 +253,7 @@ class ServedRun:
         self.errors: np.ndarray | None = None
         self.reference: np.ndarray = np.zeros(0)
         self.error_kind = "bce" if getattr(self.model.config, "loss", "mse") == "bce" else "mse"
-        has_encoder = callable(getattr(self.model, "encode", None))
+        has_encoder = Capability.ENCODES in capabilities_of(self.model)
         if has_encoder:
             self._load_data(data, labels, max_points, data_cache if data_cache is not None else {})
         elif data is not None or labels is not None:
@@ -315,7 +283,7 @@ class ServedRun:
             cache[key] = load_data(source, labels=labels, download=False)
         ds = cache[key]
         self.model.check_data(ds.x, ds.name)
-        if getattr(self.model, "uses_labels", False) and ds.y is None:
+        if (Capability.CONDITIONAL in capabilities_of(self.model)) and ds.y is None:
             raise DataError(f"{ds.name}: {self.run.name} is conditional and needs the data's labels (give --labels)")
         n = len(ds)
         if n == 0:
@@ -329,12 +297,12 @@ class ServedRun:
         x = ds.x[idx] if len(idx) < n else ds.x
         y = (ds.y[idx] if len(idx) < n else ds.y) if ds.y is not None else None
         self.y = y
-        cond = y if getattr(self.model, "uses_labels", False) else None
+        cond = y if (Capability.CONDITIONAL in capabilities_of(self.model)) else None
         with self.lock:
             codes = self.run.batched(self.model.encode, x, 2048, progress=False, desc="encode", y=cond)
         self.code_shape = tuple(codes.shape[1:])
         self.codes = np.ascontiguousarray(codes.reshape(len(codes), -1), dtype=np.float32)
-        if callable(getattr(self.model, "reconstruct", None)):
+        if Capability.RECONSTRUCTS in capabilities_of(self.model):
             self.errors = self._errors_of(x, cond)
             # the reference for an upload's percentile: the run's training split when this is its
             # own data (split as it was trained), else every served point
@@ -395,7 +363,7 @@ class ServedRun:
             "interpolation": "slerp" if self.caps["slerp"] else "linear",
             "error": self.error_kind if self.errors is not None else None,
             "sprite_side": SPRITE_SIDE,
-            "n_styles": int(_style_mixing(self.model).synthesis.n_styles) if self.caps["mix"] else None,
+            "n_styles": int(self.model.sampling_generator.synthesis.n_styles) if self.caps["mix"] else None,
         }
 
     # -- points --------------------------------------------------------------------------------
@@ -660,7 +628,7 @@ class ServedRun:
         row); each cell takes A's styles below layer ``crossover`` (coarse: pose, shape) and B's
         from it on (fine: stroke, texture)."""
         self.require("mix", "mix styles (it has no mapping network with per-layer styles)")
-        g = _style_mixing(self.model)
+        g = self.model.sampling_generator
         k = int(g.synthesis.n_styles)
         n = as_int(n if n is not None else 4, "n", 1, 8)
         seed = as_int(seed if seed is not None else 0, "seed", 0, 2**63 - 1)

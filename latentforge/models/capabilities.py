@@ -52,6 +52,11 @@ class Capability(enum.Flag):
     #: ``denoising_error(x, levels, draws, generator)`` -> per sample, the error of the predicted
     #: noise at a few steps of the forward process (diffusion models)
     DENOISES = enum.auto()
+    #: ``sample(..., truncation=psi)``: the truncation trick (psi = 1: none)
+    TRUNCATION = enum.auto()
+    #: per-layer styles from a mapping network that can be mixed between two latents
+    #: (``sampling_generator.mapping`` / ``.synthesis``, StyleGAN's)
+    STYLE_MIXING = enum.auto()
 
     def names(self) -> list[str]:
         """The lower-case names of the flags set, e.g. ``['encodes', 'decodes']``."""

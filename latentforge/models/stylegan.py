@@ -89,6 +89,7 @@ from torch import Tensor, nn
 
 from ..config import check_choice, check_fraction, check_positive
 from ..errors import ConfigError
+from .capabilities import Capability
 from .gan import GAN, GANConfig
 from .progan import (HE_GAIN, EqualizedConv2d, EqualizedLinear, PixelNorm, ProDiscriminator, image_shape,
                      resolution_ladder, stage_channels)
@@ -331,6 +332,7 @@ class StyleGAN(GAN):
     name = "stylegan"
     config_class = StyleGANConfig
     config: StyleGANConfig
+    capabilities = GAN.capabilities | Capability.TRUNCATION | Capability.STYLE_MIXING
     g_range = "symmetric"
     accepts_flat = False
 

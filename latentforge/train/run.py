@@ -260,7 +260,6 @@ class Run:
         truncation psi, for models whose ``sample`` supports it; ``out``: stream into this
         ``.npy`` (see :meth:`batched`) and return a memory map of it.
         """
-        import inspect
         sample = getattr(self.model, "sample", None)
         if not callable(sample):
             raise ConfigError(f"{self.name} is not a generative model (it has no sample()); "
@@ -282,8 +281,8 @@ class Run:
         if truncation is not None:
             if not (isinstance(truncation, (int, float)) and np.isfinite(truncation) and truncation > 0):
                 raise ConfigError(f"truncation {truncation!r}: must be a positive number")
-            if "truncation" not in inspect.signature(sample).parameters:
-                raise ConfigError(f"truncation: {self.name} does not support the truncation trick")
+            if Capability.TRUNCATION not in self.model.capabilities:
+                raise ConfigError(f"truncation: {self.name} has no truncation trick (stylegan has)")
             kwargs["truncation"] = float(truncation)
         gen = torch.Generator()
         if seed is None:
