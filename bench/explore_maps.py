@@ -1,4 +1,4 @@
-"""Map time and peak memory of the shared mapping code (``latentforge.eval.embedding``): the maps of
+"""Map time and peak memory of the shared mapping code (``latentforge.report.embedding``): the maps of
 ``latentforge explore``, ``plot tsne`` and the report.
 
 The codings: a stacked AE (784-100-30, the chapter's) trained for ``--epochs`` on mnist-4k encodes
@@ -68,7 +68,7 @@ def rss_mb() -> float:
 
 
 def run_case(method: str, n: int, args) -> dict:
-    from latentforge.eval.embedding import embed
+    from latentforge.report.embedding import embed
     codes = replicate(base_codings(Path(args.cache), args.epochs), n, args.jitter)
     before = rss_mb()
     t0 = time.perf_counter()
@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--case", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.fit_max is None:
-        from latentforge.eval.embedding import TSNE_FIT_MAX
+        from latentforge.report.embedding import TSNE_FIT_MAX
         args.fit_max = TSNE_FIT_MAX
     if args.case:
         method, n = args.case.split(":")

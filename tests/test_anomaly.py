@@ -106,7 +106,7 @@ def normal_split(digits):
     ("classifier", {"epochs": 5}, ["confidence", "knn"]),
 ])
 def test_scores_rank_uniform_noise_above_held_out_normal_data(normal_split, model, overrides, methods):
-    from latentforge.train.anomaly import fit_detector
+    from latentforge.eval.anomaly_experiment import fit_detector
     x, y, held = normal_split
     net = fit_detector(model, x, y, seed=0, overrides=overrides)
     assert set(methods) <= set(an.capabilities(net))
@@ -120,7 +120,7 @@ def test_scores_rank_uniform_noise_above_held_out_normal_data(normal_split, mode
 
 
 def test_method_not_supported_is_a_clear_error(normal_split):
-    from latentforge.train.anomaly import fit_detector
+    from latentforge.eval.anomaly_experiment import fit_detector
     x, y, _ = normal_split
     net = fit_detector("stacked-ae", x, y, seed=0, epochs=1, overrides={"hidden_sizes": [8], "coding_size": 2})
     with pytest.raises(ConfigError, match="cannot score by importance-weighted"):

@@ -126,7 +126,7 @@ def test_map_json_and_cache(client, runs, runs_dir):
     assert len(cached) == 1
     assert np.allclose(np.load(cached[0])[:, 0], m["x"], atol=1e-4)
     # the map is the PCA of the served codings
-    from latentforge.eval.embedding import pca_2d
+    from latentforge.report.embedding import pca_2d
     assert np.allclose(pca_2d(runs[0].codes)[:, 1], m["y"], atol=1e-3)
     assert client.get("/api/runs/0/map").json() == m          # the default method: pca here
     # 2-D codings are shown as they are, whatever the method asked
@@ -421,7 +421,7 @@ def test_cli_errors(run_cli, runs_dir, tmp_path):
 # ------------------------------------------------------------------------------ the mapping code
 def test_embedding_methods():
     from latentforge.errors import ConfigError, DataError
-    from latentforge.eval.embedding import embed, pca_2d, tsne_2d
+    from latentforge.report.embedding import embed, pca_2d, tsne_2d
     rng = np.random.default_rng(0)
     x = rng.normal(size=(500, 6)).astype(np.float32) * np.array([5, 3, 1, 1, 1, 1], np.float32)
     p = pca_2d(x)

@@ -56,7 +56,7 @@ def anomaly_experiment_cmd(
     import datetime as dt
 
     from ..data.classes import parse_class_list
-    from ..train.anomaly import DETECTORS, anomaly_experiment, format_table
+    from ..eval.anomaly_experiment import DETECTORS, anomaly_experiment, format_table
     from ..train.checkpoint import atomic_write_bytes, atomic_write_json
     names = [m.strip() for m in models.split(",") if m.strip()]
     if not names:

@@ -24,7 +24,6 @@ import os
 import shutil
 import sys
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +32,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Iterable, Iterator, Sequence
 
 from latentforge.errors import DownloadError
+from latentforge.io import atomic_write_bytes
 
 __all__ = [
     "MIRROR_ENV",
@@ -110,15 +110,7 @@ def _write_marker(path: Path, md5: str) -> None:
     try:
         st = path.stat()
         data = json.dumps({"md5": md5, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(data)
-            os.replace(tmp, _marker(path))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_write_bytes(_marker(path), data.encode())
     except OSError as e:  # e.g. a read-only cache: the file is fine, we just re-hash later
         log.debug("could not write %s: %s", _marker(path), e)
 

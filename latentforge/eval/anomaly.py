@@ -367,7 +367,7 @@ def load_thresholds(run_dir: str | Path) -> dict[str, Any]:
 def save_threshold(run_dir: str | Path, method: str, entry: dict[str, Any]) -> Path:
     """Record ``entry`` (threshold, quantile, calibration data, score summary...) for ``method``
     in the run's ``anomaly.json`` (other methods' entries are kept)."""
-    from ..train.checkpoint import atomic_write_json
+    from ..io import atomic_write_json
     data = load_thresholds(run_dir)
     data["methods"][method] = entry
     path = Path(run_dir) / ANOMALY_JSON

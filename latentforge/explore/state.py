@@ -335,7 +335,7 @@ class ServedRun:
 
     # -- description -------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
-        from ..eval.embedding import available_methods
+        from ..report.embedding import available_methods
         ds = self.ds
         sample_shape = list(ds.sample_shape) if ds is not None else self.run.data_info.get("sample_shape")
         classes = None
@@ -447,7 +447,7 @@ class ServedRun:
 
     # -- maps ----------------------------------------------------------------------------------
     def map_method(self, method: str | None) -> str:
-        from ..eval.embedding import METHODS, available_methods
+        from ..report.embedding import METHODS, available_methods
         if not self.caps["map"]:
             raise ApiError(400, f"run {self.index} ({self.run.name}) has no encoder: it has no map")
         if method is None or method == "":
@@ -468,7 +468,7 @@ class ServedRun:
         return self.run_dir / MAP_DIR / f"map-{method}-{h.hexdigest()}.npy"
 
     def _compute_map(self, method: str) -> np.ndarray:
-        from ..eval.embedding import embed
+        from ..report.embedding import embed
         path = self._map_path(method)
         if path.is_file():
             try:
@@ -479,7 +479,7 @@ class ServedRun:
                 pass
         xy = embed(self.codes, "tsne" if method == "latent" else method, seed=self.seed).xy
         try:
-            from ..train.checkpoint import atomic_write_bytes
+            from ..io import atomic_write_bytes
             path.parent.mkdir(exist_ok=True)
             buf = io.BytesIO()
             np.save(buf, xy.astype(np.float32))
@@ -740,7 +740,7 @@ def load_runs(run_dirs: list[Path], *, data: str | None = None, labels: Path | N
     if method not in ("tsne", "pca", "umap"):
         raise ConfigError(f"--method {method!r}: must be one of tsne, umap, pca")
     if method == "umap":
-        from ..eval.embedding import umap_available
+        from ..report.embedding import umap_available
         if not umap_available():
             raise ConfigError("--method umap needs the umap-learn package (pip install umap-learn)")
     if max_points is not None and max_points < 1:

@@ -21,7 +21,7 @@ CURVE_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b
 
 
 def _write_png(fig, path: Path) -> Path:
-    from ..train.checkpoint import atomic_write_bytes
+    from ..io import atomic_write_bytes
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", pad_inches=0.1, facecolor="white")
     try:

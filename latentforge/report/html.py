@@ -37,7 +37,7 @@ from ..models import get_model_class
 from ..models.capabilities import Capability, has
 from ..models.interpolation import interpolate_codes
 from ..train import load_run
-from ..train.checkpoint import atomic_write_bytes
+from ..io import atomic_write_bytes
 from .plots import plot_history, plot_image_grid, plot_reconstructions, plot_tsne
 from .tensorboard import TB_DIR, read_images
 

@@ -18,10 +18,10 @@ produced in ``[-1, 1]`` (a ``tanh`` generator) should be mapped with ``(x + 1) /
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import re
-import secrets
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -34,7 +34,6 @@ import matplotlib
 if "matplotlib.pyplot" not in sys.modules:
     matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402  (must come after matplotlib.use)
 import numpy as np  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -42,6 +41,7 @@ from matplotlib.offsetbox import AnnotationBbox, OffsetImage  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from latentforge.errors import DataError  # noqa: E402
+from latentforge.io import atomic_write_bytes  # noqa: E402
 
 __all__ = [
     "to_display_images",
@@ -266,41 +266,14 @@ def _check_destination(path: PathLike) -> Path:
     return dest
 
 
-def _open_temp(dest: Path) -> tuple[int, Path]:
-    """Create a unique hidden temporary file next to ``dest``; return (fd, path).
-
-    ``os.open`` with mode 0o666 lets the process umask decide the final permissions, unlike
-    ``tempfile.mkstemp`` which would leave the PNG readable by its owner only.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = dest.parent / f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary file name in {dest.parent}")
-
-
 def _save_figure(fig: Figure, dest: Path, *, dpi: float = DPI) -> Path:
-    """Write ``fig`` to ``dest`` as a PNG atomically; wrap OSError as :class:`DataError`."""
-    tmp: Path | None = None
+    """Write ``fig`` to ``dest`` as a PNG (atomically, :mod:`latentforge.io`); OSError as :class:`DataError`."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.1, facecolor="white")
     try:
-        fd, tmp = _open_temp(dest)
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.1,
-                        facecolor="white")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-        tmp = None
+        atomic_write_bytes(dest, buf.getvalue())
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise DataError(f"{dest}: cannot write: {reason}") from exc
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        raise DataError(f"{dest}: cannot write: {exc.strerror or exc}") from exc
     return dest
 
 
@@ -653,8 +626,8 @@ def _embed_2d(codes: np.ndarray, seed: int, perplexity: float) -> tuple[np.ndarr
 
 
 def _tsne(codes: np.ndarray, seed: int, perplexity: float) -> tuple[np.ndarray, str]:
-    """t-SNE through the shared mapping code (:mod:`latentforge.eval.embedding`: openTSNE)."""
-    from latentforge.eval.embedding import embed  # imported lazily: openTSNE is slow to import
+    """t-SNE through the shared mapping code (:mod:`latentforge.report.embedding`: openTSNE)."""
+    from latentforge.report.embedding import embed  # imported lazily: openTSNE is slow to import
 
     result = embed(codes, "tsne", seed=seed, perplexity=perplexity)
     if result.method == "identical":
@@ -742,7 +715,7 @@ def plot_tsne(codes: Any, path: PathLike | None = None, *, labels: Any = None, i
 
     The codes (``(N, K)``; higher-rank codes are flattened per sample) are subsampled to
     ``max_points`` with ``seed`` (``None``: every point), embedded with openTSNE through
-    :func:`latentforge.eval.embedding.embed` (PCA initialisation, ``random_state=seed``; skipped
+    :func:`latentforge.report.embedding.embed` (PCA initialisation, ``random_state=seed``; skipped
     when ``K == 2``; ``perplexity`` is clamped to ``(n - 1) / 3`` for small ``n``), scaled to
     ``[0, 1]`` and scattered, coloured by ``labels`` with ``tab10`` and a legend (a colour bar for many or continuous labels). With ``images``, thumbnails are
     placed greedily so that no two centres are closer than ``THUMB_MIN_DIST`` (the chapter's

@@ -29,7 +29,7 @@ CHUNK = 8192
 
 
 def _write(path: Path, data: bytes) -> None:
-    from ..train.checkpoint import atomic_write_bytes
+    from ..io import atomic_write_bytes
     try:
         atomic_write_bytes(path, data)
     except OSError as e:

@@ -56,7 +56,7 @@ def _png_bytes(img: np.ndarray) -> bytes:
 
 def write_sample_files(samples: Any, folder: Path, data_info: dict[str, Any]) -> str:
     """Write ``samples`` into ``folder`` as PNGs (images) or one CSV (tabular); says what it wrote."""
-    from ..train.checkpoint import atomic_write_bytes
+    from ..io import atomic_write_bytes
     folder = Path(folder)
     n = len(samples)
     shape = tuple(data_info.get("sample_shape") or np.asarray(samples[:1]).shape[1:])

@@ -32,7 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data import train_valid_split
 from ..errors import ConfigError, DataError
+from ..models import get_model_class
+from ..train.adversarial import AdversarialTrainer
+from ..train.run import resolve_config, resolve_device
+from ..train.trainer import Trainer
+from . import anomaly as an
 
 PROTOCOLS = ("one-class", "leave-one-out")
 #: published Deep SVDD (one-class) AUROCs on MNIST, per digit 0-9 (Ruff et al., 2018, Table 1)
@@ -70,7 +76,6 @@ def detector_for(model: str) -> Detector:
     score it supports."""
     if model in DETECTORS:
         return DETECTORS[model]
-    from ..models import get_model_class
     cls = get_model_class(model)
     if cls.uses_labels:
         raise ConfigError(f"--models {model}: a conditional model needs the label of what it scores; "
@@ -90,10 +95,6 @@ def fit_detector(model: str, x: np.ndarray, y: np.ndarray | None, seed: int, *, 
                  log: Callable[[str], None] | None = None):
     """Train ``model`` on the normal samples ``x`` (``y``: their labels, for the classifier) in
     memory with its anomaly defaults; returns the trained model (eval mode)."""
-    from ..models import get_model_class
-    from .adversarial import AdversarialTrainer
-    from .run import resolve_config, resolve_device
-    from .trainer import Trainer
     det = detector_for(model)
     cls = get_model_class(model)
     values = {**det.overrides, **(overrides or {}), "seed": int(seed)}
@@ -143,8 +144,6 @@ def anomaly_experiment(ds, *, protocol: str = "one-class", models: list[str] | N
     ``normal``: the classes that take the normal role in turn (default: every class of the data);
     ``overrides``: per model, config values on top of its anomaly defaults.
     """
-    from ..data import train_valid_split
-    from ..eval import anomaly as an
     log = log if log is not None else (lambda m: print(m, file=sys.stderr))
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
