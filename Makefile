@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # pytest workers: 2 by default (CI has 2 cores); `make test JOBS=0` runs serially
 JOBS ?= 2
 
-.PHONY: demo test test-slow bench clean setup
+.PHONY: demo lint test test-slow bench clean setup
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -25,7 +25,12 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/latentforge demo
 
-test: $(STAMP)
+# static checks (configured in pyproject.toml): ruff, and the import layers (import-linter)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check latentforge tests bench
+	$(VENV)/bin/lint-imports
+
+test: lint
 	$(PY) -m pytest -q $(if $(filter 0,$(JOBS)),,-n $(JOBS))
 
 test-slow: $(STAMP)

@@ -123,7 +123,7 @@ def main() -> None:
                     for n in (16, 64):
                         bodies = [json.dumps({"n": n, "seed": s}).encode() for s in range(8)]
                         cases.append((f"{r['model']} sample n={n}", f"/api/runs/{r['index']}/sample", bodies, False))
-            for name, path, bodies, target in cases:
+            for name, path, bodies, _is_decode in cases:
                 # first one client alone (the service time of one request), then the concurrent load
                 alone, _, _, alone_server = scenario(host, int(port), path, bodies, 1, 20, args.max_seconds)
                 lat, wall, errs, server = scenario(host, int(port), path, bodies, args.clients, args.requests, args.max_seconds)

@@ -84,7 +84,7 @@ def worker(name: str, epochs: int, tile: int, batch: int, seed: int) -> None:
 def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float | None, str]:
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
     text = (out.stdout + out.stderr).strip().splitlines()
-    line = next((l for l in reversed(text) if SPS.search(l)), None)
+    line = next((t for t in reversed(text) if SPS.search(t)), None)
     if out.returncode != 0 or line is None:
         raise SystemExit(f"{' '.join(cmd)} failed:\n" + "\n".join(text[-15:]))
     bce = BCE.search(line)

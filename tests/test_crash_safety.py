@@ -109,7 +109,7 @@ def _kill_and_resume(model: str, data: Path, root: Path, kills: int, epochs: int
         ref = root / "ref"
         _reference(model, data, ref, epochs)
     stats = {"kills": 0, "mid_write": 0, "before_first_checkpoint": 0, "restarts": 0}
-    for k in range(kills):
+    for _ in range(kills):
         resume = (run / CKPT).exists()
         extra = ["--resume"] if resume else (["--overwrite"] if run.exists() else [])
         start_epoch = load_checkpoint(run / CKPT)[1]["trainer"]["epoch"] if resume else 0

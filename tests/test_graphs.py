@@ -141,7 +141,7 @@ def test_graph_replays_are_checked_against_eager_steps(mode):
     faked = _Faked(lambda xb: DenseSGDStep(a)(xb, 0.5), x, graph_safe_params(a), chunk=3, log=logs.append)
     faked.mode, faked.use_graphs = mode, True
     ref = ChunkedSteps(lambda xb: DenseSGDStep(b)(xb, 0.5), x, graph_safe_params(b), chunk=3)
-    for epoch in range(2):
+    for _epoch in range(2):
         got = torch.cat([t for _, t in faked.epoch(order, 8)])
         want = torch.cat([t for _, t in ref.epoch(order, 8)])
         assert torch.equal(got, want)

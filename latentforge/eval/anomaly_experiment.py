@@ -320,8 +320,9 @@ def format_table(result: dict[str, Any], markdown: bool = False) -> str:
         out += ["| " + " | ".join(c for c in cells) + " |" for cells in lines]
         return "\n".join(out) + "\n\n" + note + "\n"
     widths = [max(len(str(r[i])) for r in [head] + lines) for i in range(len(head))]
-    fmt = lambda cells: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                                  for i, (c, w) in enumerate(zip(cells, widths)))
+
+    def fmt(cells) -> str:
+        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([fmt(head)] + [fmt(c) for c in lines] + ["", note])
 
 

@@ -327,7 +327,9 @@ def pretraining_experiment(data, *, labeled: int = 500, ae: str = "stacked-ae", 
 
     unlabelled = Dataset(x=pool.x, y=None, name=ds.name, sample_shape=ds.sample_shape, is_image=ds.is_image,
                          class_names=ds.class_names)
-    quiet = (lambda m: None)
+
+    def quiet(msg: str) -> None:
+        pass
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     for i in range(seeds):
@@ -353,7 +355,7 @@ def pretraining_experiment(data, *, labeled: int = 500, ae: str = "stacked-ae", 
             if variant == "pretrained" and ae_run.run_dir is not None:
                 cfg_values["encoder_from"] = str(ae_run.run_dir)
             cfg = make_model_config("classifier", cfg_values)
-            setup = (lambda net: init_from_autoencoder(net, ae_run.model)) if variant == "pretrained" else None
+            setup = (lambda net, ae=ae_run: init_from_autoencoder(net, ae.model)) if variant == "pretrained" else None
             run = fit_model("classifier", cfg, sub, test, data_info=info, setup=setup,
                             out=sdir / variant if sdir else None, save=sdir is not None, overwrite=True,
                             extra_meta={"pretraining": _provenance(ae_run)} if variant == "pretrained" else None,
