@@ -106,13 +106,9 @@ def train_cmd(
         return
     ds = _load(data, labels, limit, classes, exclude_classes)
     if model == "classifier":
-        from ..data.large import StreamingDataset
-        from ..train.pretraining import train_classifier
-        if isinstance(ds, StreamingDataset):
-            ds = ds.materialize()           # the classifier's pretraining paths work in memory
-        run = train_classifier(ds, labeled=labeled, encoder_from=encoder_from, freeze_epochs=freeze_epochs, out=out,
-                               overrides=values, config_file=config, valid_fraction=valid_fraction, resume=resume,
-                               progress=progress, device=device, overwrite=overwrite, tensorboard=tensorboard)
+        run = _train_classifier(ds, labeled=labeled, encoder_from=encoder_from, freeze_epochs=freeze_epochs, out=out,
+                                overrides=values, config_file=config, valid_fraction=valid_fraction, resume=resume,
+                                progress=progress, device=device, overwrite=overwrite, tensorboard=tensorboard)
     else:
         run = train(model, ds, out=out, overrides=values, config_file=config, resume=resume, greedy=greedy, labels=labels,
                     valid_fraction=valid_fraction, progress=progress, device=device, overwrite=overwrite,
@@ -122,6 +118,16 @@ def train_cmd(
                      if k.endswith(("loss", "accuracy")) and isinstance(v, float))
     if ddp.info().main:
         print(f"trained {model} -> {run.run_dir} ({shown})")
+
+
+def _train_classifier(ds, **options: Any):
+    """What ``train classifier`` and ``train-classifier`` both run: the classifier's training
+    (:func:`latentforge.train.pretraining.train_classifier`) on data in memory."""
+    from ..data.large import StreamingDataset
+    from ..train.pretraining import train_classifier
+    if isinstance(ds, StreamingDataset):
+        ds = ds.materialize()           # the classifier's pretraining paths work in memory
+    return train_classifier(ds, **options)
 
 
 def _launch_processes(model: str, nproc: int, device: str, values: dict[str, Any], config: Optional[Path]) -> None:
@@ -174,12 +180,11 @@ def train_classifier_cmd(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
 ) -> None:
     """Train the classifier (optionally on a few labels, from a pretrained autoencoder's encoder)."""
-    from ..train.pretraining import train_classifier
     values = _overrides(sets, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     ds = _load(data, labels, limit, classes, exclude_classes)
-    run = train_classifier(ds, labeled=labeled, encoder_from=encoder_from, freeze_epochs=freeze_epochs, out=out,
-                           overrides=values, config_file=config, valid_fraction=valid_fraction, resume=resume,
-                           progress=progress, device=device, overwrite=overwrite)
+    run = _train_classifier(ds, labeled=labeled, encoder_from=encoder_from, freeze_epochs=freeze_epochs, out=out,
+                            overrides=values, config_file=config, valid_fraction=valid_fraction, resume=resume,
+                            progress=progress, device=device, overwrite=overwrite)
     last = run.history[-1] if run.history else {}
     shown = " ".join(f"{k}={v:.4f}" for k, v in last.items()
                      if k.endswith(("loss", "accuracy")) and isinstance(v, float))
