@@ -10,7 +10,17 @@ import typer
 
 from ..errors import DataError
 from .app import app
-from .common import ClassesOpt, ExcludeClassesOpt, LabelsOpt, _heldout, _load_stream, _npy_out, _out_dir_ok, _print_json, save_array
+from .common import (
+    ClassesOpt,
+    ExcludeClassesOpt,
+    LabelsOpt,
+    _heldout,
+    _load_stream,
+    _npy_out,
+    _out_dir_ok,
+    _print_json,
+    save_array,
+)
 
 
 @app.command("models")

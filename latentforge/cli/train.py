@@ -9,9 +9,7 @@ from typing import Any, Optional
 import typer
 
 from .app import app
-from .common import (_INVOCATION, ClassesOpt, DataOpt, ExcludeClassesOpt, LabelsOpt, _heldout, _load,
-                     _overrides)
-
+from .common import _INVOCATION, ClassesOpt, DataOpt, ExcludeClassesOpt, LabelsOpt, _heldout, _load, _overrides
 
 _TRAIN_HELP = (
     "Train MODEL on --data into a run folder (checkpoint, run.json, history.json).\n\n"
