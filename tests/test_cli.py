@@ -59,6 +59,25 @@ def test_help_everywhere(run_cli):
         assert code == 0 and "Usage" in out
 
 
+def _listed(help_text: str) -> list[str]:
+    """The command names of a help page's Commands panel, in order."""
+    panel = help_text.split("Commands", 1)[1]
+    return [ln[2:].split()[0] for ln in panel.splitlines() if ln.startswith("│ ") and ln[2:3].strip()]
+
+
+def test_help_lists_the_commands_in_the_users_order(run_cli):
+    """The commands live in one module per topic (latentforge/cli/); `latentforge --help` still lists them in
+    one order (cli.HELP_ORDER, then the groups), each once, and the groups their subcommands in theirs."""
+    from latentforge.cli import HELP_ORDER
+    code, out, _ = run_cli("--help")
+    names = _listed(out)
+    assert code == 0 and len(names) == len(set(names))
+    assert [n for n in names if n in HELP_ORDER] == list(HELP_ORDER)
+    assert names.index("score") < names.index("plot") < names.index("experiment")
+    assert _listed(run_cli("plot", "--help")[1]) == ["reconstructions", "tsne", "history", "samples"]
+    assert _listed(run_cli("experiment", "--help")[1])[:2] == ["pretraining", "anomaly"]
+
+
 def test_train_writes_a_run(trained, run_cli):
     files = {p.name for p in trained.iterdir()}
     assert {"checkpoint.safetensors", "run.json", "history.json"} <= files

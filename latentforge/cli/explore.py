@@ -14,8 +14,9 @@ from typing import Optional
 
 import typer
 
-from ..cli import LabelsOpt, app
 from ..errors import ConfigError
+from .app import app
+from .common import LabelsOpt
 
 _HELP = (
     "Serve a page to explore runs in the browser: the map of every coding (openTSNE, PCA or UMAP; 2-D "

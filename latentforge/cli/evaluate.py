@@ -12,8 +12,9 @@ from typing import Optional
 
 import typer
 
-from ..cli import ClassesOpt, ExcludeClassesOpt, LabelsOpt, _out_dir_ok, _print_json, app
 from ..errors import ConfigError, DataError
+from .app import app
+from .common import ClassesOpt, ExcludeClassesOpt, LabelsOpt, _out_dir_ok, _print_json
 
 GENERATIVE_DEFAULT_N = 10_000   # latentforge.eval.run_metrics.GENERATIVE_DEFAULT_N (for the help text)
 

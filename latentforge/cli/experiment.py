@@ -1,8 +1,12 @@
-"""``latentforge experiment anomaly``: the one-class (Ruff et al., 2018) and leave-one-out tables.
+"""The ``experiment`` group: the chapter's exercise of unsupervised pretraining (``experiment
+pretraining``, SPEC 5) and the anomaly tables (``experiment anomaly``: one-class, Ruff et al., 2018,
+and leave-one-out).
 
+    latentforge experiment pretraining --data D --labeled 500 --seeds 3
     latentforge experiment anomaly --data D --protocol one-class|leave-one-out --models conv-ae,vae --seeds 3
 
-Writes ``results.json``, ``results.md`` and ``roc.png`` (ROC curves per normal class) into --out.
+The anomaly experiment writes ``results.json``, ``results.md`` and ``roc.png`` (ROC curves per
+normal class) into --out.
 """
 from __future__ import annotations
 
@@ -11,9 +15,66 @@ from typing import Optional
 
 import typer
 
-from ..cli import ClassesOpt, ExcludeClassesOpt, LabelsOpt, _load, _overrides, _print_json
 from ..errors import ConfigError, DataError
-from .classify import experiment_app
+from .app import experiment_app
+from .common import ClassesOpt, ExcludeClassesOpt, LabelsOpt, _load, _out_dir_ok, _overrides, _print_json
+
+
+@experiment_app.command("pretraining")
+def pretraining_cmd(
+    data: str = typer.Option("digits", "--data", "-d", help="Labelled data source (labels are used only for the "
+                             "classifier's few labelled samples and the test accuracy)."),
+    labels: Optional[Path] = LabelsOpt,
+    classes: Optional[str] = ClassesOpt,
+    exclude_classes: Optional[str] = ExcludeClassesOpt,
+    labeled: int = typer.Option(500, "--labeled", help="Labelled training samples for the classifiers."),
+    ae: str = typer.Option("stacked-ae", "--ae", help="The autoencoder to pretrain (a dense one: stacked-ae, "
+                           "tied-ae, denoising-ae, sparse-ae)."),
+    seeds: int = typer.Option(3, "--seeds", help="Repetitions (seeds 0..N-1): AE, labelled subset and inits."),
+    ae_epochs: Optional[int] = typer.Option(None, "--ae-epochs", help="AE epochs (default: the AE's own)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Classifier epochs, frozen ones included "
+                                         "(default 30)."),
+    freeze_epochs: int = typer.Option(10, "--freeze-epochs", help="Epochs the pretrained encoder stays frozen."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Classifier learning rate (default 1e-3, Nadam)."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Fixed held-out test split (same for all seeds)."),
+    sets: list[str] = typer.Option([], "--set", "-s", help="Classifier config override key=value (repeatable)."),
+    ae_sets: list[str] = typer.Option([], "--ae-set", help="AE config override key=value (repeatable), "
+                                      "e.g. --ae-set noise=dropout."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N samples."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Keep every run here (seed-K/ae, seed-K/scratch, "
+                                       "seed-K/pretrained); default: train in memory."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON to this file "
+                                            "('-' prints JSON instead of the table)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
+) -> None:
+    """The chapter's exercise: pretrain an AE on all images, then compare a few-label classifier from scratch with one from its encoder.
+
+    For each seed: the AE trains on every training image (no labels); the classifier trains on
+    --labeled samples from scratch, and from the AE's encoder (frozen for --freeze-epochs, then
+    fine-tuned); both are scored on a fixed test split. Prints accuracy mean ± std over seeds."""
+    import json
+
+    from ..train.checkpoint import _json_default, atomic_write_bytes
+    from ..train.pretraining import format_table, pretraining_experiment
+    if json_out is not None and str(json_out) != "-":
+        _out_dir_ok(json_out)
+    ds = _load(data, labels, limit, classes, exclude_classes)
+    result = pretraining_experiment(ds, labeled=labeled, ae=ae, seeds=seeds, ae_epochs=ae_epochs, epochs=epochs,
+                                    freeze_epochs=freeze_epochs, test_fraction=test_fraction,
+                                    ae_overrides=_overrides(ae_sets), overrides=_overrides(sets, lr=lr), out=out,
+                                    progress=progress, device=device)
+    if json_out is not None and str(json_out) == "-":
+        _print_json(result)
+        return
+    print(format_table(result))
+    if json_out is not None:
+        try:
+            atomic_write_bytes(json_out, (json.dumps(result, indent=2, default=_json_default) + "\n").encode())
+        except OSError as e:
+            raise DataError(f"{json_out}: cannot write: {e.strerror or e}") from None
+        print(f"wrote {json_out}")
+
 
 
 _HELP = ("One detector per normal class, scored on a held-out split: per-class AUROC (mean ± std over seeds), "

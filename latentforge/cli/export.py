@@ -5,7 +5,8 @@ from pathlib import Path
 
 import typer
 
-from ..cli import _out_dir_ok, app
+from .app import app
+from .common import _out_dir_ok
 
 
 @app.command("export")

@@ -18,8 +18,9 @@ from typing import Any, Optional
 
 import typer
 
-from ..cli import ClassesOpt, ExcludeClassesOpt, LabelsOpt, _load, _npy_out, app, save_array
 from ..errors import ConfigError
+from .app import app
+from .common import ClassesOpt, ExcludeClassesOpt, LabelsOpt, _load, _npy_out, save_array
 
 
 def _known_anomalies(run, ds):

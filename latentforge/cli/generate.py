@@ -1,4 +1,4 @@
-"""Commands for generative models and autoencoders: generate, interpolate (evaluate: commands/evaluate.py).
+"""Commands for generative models and autoencoders: generate, interpolate (evaluate: cli/evaluate.py).
 
 A model is *generative* when it declares ``Capability.SAMPLES``: ``sample(n, labels=None,
 generator=None)`` returns ``n`` images in [0, 1] shaped like its inputs (``generator`` is a CPU
@@ -17,8 +17,9 @@ from typing import Optional
 
 import typer
 
-from ..cli import LabelsOpt, _heldout, _out_dir_ok, app
 from ..errors import ConfigError, DataError
+from .app import app
+from .common import LabelsOpt, _heldout, _out_dir_ok
 
 METHODS = ("linear", "slerp")       # latentforge.models.interpolation.METHODS (not imported: --help stays light)
 GRID_MAX = 100          # `generate --grid` shows at most this many samples

@@ -10,7 +10,8 @@ from typing import Optional
 
 import typer
 
-from ..cli import ClassesOpt, ExcludeClassesOpt, _out_dir_ok, app
+from .app import app
+from .common import ClassesOpt, ExcludeClassesOpt, _out_dir_ok
 
 
 def _open(path: Path) -> None:
