@@ -28,7 +28,7 @@ ExcludeClassesOpt = typer.Option(None, "--exclude-classes", help="Drop the sampl
 def save_array(path: Path, arr) -> Path:
     """Write a .npy file atomically; DataError naming the path if it cannot be written."""
     import numpy as np
-    from ..train.checkpoint import atomic_write_bytes
+    from ..io import atomic_write_bytes
 
     path = Path(path)
     if path.suffix != ".npy":
@@ -98,5 +98,5 @@ def _heldout(run, source: Optional[str], labels: Optional[Path], classes: Option
 
 
 def _print_json(obj: Any) -> None:
-    from ..train.checkpoint import _json_default
+    from ..io import json_default as _json_default
     print(json.dumps(obj, indent=2, default=_json_default))

@@ -55,7 +55,7 @@ def evaluate_cmd(
                           device=device, splits=run.data_splits(data, labels, classes=classes,
                                                                 exclude_classes=exclude_classes))
     if json_out is not None:
-        from ..train.checkpoint import atomic_write_json
+        from ..io import atomic_write_json
         try:
             atomic_write_json(json_out, result)
         except OSError as e:

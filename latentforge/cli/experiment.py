@@ -55,7 +55,8 @@ def pretraining_cmd(
     fine-tuned); both are scored on a fixed test split. Prints accuracy mean ± std over seeds."""
     import json
 
-    from ..train.checkpoint import _json_default, atomic_write_bytes
+    from ..io import atomic_write_bytes
+    from ..io import json_default as _json_default
     from ..train.pretraining import format_table, pretraining_experiment
     if json_out is not None and str(json_out) != "-":
         _out_dir_ok(json_out)
@@ -118,7 +119,7 @@ def anomaly_experiment_cmd(
 
     from ..data.classes import parse_class_list
     from ..eval.anomaly_experiment import DETECTORS, anomaly_experiment, format_table
-    from ..train.checkpoint import atomic_write_bytes, atomic_write_json
+    from ..io import atomic_write_bytes, atomic_write_json
     names = [m.strip() for m in models.split(",") if m.strip()]
     if not names:
         raise ConfigError("--models: give at least one model, e.g. conv-ae,vae")
