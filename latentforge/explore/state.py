@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, LatentforgeError
+from ..eval.anomaly import percentile_of
 from ..models.capabilities import Capability, capabilities_of
 
 #: thumbnails per sprite sheet side (a sheet holds SPRITE_SIDE**2 images, in map order)
@@ -126,7 +127,7 @@ def error_percentile(score: float, reference: np.ndarray) -> float:
     that 99% of the training data reconstruct at least as well."""
     if len(reference) == 0:
         return float("nan")
-    return 100.0 * float(np.searchsorted(reference, score, side="right")) / len(reference)
+    return float(percentile_of([score], reference)[0])       # the anomaly scores' percentile (score)
 
 
 # ------------------------------------------------------------------------------ request values
