@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from .builtin import REGISTRY, BuiltinDataset, list_datasets, load_builtin, load_data
 from .download import data_cache_dir, download_file, safe_extract_tar
-from .readers import Dataset, read_idx, train_valid_split
+from .dataset import Dataset, train_valid_split
+from .formats.idx import read_idx
 
 __all__ = [
     "BuiltinDataset",

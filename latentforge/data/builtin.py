@@ -37,13 +37,9 @@ from .download import (
     safe_extract_tar,
     verify_file,
 )
-from .readers import (
-    Dataset,
-    check_split,
-    make_dataset,
-    read_cifar10_binary,
-    read_idx,
-)
+from .dataset import Dataset, check_split, make_dataset
+from .formats.cifar import read_cifar10_binary
+from .formats.idx import read_idx
 from .sources import load_path
 
 __all__ = [
@@ -417,9 +413,9 @@ def load_data(
     ``kmnist``, ``cifar10``) loads it, even if a file of that name exists in the working
     directory (write ``./mnist`` for the file). Anything else is a path to an IDX file, a
     folder of IDX files, a ``.npy``/``.npz``/CSV file or a folder of images; see
-    :mod:`latentforge.data.readers` for the formats and value rules. In short: integer data
-    must be within ``[0, 255]`` and is divided by 255, float data is kept as is, NaN/Inf and
-    empty data are errors, labels must be integers >= 0.
+    :mod:`latentforge.data.formats` for the formats and :mod:`latentforge.data.dataset` for the
+    value rules. In short: integer data must be within ``[0, 255]`` and is divided by 255, float
+    data is kept as is, NaN/Inf and empty data are errors, labels must be integers >= 0.
 
     Args:
         source: built-in name or path.

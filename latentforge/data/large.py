@@ -12,7 +12,7 @@ returns a :class:`StreamingDataset` for
 
 The threshold is ``LATENTFORGE_STREAM_BYTES`` (bytes) or a quarter of the physical memory.
 
-A :class:`StreamingDataset` is a :class:`~latentforge.data.readers.Dataset` whose ``x`` is a
+A :class:`StreamingDataset` is a :class:`~latentforge.data.dataset.Dataset` whose ``x`` is a
 :class:`BlockArray`: ``np.load(mmap_mode="r")`` gives the layout (shape, dtype, data offset),
 and rows are read on demand with positioned reads of each run of consecutive rows, so the
 pages read stay in the page cache and never in the process's resident set; they are converted
@@ -39,8 +39,10 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .readers import (Dataset, IDX_DTYPES, SPLIT_TOKENS, idx_images_in, labels_beside, make_dataset,
-                      read_idx, read_labels, read_npy, to_float32, to_labels)
+from .dataset import Dataset, make_dataset, to_float32, to_labels
+from .formats.idx import IDX_DTYPES, SPLIT_TOKENS, idx_images_in, labels_beside, read_idx
+from .formats.labels import read_labels
+from .formats.npy import read_npy
 
 #: rows read per training block aim at this many float32 bytes (a block is shuffled in memory)
 BLOCK_BYTES = 32 << 20
@@ -110,7 +112,7 @@ class Shard:
 
 
 def _check_shape(shape: tuple, source: str) -> None:
-    """The shape rules of :func:`~latentforge.data.readers.make_dataset`."""
+    """The shape rules of :func:`~latentforge.data.dataset.make_dataset`."""
     ndim = len(shape)
     if ndim == 0 or shape[0] == 0:
         raise DataError(f"{source}: the data is empty (no samples)")

@@ -1,5 +1,5 @@
 """One entry point for a file or folder of data: :func:`load_path` streams what is too large for
-memory (:mod:`.large`) and reads the rest into memory (:func:`.readers.read_path`)."""
+memory (:mod:`.large`) and reads the rest into memory (:func:`.formats.dispatch.read_path`)."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..errors import DataError
 from .large import open_large
-from .readers import Dataset, check_split, read_path
+from .dataset import Dataset, check_split
+from .formats.dispatch import read_path
 
 
 def load_path(
@@ -17,7 +18,7 @@ def load_path(
     *,
     split: str = "train",
 ) -> Dataset:
-    """Load a dataset from a file or folder (see :mod:`latentforge.data.readers` for the formats):
+    """Load a dataset from a file or folder (see :mod:`latentforge.data.formats` for the formats):
     a ``.npy`` too large for memory, or a folder of shards, is streamed; the rest is read.
 
     Args:

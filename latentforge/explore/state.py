@@ -274,7 +274,7 @@ class ServedRun:
     # -- setup -------------------------------------------------------------------------------
     def _load_data(self, data, labels, max_points, cache) -> None:
         from ..data import load_data, train_valid_split
-        from ..data.readers import Dataset
+        from ..data.dataset import Dataset
         info = self.run.data_info
         source = data or info.get("source")
         if source is None:
