@@ -300,12 +300,16 @@ def test_cli_info_and_binary_encode_for_sigmoid_codings(digits_npz, tmp_path, ru
     assert set(np.unique(np.load(tmp_path / "h.npy"))) <= {0, 1}
 
 
-def test_cli_generate_passes_truncation_where_sample_takes_it(runs, tmp_path, run_cli, monkeypatch):
+def test_cli_generate_passes_truncation_where_the_model_declares_it(runs, tmp_path, run_cli, monkeypatch):
+    from latentforge.models.capabilities import Capability
     from latentforge.models.vae import VAE
 
     def sample(self, n, labels=None, generator=None, truncation=1.0):
         return torch.full((n, 1, 8, 8), truncation / 2)
     monkeypatch.setattr(VAE, "sample", sample)
+    code, _, se = run_cli("generate", runs["vae"], "-n", "3", "--out", tmp_path / "x.npy", "--truncation", "0.6")
+    assert code == 2 and "no truncation trick" in se            # not declared: refused in one line
+    monkeypatch.setattr(VAE, "capabilities", VAE.capabilities | Capability.TRUNCATION)
     out = tmp_path / "t.npy"
     code, _, se = run_cli("generate", runs["vae"], "-n", "3", "--out", out, "--truncation", "0.6")
     assert code == 0, se
