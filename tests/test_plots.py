@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from latentforge.errors import DataError  # noqa: E402
-from latentforge.report import plots  # noqa: E402
+from latentforge.report import grids, history, plots, reconstructions, tsne_map  # noqa: E402
 from latentforge.report import to_display_images  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -86,7 +86,8 @@ def captured_figures(monkeypatch: pytest.MonkeyPatch) -> list:
         figures.append(fig)
         return real_finish(fig, dest, dpi)
 
-    monkeypatch.setattr(plots, "_finish", finish)
+    for module in (grids, reconstructions, tsne_map, history):     # each figure module saves with _finish
+        monkeypatch.setattr(module, "_finish", finish)
     return figures
 
 
@@ -442,7 +443,7 @@ def test_os_error_while_writing_is_wrapped(tmp_path: Path, grey: np.ndarray,
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(plots.os, "replace", refuse)
+    monkeypatch.setattr(os, "replace", refuse)
     dest = tmp_path / "fig.png"
     with pytest.raises(DataError, match=r"fig\.png: cannot write: Permission denied"):
         plot_image_grid(grey, dest)
@@ -463,7 +464,7 @@ def test_tsne_map_is_reused_for_the_same_codes(tmp_path, monkeypatch):
     import latentforge.report.plots as P
     calls = []
     real = P._tsne
-    monkeypatch.setattr(P, "_tsne", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(tsne_map, "_tsne", lambda *a: calls.append(1) or real(*a))
     codes = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
     P.plot_tsne(codes, tmp_path / "a.png", seed=3)
     P.plot_tsne(codes.copy(), tmp_path / "b.png", seed=3)

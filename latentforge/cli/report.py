@@ -32,7 +32,7 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A run folder."),
                seed: int = typer.Option(0, "--seed", help="Seed of the samples, pairs and t-SNE."),
                open_: bool = typer.Option(False, "--open", help="Open the page in a web browser.")) -> None:
     """Write one self-contained HTML page of a run: config, curves, images, t-SNE, metrics, hardware."""
-    from ..report.html import build_report
+    from ..report.page import build_report
     if out is not None:
         _out_dir_ok(out)
     path = build_report(run_dir, data, out=out, seed=seed, classes=classes, exclude_classes=exclude_classes)
@@ -46,7 +46,7 @@ def compare_cmd(run_dirs: list[Path] = typer.Argument(..., help="Two or more run
                 out: Path = typer.Option(Path("compare.html"), "--out", "-o", help="Output HTML."),
                 open_: bool = typer.Option(False, "--open", help="Open the page in a web browser.")) -> None:
     """Put runs side by side: one metrics table and every run's loss curves on one plot."""
-    from ..report.html import build_compare
+    from ..report.compare import build_compare
     _out_dir_ok(out)
     path = build_compare(list(run_dirs), out)
     print(f"wrote {path} ({len(run_dirs)} runs)")

@@ -213,5 +213,5 @@ def demo_cmd(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Ru
           f"after {last['epoch']} epochs)")
     for what, path in figs.items():
         print(f"  {what:<16} {path}")
-    from ..report.html import build_report
+    from ..report.page import build_report
     print(f"report: {build_report(run.run_dir, data, seed=run.config.seed)}")   # same seed: it reuses tsne.png's map

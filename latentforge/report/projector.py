@@ -62,7 +62,7 @@ def _sprite(images, n: int, sample_shape) -> tuple[bytes, tuple[int, int]] | Non
     """The sprite sheet PNG and one image's (height, width), or None when it cannot be made."""
     from PIL import Image
 
-    from .plots import to_display_images
+    from .grids import to_display_images
     first = to_display_images(np.asarray(images[:1], np.float32), sample_shape)
     if first is None:
         return None

@@ -43,7 +43,7 @@ def summary_writer_class():
 
 def _as_uint8_grid(images: np.ndarray, sample_shape, nrows: int, ncols: int) -> np.ndarray | None:
     """A mosaic (H, W) or (H, W, C) uint8 of ``images``, or None for data that are not images."""
-    from .plots import _mosaic, to_display_images
+    from .grids import _mosaic, to_display_images
     disp = to_display_images(images, sample_shape)
     if disp is None:
         return None
