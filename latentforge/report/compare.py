@@ -12,9 +12,10 @@ from typing import Any
 from .._version import __version__
 from ..errors import CheckpointError, ConfigError
 from ..io import atomic_write_bytes
+from .metrics_table import flatten
 from .page import REPORT_HTML, _page
 from .plots import plot_history
-from .sections import (METRICS_JSON, Section, _dedupe_losses, _e, _figure, _flatten, _fmt, _read_json, _short,
+from .sections import (METRICS_JSON, Section, _dedupe_losses, _e, _figure, _fmt, _read_json, _short,
                        render_png)
 
 # ------------------------------------------------------------------------------------ compare
@@ -102,7 +103,7 @@ def _run_summary(run_dir: Path) -> dict[str, Any]:
     row.update({k: v for k, v in last.items() if k.startswith(("train_", "valid_")) and isinstance(v, (int, float))})
     if isinstance(metrics, dict):
         from .metrics_table import is_bookkeeping
-        row.update({k: v for k, v in _flatten(metrics).items()
+        row.update({k: v for k, v in flatten(metrics).items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool) and not is_bookkeeping(k)})
     return {"dir": run_dir, "model": row["model"], "row": row, "history": history}
 

@@ -266,16 +266,6 @@ def _metrics_section(ctx: _Ctx) -> Section:
     return Section("metrics", "Metrics", body, "; ".join(notes) or None)
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _computed_metrics(ctx: _Ctx) -> list[tuple[str, Any, str]]:
     """Cheap metrics on (at most METRIC_SAMPLES of) the held-out data."""
     ds, run, model = ctx.data, ctx.run, ctx.model
