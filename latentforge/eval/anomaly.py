@@ -143,8 +143,12 @@ def reconstruction_error(model, xb: torch.Tensor, yb=None, error: str | None = N
     error = error or getattr(model.config, "loss", "mse")
     if error not in ("bce", "mse"):
         raise ConfigError(f"error {error!r}: expected bce or mse")
-    rec = model.reconstruct(xb, **_kw(model, yb)).reshape(len(xb), -1)
-    flat = xb.reshape(len(xb), -1)
+    return per_sample_error(xb, model.reconstruct(xb, **_kw(model, yb)), error)
+
+
+def per_sample_error(x: torch.Tensor, recon: torch.Tensor, error: str) -> torch.Tensor:
+    """Each sample's mean BCE (``recon`` clamped to [1e-7, 1 - 1e-7]) or MSE, in the inputs' dtype."""
+    rec, flat = recon.reshape(len(recon), -1), x.reshape(len(x), -1)
     if error == "bce":
         r = rec.clamp(1e-7, 1 - 1e-7)
         return -(flat * r.log() + (1 - flat) * (1 - r).log()).mean(1)
@@ -427,7 +431,7 @@ def roc_curve(labels, scores, max_points: int = 200) -> tuple[list[float], list[
 
 __all__ = ["METHODS", "ANOMALY_JSON", "ANOMALY_ROC_PNG", "capabilities", "default_method", "check_method",
            "anomaly_scores", "reconstruction_error", "negative_elbo", "iw_nll", "discriminator_score",
-           "denoising_error", "knn_distance", "standardize", "combine", "percentile_of", "check_quantile",
+           "denoising_error", "per_sample_error", "knn_distance", "standardize", "combine", "percentile_of", "check_quantile",
            "fit_threshold", "flags", "summarize", "load_thresholds", "save_threshold", "calibration_data",
            "anomaly_percentiles",
            "roc_auc", "average_precision", "roc_curve"]

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, LatentforgeError
-from ..eval.anomaly import percentile_of
+from ..eval.anomaly import per_sample_error, percentile_of
 from ..models.capabilities import Capability, capabilities_of
 
 #: thumbnails per sprite sheet side (a sheet holds SPRITE_SIDE**2 images, in map order)
@@ -113,13 +113,8 @@ def data_url(png: bytes) -> str:
 def reconstruction_errors(x, recon, kind: str) -> np.ndarray:
     """Per-sample reconstruction error: mean binary cross-entropy per value (``bce``, the loss of
     the chapter's sigmoid autoencoders) or mean squared error (``mse``), as float64."""
-    a = np.asarray(x, np.float64).reshape(len(x), -1)
-    b = np.asarray(recon, np.float64).reshape(len(recon), -1)
-    if kind == "bce":
-        eps = 1e-7
-        b = np.clip(b, eps, 1 - eps)
-        return -(a * np.log(b) + (1 - a) * np.log(1 - b)).mean(1)
-    return ((a - b) ** 2).mean(1)
+    return per_sample_error(torch.as_tensor(np.asarray(x, np.float64)),
+                            torch.as_tensor(np.asarray(recon, np.float64)), kind).numpy()
 
 
 def error_percentile(score: float, reference: np.ndarray) -> float:
