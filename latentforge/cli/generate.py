@@ -32,16 +32,6 @@ def _check_png(path: Path, flag: str) -> None:
     _out_dir_ok(path)
 
 
-def _progress(n: int, desc: str):
-    """A progress bar over ``n`` samples (on a terminal, not under CI), or None."""
-    from ..train.trainer import progress_enabled
-    if not progress_enabled(None):
-        return None
-    import sys
-    from tqdm.auto import tqdm
-    return tqdm(total=n, desc=desc, unit="img", leave=False, file=sys.stderr)
-
-
 # ------------------------------------------------------------------------------ generate
 @app.command("generate")
 def generate_cmd(
