@@ -22,7 +22,7 @@ from typing import Any
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-CHECKPOINT_NAME = "checkpoint.safetensors"     # the file LATENTFORGE_TEST_HOLD_SAVE holds
+CHECKPOINT_NAME = "checkpoint.safetensors"     # a run folder's checkpoint (LATENTFORGE_TEST_HOLD_SAVE holds its writes)
 _checkpoint_writes = 0          # this process's checkpoint writes (LATENTFORGE_TEST_HOLD_SAVE)
 
 

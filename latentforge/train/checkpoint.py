@@ -25,7 +25,6 @@ from ..io import json_default as _json_default
 
 FORMAT = "latentforge-checkpoint"
 META_KEY = "latentforge"
-CHECKPOINT_NAME = "checkpoint.safetensors"
 
 
 def save_checkpoint(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:

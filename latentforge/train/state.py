@@ -13,12 +13,11 @@ from torch import Tensor
 
 from .. import __version__
 from ..errors import CheckpointError
+from ..io import CHECKPOINT_NAME as CHECKPOINT
 from .checkpoint import load_module_state, load_optimizer_state, optimizer_state, save_checkpoint, split_prefix
 
 if TYPE_CHECKING:
     from .trainer import Trainer
-
-CHECKPOINT = "checkpoint.safetensors"
 
 
 @dataclass
