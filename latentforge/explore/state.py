@@ -11,7 +11,6 @@ command line, points by integers, maps by a method name checked against a fixed 
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import math
@@ -31,6 +30,7 @@ import torch
 
 from ..errors import ConfigError, DataError, LatentforgeError
 from ..eval.anomaly import per_sample_error, percentile_of
+from ..report.sections import data_uri
 from ..models.capabilities import Capability, capabilities_of
 
 #: thumbnails per sprite sheet side (a sheet holds SPRITE_SIDE**2 images, in map order)
@@ -103,10 +103,6 @@ def mosaic(images: np.ndarray, ncols: int | None = None, pad: int = 1, fill: int
         r, c = divmod(k, ncols)
         out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = images[k]
     return out
-
-
-def data_url(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 # ------------------------------------------------------------------------------ anomaly scores
@@ -678,7 +674,7 @@ class ServedRun:
         return {"code": [round(float(v), 6) for v in flat], "x": px, "y": py, "method": method,
                 "score": score, "percentile": error_percentile(score, self.reference),
                 "error": self.error_kind, "neighbours": [int(self.idx[j]) for j in near],
-                "reconstruction": data_url(png_bytes(display_images(rec.float().numpy(), self.ds.sample_shape)[0]))}
+                "reconstruction": data_uri(png_bytes(display_images(rec.float().numpy(), self.ds.sample_shape)[0]))}
 
     def _place(self, code: np.ndarray, xy: np.ndarray, method: str) -> tuple[float, float]:
         """Where a new coding lands on a map: exactly for linear maps (2-D codes, PCA), else at

@@ -8,27 +8,14 @@
 from __future__ import annotations
 
 import html
-import io
 import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
 
 CURVE_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
-
-
-def _write_png(fig, path: Path) -> Path:
-    from ..io import atomic_write_bytes
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", pad_inches=0.1, facecolor="white")
-    try:
-        atomic_write_bytes(Path(path), buf.getvalue())
-    except OSError as e:
-        raise DataError(f"{path}: cannot write: {e.strerror or e}") from None
-    return Path(path)
 
 
 def _panel(ax, curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str, legend: bool) -> None:
@@ -53,7 +40,8 @@ def plot_roc_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]
     _panel(ax, curves, title, legend=True)
     ax.set_xlabel("false-positive rate (normal samples flagged)", fontsize=8)
     ax.set_ylabel("true-positive rate (anomalies flagged)", fontsize=8)
-    return _write_png(fig, Path(out))
+    from ._figure import _save_figure          # the figures' one PNG writer (atomic, DataError)
+    return _save_figure(fig, Path(out), dpi=100)
 
 
 def plot_roc_grid(panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]], out: str | Path,
@@ -79,7 +67,8 @@ def plot_roc_grid(panels: Mapping[str, Mapping[str, tuple[Sequence[float], Seque
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return _write_png(fig, Path(out))
+    from ._figure import _save_figure          # the figures' one PNG writer (atomic, DataError)
+    return _save_figure(fig, Path(out), dpi=100)
 
 
 def _fmt(v: Any) -> str:
