@@ -96,6 +96,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--requests", type=int, default=25)
     ap.add_argument("--max-seconds", type=float, default=60.0)
+    ap.add_argument("--only", default="", help="run only the scenarios whose name contains this text (e.g. conv)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         dirs = train_runs(Path(tmp))
@@ -127,6 +128,8 @@ def main() -> None:
                         bodies = [json.dumps({"n": n, "seed": s}).encode() for s in range(8)]
                         cases.append((f"{r['model']} sample n={n}", f"/api/runs/{r['index']}/sample", bodies, False))
             for name, path, bodies, _is_decode in cases:
+                if args.only not in name:
+                    continue
                 # first one client alone (the service time of one request), then the concurrent load
                 alone, _, _, alone_server = scenario(host, int(port), path, bodies, 1, 20, args.max_seconds)
                 lat, wall, errs, server = scenario(host, int(port), path, bodies, args.clients, args.requests, args.max_seconds)

@@ -324,7 +324,8 @@ def test_bad_uploads(client):
     ("POST", "/api/runs/0/decode", {"codes": [[0.0] * 29]}, 400, ["expected 30 numbers"]),
     ("POST", "/api/runs/0/decode", {"codes": []}, 400, ["non-empty"]),
     ("POST", "/api/runs/0/decode", {"codes": [[None] * 30]}, 400, ["finite numbers"]),
-    ("POST", "/api/runs/0/decode", b'{"codes": [[NaN' + b", 0" * 29 + b"]]}", 400, ["finite numbers"]),
+    # strict JSON (RFC 8259): NaN is not a JSON value
+    ("POST", "/api/runs/0/decode", b'{"codes": [[NaN' + b", 0" * 29 + b"]]}", 400, ["malformed JSON"]),
     ("POST", "/api/runs/0/decode", {"codes": [[0.0] * 30] * 257}, 400, ["at most 256"]),
     ("POST", "/api/runs/0/decode", {"code": [[0.0] * 30]}, 400, ["unknown field", "codes"]),
     ("POST", "/api/runs/0/decode", {}, 400, ["missing field \"codes\""]),
@@ -461,8 +462,8 @@ def test_decode_rejects_what_numpy_would_coerce(client):
     _err(client.post("/api/runs/0/decode", json={"codes": [[True] * 30]}), 400, "finite numbers")
     _err(client.post("/api/runs/0/decode", json={"codes": [["1"] * 30]}), 400, "finite numbers")
     _err(client.post("/api/runs/0/decode", json={"codes": [[0.0] * 30, [0.0] * 31]}), 400, "codes[1]", "got 31")
-    big = b'{"codes": [[1e400' + b", 0" * 29 + b"]]}"                      # JSON's 1e400 reads as inf
-    _err(client.post("/api/runs/0/decode", content=big), 400, "finite numbers")
+    big = b'{"codes": [[1e400' + b", 0" * 29 + b"]]}"                      # beyond a double: not a code
+    _err(client.post("/api/runs/0/decode", content=big), 400, "malformed JSON", "infinity")
 
 
 def test_cli_busy_port(run_cli, runs_dir):

@@ -45,11 +45,12 @@ def explore_cmd(
     open_: bool = typer.Option(False, "--open", help="Open the page in a web browser."),
 ) -> None:
     try:
+        import orjson  # noqa: F401
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
         raise ConfigError("explore needs its optional dependencies: pip install 'latentforge[explore]' "
-                          "(starlette, uvicorn, python-multipart)") from None
+                          "(starlette, uvicorn, httptools, orjson, python-multipart)") from None
     if method not in ("tsne", "umap", "pca"):
         raise ConfigError(f"--method {method!r}: must be one of tsne, umap, pca")
     seen = set()

@@ -4,7 +4,8 @@
 * :mod:`.server`: the Starlette application and the uvicorn server.
 * ``static/``: the page (HTML, JavaScript, CSS; no build step, nothing fetched from the network).
 
-Optional dependencies: ``pip install 'latentforge[explore]'`` (starlette, uvicorn, python-multipart).
+Optional dependencies: ``pip install 'latentforge[explore]'`` (starlette, uvicorn,
+httptools, orjson, python-multipart).
 """
 from __future__ import annotations
 

@@ -22,7 +22,6 @@ With a ``token`` every ``/api/`` request must carry it (header ``X-Token`` or ``
 from __future__ import annotations
 
 import hmac
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -50,6 +49,7 @@ def static_files() -> dict[str, tuple[bytes, str]]:
 def create_app(runs: list[ServedRun], token: str | None = None,
                log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)):
     """The Starlette application serving ``runs`` (see the module doc)."""
+    import orjson
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
@@ -94,8 +94,8 @@ def create_app(runs: list[ServedRun], token: str | None = None,
 
     async def read_json(request: Request) -> dict[str, Any]:
         body = await read_body(request)
-        try:
-            obj = json.loads(body or b"null")
+        try:      # strict JSON (RFC 8259): NaN, Infinity and numbers beyond a double are malformed
+            obj = orjson.loads(body or b"null")
         except (ValueError, UnicodeDecodeError) as e:
             raise ApiError(400, f"malformed JSON: {e}"[:300]) from None
         if not isinstance(obj, dict):
