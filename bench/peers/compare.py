@@ -15,7 +15,7 @@ feature network for mnist-4k; all 4,000 real digits as the reference), and the t
 CPU seconds (the machine is shared: compare rows of one run). ``--json OUT`` also writes the rows.
 
 Rows: ``vae`` (latentforge's defaults), ``vae-25`` (25 epochs, the peer's), ``pythae-vae`` (pythae
-0.1.2, 25 epochs: ``pythae_vae.py``), ``conditional-vae``, ``conditional-gan`` (pythae has no
+0.1.2, 25 epochs: ``pythae_vae.py``), ``pythae-vae-50`` (the same at latentforge's 50), ``conditional-vae``, ``conditional-gan`` (pythae has no
 conditional VAE: the conditional GAN is the reference for ``--label``), ``dcgan`` (8 epochs).
 """
 from __future__ import annotations
@@ -38,7 +38,8 @@ MNIST4K = REPO.parent / "shared" / "data" / "mnist-4k"
 
 LF_ROWS = {"vae": ("vae", {}), "vae-25": ("vae", {"epochs": 25}), "conditional-vae": ("conditional-vae", {}),
            "conditional-gan": ("conditional-gan", {}), "dcgan": ("dcgan", {"epochs": 8})}
-PEER_ROWS = {"pythae-vae": ("pythae", "pythae_vae.py", {"--epochs": "25"})}
+PEER_ROWS = {"pythae-vae": ("pythae", "pythae_vae.py", {"--epochs": "25"}),
+             "pythae-vae-50": ("pythae", "pythae_vae.py", {"--epochs": "50"})}
 
 
 def data():
