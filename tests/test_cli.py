@@ -307,3 +307,11 @@ def test_train_classifier_with_pretrained_encoder(tmp_path, digits_npy, run_cli)
     assert info["config"]["encoder_from"] and info["config"]["freeze_epochs"] == 1
     code, _, err = run_cli("train", "stacked-ae", "--data", digits_npy, "--labeled", "5", "--out", tmp_path / "x")
     assert code == 2 and "only for `train classifier`" in err and not (tmp_path / "x").exists()
+
+
+def test_evaluate_help_default_n_is_the_library_default():
+    """`evaluate --help` states the generative sample count without importing eval (fast --help):
+    its copy of the constant must stay the library's."""
+    from latentforge.cli import evaluate as cli_evaluate
+    from latentforge.eval import run_metrics
+    assert cli_evaluate.GENERATIVE_DEFAULT_N == run_metrics.GENERATIVE_DEFAULT_N

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .metrics_table import fmt_number
+
 
 CURVE_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
@@ -72,9 +74,7 @@ def plot_roc_grid(panels: Mapping[str, Mapping[str, tuple[Sequence[float], Seque
 
 
 def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "—" if math.isnan(v) else f"{v:.4g}"
-    return html.escape(str(v))
+    return html.escape(fmt_number(v))
 
 
 def anomaly_section_html(run_dir: str | Path, figure_html) -> str | None:

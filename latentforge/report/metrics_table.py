@@ -40,7 +40,9 @@ def fmt_number(v: Any) -> str:
     if isinstance(v, int):
         return f"{v:,}"
     if isinstance(v, float):
-        if not math.isfinite(v):
+        if math.isnan(v):
+            return "—"
+        if math.isinf(v):
             return str(v)
         if v == 0:
             return "0"

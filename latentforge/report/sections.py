@@ -28,6 +28,7 @@ from ..eval.continuous import continuous_metrics
 from ..models import get_model_class
 from ..models.capabilities import Capability, has
 from ..models.interpolation import interpolate_codes
+from .metrics_table import fmt_number as _fmt
 from .plots import plot_history, plot_image_grid, plot_reconstructions, plot_tsne
 from .tensorboard import TB_DIR, read_images
 
@@ -62,12 +63,6 @@ def _figure(png: bytes, caption: str, alt: str | None = None, cls: str = "") -> 
 
 def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
-
-
-def _fmt(v: Any) -> str:
-    """A value as shown in tables (``metrics_table.fmt_number``: 21,140; 0.1234; never -0)."""
-    from .metrics_table import fmt_number
-    return fmt_number(v)
 
 
 def _duration(seconds: float | None) -> str:
