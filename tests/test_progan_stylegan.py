@@ -197,6 +197,9 @@ def test_schedule_fitted_to_a_short_run_ends_at_full_resolution(tmp_path):
     assert m.schedule(1, 0.99) == (2, 1.0)                           # a stable phase at full size ends the run
     assert _progan(epochs=2, fit_schedule=False).schedule(1, 0.99) == (0, 1.0)   # the unfitted one stays at 4x4
     assert _progan(epochs=10).fitted_epochs() == ([2.0, 2.0, 2.0], 1.0)          # long enough: unchanged
+    mnist = _progan(size=28, epochs=2)                               # 4 -> 7 -> 14 -> 28 in 2 epochs
+    assert mnist.schedule(1, 0.5) == (3, 0.0) and mnist.schedule(1, 0.75) == (3, 1.0)  # a quarter-epoch fade ...
+    assert mnist.schedule(1, 0.99) == (3, 1.0) and mnist.resolutions[3] == 28           # ... then stable at 28x28
     # through the trainer: 2 epochs of 4 steps reach 16x16, faded in fully; resuming longer stays there
     data = _images()
     run = train("progan", data, out=tmp_path / "r", overrides={**PG, "epochs": 2}, **QUIET)
