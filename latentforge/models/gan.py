@@ -96,10 +96,12 @@ class MinibatchDiscrimination(nn.Module):
 
 class MinibatchStd(nn.Module):
     """ProGAN's minibatch standard deviation: the mean over features of the per-feature std across
-    the batch, appended as one more feature (or channel, for (N, C, H, W) inputs)."""
+    the batch, appended as one more feature (or channel, for (N, C, H, W) inputs). The std is
+    ``sqrt(var + 1e-8)`` as the paper's code: a feature equal in every sample (a blank border pixel of
+    real digits) has std 0, where ``std()``'s second derivative (R1's double backward) is NaN."""
 
     def forward(self, h: Tensor) -> Tensor:
-        std = h.float().std(0, unbiased=False).add(1e-8).mean().to(h.dtype)
+        std = h.float().var(0, unbiased=False).add(1e-8).sqrt().mean().to(h.dtype)
         extra = std.expand(h.shape[0], 1, *h.shape[2:])
         return torch.cat([h, extra], 1)
 
