@@ -211,6 +211,22 @@ def test_schedule_fitted_to_a_short_run_ends_at_full_resolution(tmp_path):
     assert (more.model.stage, more.model.alpha, int(more.model.schedule_epochs)) == (2, 1.0, 2)
 
 
+def test_ema_restarts_as_a_mean_of_g_at_each_new_rung():
+    m = _progan(size=28, epochs=2, ema=0.99)                         # 4 rungs of half an epoch
+    m._steps_per_epoch = 100
+    m.step.fill_(1)
+    assert m.ema_decay() == 0.0                                      # the first step: the EMA is G
+    m.step.fill_(10)
+    assert m.ema_decay() == pytest.approx(0.9)                       # the mean of 10 steps
+    m.set_progress(3, 1.0)                                           # the 28x28 rung starts at step 150
+    m.step.fill_(151)
+    assert m.ema_decay() == 0.0
+    m.step.fill_(160)
+    assert m.ema_decay() == pytest.approx(0.9)
+    m.step.fill_(1000)
+    assert m.ema_decay() == 0.99                                     # then the configured decay
+
+
 def test_runs_saved_before_fit_schedule_load_unfitted():
     from latentforge.train.run import with_legacy_defaults
     from latentforge.models import get_model_class
