@@ -161,7 +161,7 @@ def test_conditional_vae_generates_the_label_asked(mnist4k, mlp_judge, tmp_path)
 @pytest.mark.slow
 def test_progan_two_epochs_end_at_full_resolution(mnist4k, tmp_path):
     """Issue 17: a 2-epoch ProGAN stopped at 4x4; its fitted schedule now ends at 28x28, faded in.
-    (Two epochs give dark backgrounds and stroke-like blobs at 28x28, not yet readable digits.)"""
+    (Two epochs give dark backgrounds and noisy, textured blobs at 28x28, not yet readable digits.)"""
     run = train("progan", mnist4k, out=tmp_path / "pg", overrides={"seed": 1, "epochs": 2, "sample_every": 0}, **QUIET)
     m = run.model
     assert (m.resolution, m.alpha) == (28, 1.0)
