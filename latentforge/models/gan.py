@@ -97,8 +97,9 @@ class MinibatchDiscrimination(nn.Module):
 class MinibatchStd(nn.Module):
     """ProGAN's minibatch standard deviation: the mean over features of the per-feature std across
     the batch, appended as one more feature (or channel, for (N, C, H, W) inputs). The std is
-    ``sqrt(var + 1e-8)`` as the paper's code: a feature equal in every sample (a blank border pixel of
-    real digits) has std 0, where ``std()``'s second derivative (R1's double backward) is NaN."""
+    ``sqrt(var + 1e-8)`` as the paper's code (it was ``std() + 1e-8``: ProGAN with the R1 penalty
+    stopped with NaN in its first two epochs with that form, not with this one; the mechanism was
+    not isolated)."""
 
     def forward(self, h: Tensor) -> Tensor:
         std = h.float().var(0, unbiased=False).add(1e-8).sqrt().mean().to(h.dtype)

@@ -68,8 +68,9 @@ Every WGAN-GP run and the 1e-3 runs gave blotchy, broken strokes (2x2 blocks of 
 visible); at 2e-3 - 3e-3 the strokes are smooth and even. The learning rate was the main cause: the
 paper's 1e-3 is tuned for 800k images per rung, a CPU run sees 3,600. Bilinear upsampling in G
 (StyleGAN's) did not help (FID 9.4 against 9.1). The non-saturating loss without R1 collapsed to two
-classes; with R1 it first stopped with NaN: ``MinibatchStd`` used ``std()``, whose second derivative
-is NaN where a feature is equal in every sample (blank borders); it is now ``sqrt(var + 1e-8)``.
+classes. With R1 (lr 1e-3 or 2e-3) it stopped with NaN in the first two epochs while ``MinibatchStd``
+computed ``std() + 1e-8``; with the paper's ``sqrt(var + 1e-8)`` the same runs train (every run in the
+table above used it; the mechanism was not isolated).
 Runs saved with the former defaults keep them (a checkpoint holds its whole config).
 """
 from __future__ import annotations
