@@ -69,8 +69,8 @@ visible); at 2e-3 - 3e-3 the strokes are smooth and even. The learning rate was 
 paper's 1e-3 is tuned for 800k images per rung, a CPU run sees 3,600. Bilinear upsampling in G
 (StyleGAN's) did not help (FID 9.4 against 9.1). The non-saturating loss without R1 collapsed to two
 classes. With R1 (lr 1e-3 or 2e-3) it stopped with NaN in the first two epochs while ``MinibatchStd``
-computed ``std() + 1e-8``; with the paper's ``sqrt(var + 1e-8)`` the same runs train (every run in the
-table above used it; the mechanism was not isolated).
+computed ``std() + 1e-8``; with the paper's ``sqrt(var + 1e-8)`` the same runs train (the bce rows of the
+table used it, the first three WGAN-GP rows the old form; the mechanism was not isolated).
 Runs saved with the former defaults keep them (a checkpoint holds its whole config).
 """
 from __future__ import annotations
