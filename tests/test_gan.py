@@ -92,7 +92,7 @@ def test_minibatch_layers():
                               for b in range(3)] for i in range(4)])
     assert torch.allclose(mbd(h)[:, 6:], expected, atol=1e-5)
     std = MinibatchStd()
-    assert torch.allclose(std(same)[:, -1], torch.zeros(4), atol=1e-6)
+    assert torch.allclose(std(same)[:, -1], torch.full((4,), 1e-4), atol=1e-6)           # sqrt(0 + 1e-8)
     img = torch.randn(5, 2, 3, 3)
     assert std(img).shape == (5, 3, 3, 3)
 

@@ -18,7 +18,8 @@ from latentforge.models.stylegan import AdaIN, GroupedMinibatchStd, ModulatedCon
 from latentforge.train import load_run, train
 from latentforge.train.adversarial import AdversarialTrainer
 
-PG = {"channels": [8, 8, 4], "coding_size": 8, "batch_size": 8, "sample_every": 0}
+PG = {"channels": [8, 8, 4], "coding_size": 8, "batch_size": 8, "sample_every": 0,
+      "epochs_per_resolution": [2], "fade_epochs": 1.0}      # the schedule the tests below were written for
 SG = {"channels": [8, 4], "coding_size": 8, "w_dim": 8, "batch_size": 8, "sample_every": 0}
 QUIET = {"log": lambda m: None}
 
@@ -197,6 +198,9 @@ def test_schedule_fitted_to_a_short_run_ends_at_full_resolution(tmp_path):
     assert m.schedule(1, 0.99) == (2, 1.0)                           # a stable phase at full size ends the run
     assert _progan(epochs=2, fit_schedule=False).schedule(1, 0.99) == (0, 1.0)   # the unfitted one stays at 4x4
     assert _progan(epochs=10).fitted_epochs() == ([2.0, 2.0, 2.0], 1.0)          # long enough: unchanged
+    mnist = _progan(size=28, epochs=2)                               # 4 -> 7 -> 14 -> 28 in 2 epochs
+    assert mnist.schedule(1, 0.5) == (3, 0.0) and mnist.schedule(1, 0.75) == (3, 1.0)  # a quarter-epoch fade ...
+    assert mnist.schedule(1, 0.99) == (3, 1.0) and mnist.resolutions[3] == 28           # ... then stable at 28x28
     # through the trainer: 2 epochs of 4 steps reach 16x16, faded in fully; resuming longer stays there
     data = _images()
     run = train("progan", data, out=tmp_path / "r", overrides={**PG, "epochs": 2}, **QUIET)
@@ -205,6 +209,22 @@ def test_schedule_fitted_to_a_short_run_ends_at_full_resolution(tmp_path):
     assert (loaded.stage, int(loaded.schedule_epochs)) == (2, 2)
     more = train("progan", data, out=tmp_path / "r", overrides={"epochs": 3}, resume=True, **QUIET)
     assert (more.model.stage, more.model.alpha, int(more.model.schedule_epochs)) == (2, 1.0, 2)
+
+
+def test_ema_restarts_as_a_mean_of_g_at_each_new_rung():
+    m = _progan(size=28, epochs=2, ema=0.99)                         # 4 rungs of half an epoch
+    m._steps_per_epoch = 100
+    m.step.fill_(1)
+    assert m.ema_decay() == 0.0                                      # the first step: the EMA is G
+    m.step.fill_(10)
+    assert m.ema_decay() == pytest.approx(0.9)                       # the mean of 10 steps
+    m.set_progress(3, 1.0)                                           # the 28x28 rung starts at step 150
+    m.step.fill_(151)
+    assert m.ema_decay() == 0.0
+    m.step.fill_(160)
+    assert m.ema_decay() == pytest.approx(0.9)
+    m.step.fill_(1000)
+    assert m.ema_decay() == 0.99                                     # then the configured decay
 
 
 def test_runs_saved_before_fit_schedule_load_unfitted():

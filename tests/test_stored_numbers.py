@@ -100,9 +100,10 @@ _register("dcgan", {"epochs": 2},
 _register("conditional-gan", {"epochs": 2},
           {"mean": 0.312, "border": 0.145, "inverted": 0.0, "pix_std": 0.206, "classes": 10, "confidence": 0.862,
            "label_acc": 0.9})
-# the growth schedule fitted to 2 epochs (4x4, then 8x8 faded in, then stable)
-_register("progan", {"epochs": 2},
-          {"mean": 0.365, "border": 0.199, "inverted": 0.03, "pix_std": 0.233, "classes": 8, "confidence": 0.615})
+# the growth schedule fitted to 3 epochs (4x4, then 8x8 faded in, then stable; ~170 steps: 2 epochs still
+# leave 40 % of the samples with grey backgrounds)
+_register("progan", {"epochs": 3},
+          {"mean": 0.347, "border": 0.23, "inverted": 0.062, "pix_std": 0.225, "classes": 9, "confidence": 0.563})
 # 20 steps of a narrow StyleGAN (its step costs ~0.3 CPU-s even at 8x8): far from digits, but any change
 # to its initialisation, mapping network or loss moves these numbers
 _register("stylegan", {"epochs": 2, "steps_per_epoch": 10, "batch_size": 8, "channels": [16, 8], "coding_size": 16,
@@ -160,9 +161,23 @@ def test_conditional_vae_generates_the_label_asked(mnist4k, mlp_judge, tmp_path)
 @pytest.mark.slow
 def test_progan_two_epochs_end_at_full_resolution(mnist4k, tmp_path):
     """Issue 17: a 2-epoch ProGAN stopped at 4x4; its fitted schedule now ends at 28x28, faded in.
-    (Two epochs give dark backgrounds and stroke-like blobs at 28x28, not yet readable digits.)"""
+    (Two epochs give dark backgrounds and noisy, textured blobs at 28x28, not yet readable digits.)"""
     run = train("progan", mnist4k, out=tmp_path / "pg", overrides={"seed": 1, "epochs": 2, "sample_every": 0}, **QUIET)
     m = run.model
     assert (m.resolution, m.alpha) == (28, 1.0)
     x = m.sample(500, generator=torch.Generator().manual_seed(0)).numpy().reshape(500, -1)
     assert (x.mean(1) > 0.3).mean() < 0.05
+
+
+@pytest.mark.slow
+def test_progan_defaults_sample_digits_of_every_class(mnist4k, mlp_judge, tmp_path):
+    """Issue 17: ProGAN's defaults (WGAN-GP, RMSprop 1e-3, 10 epochs) gave blotchy digits (9 classes,
+    FID 16.6 against the DCGAN's 5.5 at equal CPU time); bce + lazy R1, Adam(0, 0.99) 3e-3 and an EMA of
+    G give smooth strokes of every class (seed 1: mean confidence 0.84, 53 % > 0.9, FID 5.8)."""
+    run = train("progan", mnist4k, out=tmp_path / "pg", overrides={"seed": 1, "sample_every": 0}, **QUIET)
+    x = run.model.sample(1000, generator=torch.Generator().manual_seed(0)).numpy().reshape(1000, -1)
+    assert (x.mean(1) > 0.3).sum() == 0
+    proba = mlp_judge.predict_proba(x)
+    share = np.bincount(proba.argmax(1), minlength=10) / 1000
+    assert (share >= 0.02).all(), share
+    assert proba.max(1).mean() >= 0.8 and (proba.max(1) > 0.9).mean() >= 0.45

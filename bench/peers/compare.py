@@ -15,8 +15,11 @@ feature network for mnist-4k; all 4,000 real digits as the reference), and the t
 CPU seconds (the machine is shared: compare rows of one run). ``--json OUT`` also writes the rows.
 
 Rows: ``vae`` (latentforge's defaults), ``vae-25`` (25 epochs, the peer's), ``pythae-vae`` (pythae
-0.1.2, 25 epochs: ``pythae_vae.py``), ``pythae-vae-50`` (the same at latentforge's 50), ``conditional-vae``, ``conditional-gan`` (pythae has no
-conditional VAE: the conditional GAN is the reference for ``--label``), ``dcgan`` (8 epochs).
+0.1.2, 25 epochs: ``pythae_vae.py``), ``pythae-vae-50`` (the same at latentforge's 50), ``conditional-vae``,
+``conditional-gan`` (pythae has no conditional VAE: the conditional GAN is the reference for ``--label``),
+``dcgan`` (8 epochs), ``progan`` (its defaults: about the DCGAN row's CPU seconds), ``stacked-ae``,
+``conv-ae`` (defaults), and the chapter's Keras code (``keras_ae.py``, ``keras_dcgan.py``, venv ``.venv-keras``):
+``keras-stacked-ae``, ``keras-conv-ae``, ``keras-dcgan`` (8 epochs).
 """
 from __future__ import annotations
 
@@ -37,9 +40,13 @@ sys.path.insert(0, str(REPO))
 MNIST4K = REPO.parent / "shared" / "data" / "mnist-4k"
 
 LF_ROWS = {"vae": ("vae", {}), "vae-25": ("vae", {"epochs": 25}), "conditional-vae": ("conditional-vae", {}),
-           "conditional-gan": ("conditional-gan", {}), "dcgan": ("dcgan", {"epochs": 8})}
+           "conditional-gan": ("conditional-gan", {}), "dcgan": ("dcgan", {"epochs": 8}),
+           "progan": ("progan", {}), "stacked-ae": ("stacked-ae", {}), "conv-ae": ("conv-ae", {})}
 PEER_ROWS = {"pythae-vae": ("pythae", "pythae_vae.py", {"--epochs": "25"}),
-             "pythae-vae-50": ("pythae", "pythae_vae.py", {"--epochs": "50"})}
+             "pythae-vae-50": ("pythae", "pythae_vae.py", {"--epochs": "50"}),
+             "keras-stacked-ae": ("keras", "keras_ae.py", {"--model": "stacked"}),
+             "keras-conv-ae": ("keras", "keras_ae.py", {"--model": "conv"}),
+             "keras-dcgan": ("keras", "keras_dcgan.py", {"--epochs": "8"})}
 
 
 def data():
@@ -50,6 +57,7 @@ def data():
 
 
 def lf_row(row: str, train, held, work: Path, seed: int, n: int) -> dict:
+    from latentforge.models.capabilities import Capability
     from latentforge.train.run import train as lf_train
     model, over = LF_ROWS[row]
     over = {"seed": seed, "sample_every": 0, **over}
@@ -65,6 +73,8 @@ def lf_row(row: str, train, held, work: Path, seed: int, n: int) -> dict:
             xh = torch.from_numpy(held)
             r = m.reconstruct(xh).clamp(1e-7, 1 - 1e-7)
             res["heldout_bce"] = float(torch.nn.functional.binary_cross_entropy(r.reshape(len(xh), -1), xh.reshape(len(xh), -1)))
+        if Capability.SAMPLES not in m.capabilities:                # a plain AE: reconstructions only
+            return res
         if m.uses_labels:
             res["per_label"] = [m.sample(200, torch.full((200,), k), generator=g).numpy() for k in range(10)]
             x = m.sample(n, torch.arange(n) % 10, generator=g).numpy()
@@ -87,7 +97,9 @@ def peer_row(row: str, work: Path, seed: int, n: int) -> dict:
     if done.returncode:
         raise SystemExit(f"{row}: {' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     res = json.loads((out / "result.json").read_text())
-    res.update(row=row, library=res.pop("peer"), samples=np.load(res["samples"]))
+    res.update(row=row, library=res.pop("peer"))
+    if "samples" in res:                                            # an AE peer draws none
+        res["samples"] = np.load(res["samples"])
     return res
 
 

@@ -96,10 +96,13 @@ class MinibatchDiscrimination(nn.Module):
 
 class MinibatchStd(nn.Module):
     """ProGAN's minibatch standard deviation: the mean over features of the per-feature std across
-    the batch, appended as one more feature (or channel, for (N, C, H, W) inputs)."""
+    the batch, appended as one more feature (or channel, for (N, C, H, W) inputs). The std is
+    ``sqrt(var + 1e-8)`` as the paper's code (it was ``std() + 1e-8``: ProGAN with the R1 penalty
+    stopped with NaN in its first two epochs with that form, not with this one; the mechanism was
+    not isolated)."""
 
     def forward(self, h: Tensor) -> Tensor:
-        std = h.float().std(0, unbiased=False).add(1e-8).mean().to(h.dtype)
+        std = h.float().var(0, unbiased=False).add(1e-8).sqrt().mean().to(h.dtype)
         extra = std.expand(h.shape[0], 1, *h.shape[2:])
         return torch.cat([h, extra], 1)
 
