@@ -174,6 +174,11 @@ class GAN(LatentModel):
         device = device if device is not None else next(self.parameters()).device
         return torch.randn(n, self.config.coding_size, generator=generator, device=device)
 
+    def ema_decay(self) -> float:
+        """The decay of the EMA of G at this step (asked by the adversarial trainer after each G
+        step): the config's ``ema``; a model may warm it up (ProGAN, at each new rung)."""
+        return self.config.ema
+
     @property
     def sampling_generator(self) -> nn.Module:
         """The generator used for sampling: the EMA copy when there is one."""

@@ -182,8 +182,7 @@ class AdversarialTrainer(Trainer):
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        hook = getattr(self.model, "ema_decay", None)                   # e.g. progan's warm-up at each new rung
-        decay = hook() if callable(hook) else self.cfg.ema
+        decay = self.model.ema_decay()                  # the config's ema (progan: warmed up at each new rung)
         ema, g = self.model.g_ema, self.model.generator
         for pe, p in zip(ema.parameters(), g.parameters()):
             pe.lerp_(p, 1.0 - decay)
