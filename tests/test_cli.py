@@ -315,3 +315,18 @@ def test_evaluate_help_default_n_is_the_library_default():
     from latentforge.cli import evaluate as cli_evaluate
     from latentforge.eval import run_metrics
     assert cli_evaluate.GENERATIVE_DEFAULT_N == run_metrics.GENERATIVE_DEFAULT_N
+
+
+def test_generate_grid_alone(tmp_path, run_cli):
+    """`generate RUN -n N --grid g.png` needs no --out; neither flag is a one-line error."""
+    code, _, err = run_cli("train", "gan", "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "g"))
+    assert code == 0, err
+    code, out, err = run_cli("generate", str(tmp_path / "g"), "-n", "9", "--grid", str(tmp_path / "grid.png"))
+    assert code == 0, err
+    assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "wrote" in out
+    assert not list(tmp_path.glob("*.npy"))
+    code, _, err = run_cli("generate", str(tmp_path / "g"), "-n", "9")
+    assert code == 2 and "--out" in err and "--grid" in err and err.count("\n") == 1
+    code, _, err = run_cli("generate", str(tmp_path / "g"), "-n", "9", "--grid", str(tmp_path / "x.png"),
+                           "--format", "png")
+    assert code == 2 and "--format" in err

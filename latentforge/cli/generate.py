@@ -7,6 +7,7 @@ labels): then ``labels`` picks the class.
 A model may also accept ``truncation=PSI`` in ``sample`` (the truncation trick of GANs).
 
     latentforge generate RUN -n 100 --out samples.npy [--label 3] [--seed 0] [--grid samples.png]
+    latentforge generate RUN -n 64 --grid samples.png        # only the grid
     latentforge interpolate RUN --data SRC --pairs 5 --steps 8 --out grid.png [--method slerp]
 """
 from __future__ import annotations
@@ -37,9 +38,9 @@ def _check_png(path: Path, flag: str) -> None:
 def generate_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder of a generative model (vae, conditional-vae, GANs, ...)."),
     n: int = typer.Option(..., "-n", "--n", help="Number of samples (>= 1)."),
-    out: str = typer.Option(..., "--out", "-o", help="Output .npy, shape (N, *sample shape) (images in [0, 1]); "
-                             "or a folder (DIR/, or --format png): DIR/samples.npy plus one PNG per image "
-                             "(a samples.csv for tabular data)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output .npy, shape (N, *sample shape) (images in "
+                                       "[0, 1]); or a folder (DIR/, or --format png): DIR/samples.npy plus one PNG "
+                                       "per image (a samples.csv for tabular data). Give --out, --grid or both."),
     fmt: str = typer.Option("auto", "--format", help="npy (one .npy file), png (a folder: the .npy and one PNG "
                             "per image, or a CSV for tabular data) or auto (png when --out is a folder)."),
     label: Optional[int] = typer.Option(None, "--label", help="Class to generate (conditional models only; required there)."),
@@ -54,8 +55,13 @@ def generate_cmd(
     from ..report.sample_files import output_plan, write_sample_files
     if n < 1:
         raise ConfigError(f"-n {n}: the number of samples must be >= 1")
-    npy, folder = output_plan(out, fmt)
-    _out_dir_ok(npy if folder is None else folder)
+    if out is None and grid is None:
+        raise ConfigError("give --out (where the samples go: a .npy file or a folder) and/or --grid (a PNG grid)")
+    if out is None and fmt != "auto":
+        raise ConfigError(f"--format {fmt}: says how --out is written; give --out too")
+    npy, folder = output_plan(out, fmt) if out is not None else (None, None)
+    if npy is not None:
+        _out_dir_ok(npy if folder is None else folder)
     if grid is not None:
         _check_png(grid, "--grid")
     if truncation is not None and not (math.isfinite(truncation) and truncation > 0):
@@ -79,7 +85,8 @@ def generate_cmd(
         folder.mkdir(exist_ok=True)
     # streamed batch by batch into the .npy (atomically), so any n fits in the memory of one batch
     images = run.generate(n, label=label, seed=seed, truncation=truncation, batch_size=batch_size, out=npy)
-    print(f"wrote {npy} {images.shape}")
+    if npy is not None:
+        print(f"wrote {npy} {images.shape}")
     if folder is not None:
         what = write_sample_files(images, folder, run.data_info)
         print(f"wrote {what}")
