@@ -362,7 +362,15 @@ class DDPMConfig(TrainConfig):
       with the trained weights, as the chapter.
 
     Network: base ``channels`` 16 × ``channel_mult`` [1, 2, 4] (16, 32, 64 channels at 28 → 14 → 7;
-    0.62 M parameters), ``res_blocks`` 1 per level, GroupNorm of ``groups`` 8, ``dropout`` 0.
+    0.62 M parameters), ``res_blocks`` 1 per level, GroupNorm of ``groups`` 8, ``dropout`` 0; options
+    not on by default: ``attention`` (a self-attention block in the middle, at 7x7) and
+    ``min_snr_gamma`` (Min-SNR loss weighting, Hang et al.): neither helped in 10-20 epoch runs.
+
+    Measured on mnist-4k (2026-12-06, 2 shared cores): the defaults trained in 1,037 CPU-seconds on
+    2 threads (~890 single-thread; 29 min wall under a load average of 5-6); of 1,000 samples the
+    judge of ``bench/gan_modes.py`` put 8.5-11.4 % in each of the 10 classes, mean confidence 0.90,
+    70 % above 0.9 (real digits: 90 %), none with a grey background; FID 1.3 in ``evaluate``'s
+    features (denoising-diffusion-pytorch at the same CPU time: 9.3, ``bench/README.md``).
 
     The sampling fields are fixed at training time (``--set sample_steps=...``); from Python,
     ``model.sample(n, sample_steps=..., sampler=...)`` overrides them. With an exact noise predictor
