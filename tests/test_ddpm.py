@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentforge.config import make_config
-from latentforge.errors import ConfigError, DataError
+from latentforge.errors import ConfigError, DataError, Interrupted
 from latentforge.models import build_model
 from latentforge.models.ddpm import (DDPMConfig, GaussianDiffusion, UNet, cosine_alpha_bar, strided_timesteps,
                                      timestep_embedding)
@@ -97,6 +97,44 @@ def test_unet_output_shape_equals_input(shape):
     assert net(x, torch.tensor([0, 3999])).shape == x.shape
 
 
+def test_attention_block_starts_as_the_identity_and_mixes_positions():
+    from latentforge.models.ddpm import SelfAttention
+    torch.manual_seed(0)
+    att = SelfAttention(16, groups=8)
+    x = torch.randn(2, 16, 7, 7)
+    assert torch.equal(att(x), x)                                # zero-initialised projection
+    nn.init.normal_(att.proj.weight, std=0.1)
+    y = att(x)
+    x2 = x.clone()
+    x2[:, :, 0, 0] += 1.0                                        # one position moves every other one
+    assert (att(x2) - y)[:, :, 6, 6].abs().max() > 0
+    net = UNet(1, channels=8, channel_mult=(1, 2), attention=True)
+    assert any(isinstance(m, SelfAttention) for m in net.mid)
+    assert net(torch.randn(2, 1, 28, 28), torch.tensor([0, 9])).shape == (2, 1, 28, 28)
+
+
+def test_min_snr_weighting():
+    """Min-SNR-gamma: each sample's loss weighted by min(snr, gamma) / (snr + 1) for v (/ snr for eps)."""
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 8, 8)
+    for prediction in ("v", "eps"):
+        m = build_model("ddpm", input_shape=[1, 8, 8], prediction=prediction, min_snr_gamma=5.0, **TINY).eval()
+        nn.init.normal_(m.net.conv_out.weight, std=0.1)
+        g = torch.Generator().manual_seed(m.config.seed)
+        t = torch.randint(0, 50, (6,), generator=g)
+        noise = torch.randn(6, 1, 8, 8, generator=g)
+        x0 = x * 2 - 1
+        with torch.no_grad():
+            pred = m.net(m.diffusion.q_sample(x0, t, noise), t)
+        target = noise if prediction == "eps" else m.diffusion.v_target(x0, t, noise)
+        ab = m.diffusion.alpha_bar[t].float()
+        snr = ab / (1 - ab)
+        w = snr.clamp(max=5.0) / (snr + 1 if prediction == "v" else snr)
+        want = ((pred - target).square().reshape(6, -1).mean(1) * w).mean()
+        assert torch.allclose(m(x).loss, want, rtol=1e-5)
+        assert (w <= 1 + 1e-6).all() and (prediction == "eps" or w.max() < 1)
+
+
 def test_time_embedding_distinguishes_steps():
     t = torch.arange(4000)
     e = timestep_embedding(t, 16)
@@ -122,15 +160,20 @@ def test_model_needs_images_and_unit_interval():
         make_config(DDPMConfig, {"sampler": "euler"})
     with pytest.raises(ConfigError, match="loss"):
         make_config(DDPMConfig, {"loss": "bce"})
-    cfg = make_config(DDPMConfig, {})
-    assert (cfg.steps, cfg.loss, cfg.optimizer, cfg.batch_size) == (4000, "huber", "nadam", 32)
+    with pytest.raises(ConfigError, match="prediction"):
+        make_config(DDPMConfig, {"prediction": "x0"})
+    cfg = make_config(DDPMConfig, {})                            # the CPU-sized defaults (issue 17)
+    assert (cfg.steps, cfg.loss, cfg.prediction, cfg.optimizer, cfg.batch_size) == (1000, "mse", "v", "adam", 64)
+    assert (cfg.sampler, cfg.sample_steps, cfg.lr_schedule) == ("ddim", 50, "cosine")
+    chapter = make_config(DDPMConfig, {"steps": 4000, "loss": "huber", "prediction": "eps"})   # still reachable
+    assert (chapter.steps, chapter.loss, chapter.prediction) == (4000, "huber", "eps")
 
 
 # ------------------------------------------------------------------------------ the pipeline
-@pytest.mark.parametrize("loss", ["huber", "mse"])
-def test_loss_is_noise_prediction_on_scaled_data(loss):
+@pytest.mark.parametrize("loss,prediction", [("huber", "eps"), ("mse", "eps"), ("mse", "v"), ("huber", "v")])
+def test_loss_is_noise_or_velocity_prediction_on_scaled_data(loss, prediction):
     torch.manual_seed(0)
-    m = build_model("ddpm", input_shape=[1, 8, 8], loss=loss, **TINY)
+    m = build_model("ddpm", input_shape=[1, 8, 8], loss=loss, prediction=prediction, **TINY)
     x = torch.rand(6, 1, 8, 8)
     m.eval()                                 # eval: (t, noise) from a generator seeded with config.seed
     out = m(x)
@@ -142,7 +185,12 @@ def test_loss_is_noise_prediction_on_scaled_data(loss):
     with torch.no_grad():
         pred = m.net(xt, t)
     fn = F.huber_loss if loss == "huber" else F.mse_loss
-    assert torch.allclose(out.loss, fn(pred, noise))
+    ab = m.diffusion.alpha_bar[t].float().view(6, 1, 1, 1)
+    target = noise if prediction == "eps" else ab.sqrt() * noise - (1 - ab).sqrt() * (x * 2 - 1)
+    assert torch.allclose(out.loss, fn(pred, target))
+    # the noise a velocity implies: eps = sqrt(ab) v + sqrt(1 - ab) x_t, exact for the true v
+    v = ab.sqrt() * noise - (1 - ab).sqrt() * (x * 2 - 1)
+    assert torch.allclose(m.diffusion.eps_from_v(xt, t, v), noise, atol=1e-5)
     assert torch.equal(m(x).loss, out.loss)                      # the validation loss is reproducible
     assert torch.equal(m(x.reshape(6, 64)).loss, out.loss)       # flat samples of the right size work
 
@@ -151,12 +199,12 @@ def test_tiny_training_lowers_the_loss():
     torch.manual_seed(0)
     base = torch.rand(4, 1, 8, 8)
     x = (base[torch.arange(64) % 4] + 0.05 * torch.randn(64, 1, 8, 8)).clamp(0, 1)
-    m = build_model("ddpm", input_shape=[1, 8, 8], **{**TINY, "epochs": 8, "batch_size": 16})
+    m = build_model("ddpm", input_shape=[1, 8, 8], **{**TINY, "epochs": 16, "batch_size": 16})
     tr = Trainer(m, m.config, progress=False, log=lambda s: None)
     before = tr.evaluate(x)["loss"]
     hist = tr.fit(x)
     assert tr.evaluate(x)["loss"] < 0.8 * before
-    assert {"train_loss", "train_huber"} <= set(hist[-1])
+    assert {"train_loss", "train_mse"} <= set(hist[-1])
 
 
 @pytest.mark.parametrize("sampler,steps,calls", [("ancestral", 0, 50), ("ancestral", 10, 10), ("ddim", 7, 7)])
@@ -194,23 +242,28 @@ def test_sample_refuses_truncation_and_labels():
 
 # ------------------------------------------------------------------------------ oracle samplers
 class _OracleImage(nn.Module):
-    """The exact noise of x_t when the data is one fixed image x0: (x_t - sqrt(ab) x0) / sqrt(1 - ab)."""
+    """The exact noise of x_t when the data is one fixed image x0: (x_t - sqrt(ab) x0) / sqrt(1 - ab),
+    or (``prediction`` v) its velocity sqrt(ab) eps - sqrt(1 - ab) x0."""
 
-    def __init__(self, x0, diffusion):
+    def __init__(self, x0, diffusion, prediction="eps"):
         super().__init__()
-        self.x0, self.d = x0, diffusion
+        self.x0, self.d, self.prediction = x0, diffusion, prediction
 
     def forward(self, xt, t):
-        return self.d.predict_eps(xt, t, self.x0.expand_as(xt))
+        x0 = self.x0.expand_as(xt)
+        eps = self.d.predict_eps(xt, t, x0)
+        return eps if self.prediction == "eps" else self.d.v_target(x0, t, eps)
 
 
-@pytest.mark.parametrize("sampler,steps,variance", [("ancestral", 0, "beta"), ("ancestral", 0, "posterior"),
-                                                    ("ancestral", 40, "beta"), ("ddim", 25, "beta")])
-def test_oracle_sampler_reproduces_a_single_image(sampler, steps, variance):
+@pytest.mark.parametrize("sampler,steps,variance,prediction", [
+    ("ancestral", 0, "beta", "eps"), ("ancestral", 0, "posterior", "eps"), ("ancestral", 40, "beta", "eps"),
+    ("ddim", 25, "beta", "eps"), ("ddim", 25, "beta", "v"), ("ancestral", 40, "beta", "v")])
+def test_oracle_sampler_reproduces_a_single_image(sampler, steps, variance, prediction):
     torch.manual_seed(0)
-    m = build_model("ddpm", input_shape=[1, 8, 8], **{**TINY, "steps": 400, "variance": variance, "ema": 0.0})
+    m = build_model("ddpm", input_shape=[1, 8, 8], **{**TINY, "steps": 400, "variance": variance, "ema": 0.0,
+                                                      "prediction": prediction})
     image = torch.rand(1, 1, 8, 8)
-    m.net = _OracleImage(image * 2 - 1, m.diffusion)
+    m.net = _OracleImage(image * 2 - 1, m.diffusion, prediction)
     out = m.sample(6, generator=torch.Generator().manual_seed(1), sample_steps=steps, sampler=sampler)
     assert torch.allclose(out, image.expand(6, 1, 8, 8), atol=1e-4)
 
@@ -240,13 +293,26 @@ def test_oracle_sampler_reproduces_a_gaussian(sampler, steps, variance, lo, hi):
 
 # ------------------------------------------------------------------------------ runs and CLI
 def test_resume_is_exact(tmp_path, tiny_images):
-    cfg = {**TINY, "sample_steps": 3}
+    """Extending a run (2 epochs, then --resume to 3) under a constant lr; the default cosine lr is
+    a function of ``epochs`` (extending it changes the schedule), so there: an interrupted run."""
+    cfg = {**TINY, "sample_steps": 3, "lr_schedule": "constant"}
     straight = train("ddpm", tiny_images, out=tmp_path / "s", overrides={**cfg, "epochs": 3}, log=lambda m: None)
     train("ddpm", tiny_images, out=tmp_path / "r", overrides={**cfg, "epochs": 2}, log=lambda m: None)
     resumed = train("ddpm", tiny_images, out=tmp_path / "r", overrides={"epochs": 3}, resume=True, log=lambda m: None)
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resume differs"
     assert straight.history[-1]["valid_loss"] == resumed.history[-1]["valid_loss"]
+
+    def stop_after_two(trainer, record):           # Ctrl-C during epoch 2's end: its checkpoint is epoch 1's
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+    cos = {**TINY, "sample_steps": 3, "epochs": 3}
+    straight = train("ddpm", tiny_images, out=tmp_path / "cs", overrides=cos, log=lambda m: None)
+    with pytest.raises(Interrupted):
+        train("ddpm", tiny_images, out=tmp_path / "cr", overrides=cos, log=lambda m: None, callbacks=[stop_after_two])
+    resumed = train("ddpm", tiny_images, out=tmp_path / "cr", resume=True, log=lambda m: None)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert straight.model.config.lr_schedule == "cosine" and all(torch.equal(a[k], b[k]) for k in a), "resume differs"
     run = load_run(tmp_path / "r")
     x = run.model.sample(3, generator=torch.Generator().manual_seed(0))
     assert x.shape == (3, 1, 8, 8)
@@ -293,3 +359,38 @@ def test_ema_weights_follow_the_network_and_are_what_sample_uses():
     from latentforge.train.run import with_legacy_defaults
     assert with_legacy_defaults(type(m), {"steps": 50})["ema"] == 0.0
     assert not hasattr(build_model("ddpm", input_shape=[1, 8, 8], **{**TINY, "ema": 0.0}), "net_ema")
+
+
+def test_a_run_saved_with_the_earlier_defaults_loads_and_resumes_with_them(tmp_path, tiny_images):
+    """Runs trained before issue 17's CPU-sized defaults saved every field of their config but
+    ``prediction`` (added then) and, older still, ``ema``: they load with the values they were
+    trained with (noise prediction, Huber, T = 4000, Nadam, batch 32, ancestral sampling), not
+    with today's defaults, and resume with them."""
+    import json
+
+    from latentforge.io import CHECKPOINT_NAME
+    from latentforge.train.checkpoint import load_checkpoint, save_checkpoint
+    from latentforge.train.run import with_legacy_defaults
+    old = {"channels": 8, "channel_mult": [1, 2], "steps": 4000, "loss": "huber", "optimizer": "nadam", "lr": 1e-3,
+           "lr_schedule": "constant", "batch_size": 32, "epochs": 1, "sampler": "ancestral", "sample_steps": 4,
+           "ema": 0.0, "prediction": "eps", "sample_every": 0}
+    run_dir = tmp_path / "old"
+    before = train("ddpm", tiny_images, out=run_dir, overrides=old, log=lambda m: None)
+    x_before = before.model.sample(4, generator=torch.Generator().manual_seed(0))
+    path = run_dir / CHECKPOINT_NAME
+    tensors, meta = load_checkpoint(path)
+    meta = json.loads(json.dumps(meta))
+    meta["config"] = {k: v for k, v in meta["config"].items() if k not in ("prediction", "ema")}   # as saved then
+    save_checkpoint(path, dict(tensors), {k: v for k, v in meta.items() if k != "format"})
+    run = load_run(run_dir)
+    c = run.model.config
+    assert (c.prediction, c.ema, c.steps, c.loss, c.optimizer, c.batch_size, c.sampler, c.sample_steps) == \
+        ("eps", 0.0, 4000, "huber", "nadam", 32, "ancestral", 4)
+    assert torch.equal(run.model.sample(4, generator=torch.Generator().manual_seed(0)), x_before)
+    resumed = train("ddpm", tiny_images, out=run_dir, overrides={"epochs": 2}, resume=True, log=lambda m: None)
+    assert resumed.model.config.prediction == "eps" and resumed.model.config.loss == "huber"
+    assert len(resumed.history) == 2
+    # a config missing any field whose default changed takes the value it had before
+    legacy = with_legacy_defaults(type(before.model), {})
+    assert (legacy["steps"], legacy["loss"], legacy["prediction"], legacy["sampler"], legacy["sample_steps"]) == \
+        (4000, "huber", "eps", "ancestral", 100)

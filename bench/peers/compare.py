@@ -19,7 +19,9 @@ Rows: ``vae`` (latentforge's defaults), ``vae-25`` (25 epochs, the peer's), ``py
 ``conditional-gan`` (pythae has no conditional VAE: the conditional GAN is the reference for ``--label``),
 ``dcgan`` (8 epochs), ``progan`` (its defaults: about the DCGAN row's CPU seconds), ``stacked-ae``,
 ``conv-ae`` (defaults), and the chapter's Keras code (``keras_ae.py``, ``keras_dcgan.py``, venv ``.venv-keras``):
-``keras-stacked-ae``, ``keras-conv-ae``, ``keras-dcgan`` (8 epochs).
+``keras-stacked-ae``, ``keras-conv-ae``, ``keras-dcgan`` (8 epochs),
+``ddpm`` (latentforge's defaults) and ``ddpm-peer`` (denoising-diffusion-pytorch: ``ddpm_peer.py``, for the
+``ddpm`` row's training CPU time when that row runs first, else 900 CPU-seconds).
 """
 from __future__ import annotations
 
@@ -41,12 +43,14 @@ MNIST4K = REPO.parent / "shared" / "data" / "mnist-4k"
 
 LF_ROWS = {"vae": ("vae", {}), "vae-25": ("vae", {"epochs": 25}), "conditional-vae": ("conditional-vae", {}),
            "conditional-gan": ("conditional-gan", {}), "dcgan": ("dcgan", {"epochs": 8}),
-           "progan": ("progan", {}), "stacked-ae": ("stacked-ae", {}), "conv-ae": ("conv-ae", {})}
+           "progan": ("progan", {}), "stacked-ae": ("stacked-ae", {}), "conv-ae": ("conv-ae", {}), "ddpm": ("ddpm", {})}
 PEER_ROWS = {"pythae-vae": ("pythae", "pythae_vae.py", {"--epochs": "25"}),
              "pythae-vae-50": ("pythae", "pythae_vae.py", {"--epochs": "50"}),
              "keras-stacked-ae": ("keras", "keras_ae.py", {"--model": "stacked"}),
              "keras-conv-ae": ("keras", "keras_ae.py", {"--model": "conv"}),
-             "keras-dcgan": ("keras", "keras_dcgan.py", {"--epochs": "8"})}
+             "keras-dcgan": ("keras", "keras_dcgan.py", {"--epochs": "8"}),
+             # --cpu-seconds: the ddpm row's training CPU time when it ran first in the same call
+             "ddpm-peer": ("ddpm", "ddpm_peer.py", {"--cpu-seconds": "900", "--threads": "1"})}
 
 
 def data():
@@ -84,8 +88,10 @@ def lf_row(row: str, train, held, work: Path, seed: int, n: int) -> dict:
     return res
 
 
-def peer_row(row: str, work: Path, seed: int, n: int) -> dict:
+def peer_row(row: str, work: Path, seed: int, n: int, cpu_seconds: float | None = None) -> dict:
     peer, script, args = PEER_ROWS[row]
+    if cpu_seconds is not None and "--cpu-seconds" in args:
+        args = {**args, "--cpu-seconds": str(cpu_seconds)}
     py = HERE / f".venv-{peer}" / "bin" / "python"
     if not py.exists():
         return {"row": row, "library": peer, "skipped": f"no venv {py} (see {script}'s docstring)"}
@@ -163,7 +169,8 @@ def main() -> None:
         if row in LF_ROWS:
             rows.append(lf_row(row, train, held, work, a.seed, a.n))
         elif row in PEER_ROWS:
-            rows.append(peer_row(row, work, a.seed, a.n))
+            lf = next((r for r in rows if r["row"] == PEER_ROWS[row][0]), None)     # equal CPU time
+            rows.append(peer_row(row, work, a.seed, a.n, lf and lf["train_cpu_s"]))
         else:
             raise SystemExit(f"unknown row {row!r}: one of {', '.join([*LF_ROWS, *PEER_ROWS])}")
         print(f"trained {row}", file=sys.stderr, flush=True)
