@@ -383,9 +383,9 @@ class DDPMConfig(TrainConfig):
     ancestral steps) keep them.
     """
 
-    # a field missing from a saved run's config takes the value that run was trained with:
-    # ``ema`` and ``prediction`` came later (no EMA, noise prediction); the others are the defaults
-    # before issue 17 (saved with every run, listed for a config written by hand from an old one)
+    # a field missing from a saved run's config takes the value runs had before the field or its
+    # default changed: ``ema`` and ``prediction`` came later (no EMA, noise prediction); the rest are
+    # the defaults before issue 17 (runs save them, so only a config saved without them needs these)
     LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {
         "ema": 0.0, "prediction": "eps", "steps": 4000, "loss": "huber", "optimizer": "nadam", "lr": 1e-3,
         "lr_schedule": "constant", "batch_size": 32, "epochs": 30, "sampler": "ancestral", "sample_steps": 100}
