@@ -140,14 +140,22 @@ def mlp_judge():
     return clf
 
 
+def judged_defaults(name, data, judge, tmp_path, **overrides) -> np.ndarray:
+    """Train ``name`` at its defaults on ``data``; its 1,000 samples must have no inverted background
+    and cover every class (>= 2 % each, by the judge). Returns the judge's class probabilities."""
+    run = train(name, data, out=tmp_path / name, overrides={"sample_every": 0, **overrides}, **QUIET)
+    x = run.model.sample(1000, generator=torch.Generator().manual_seed(0)).numpy().reshape(1000, -1)
+    assert (x.mean(1) > 0.3).sum() == 0
+    proba = judge.predict_proba(x)
+    share = np.bincount(proba.argmax(1), minlength=10) / 1000
+    assert (share >= 0.02).all(), share
+    return proba
+
+
 @pytest.mark.slow
 def test_vae_defaults_sample_no_inverted_digits_of_every_class(mnist4k, mlp_judge, tmp_path):
     """Issue 17: 27-33 % of prior samples had grey/white backgrounds (LeCun init, 25 epochs)."""
-    run = train("vae", mnist4k, out=tmp_path / "vae", overrides={"seed": 1, "sample_every": 0}, **QUIET)
-    x = run.model.sample(1000, generator=torch.Generator().manual_seed(0)).numpy().reshape(1000, -1)
-    assert (x.mean(1) > 0.3).sum() == 0
-    share = np.bincount(mlp_judge.predict(x), minlength=10) / 1000
-    assert (share >= 0.02).all(), share
+    judged_defaults("vae", mnist4k, mlp_judge, tmp_path, seed=1)
 
 
 @pytest.mark.slow
@@ -176,12 +184,7 @@ def test_progan_defaults_sample_digits_of_every_class(mnist4k, mlp_judge, tmp_pa
     """Issue 17: ProGAN's defaults (WGAN-GP, RMSprop 1e-3, 10 epochs) gave blotchy digits (9 classes,
     FID 16.6 against the DCGAN's 5.5 at equal CPU time); bce + lazy R1, Adam(0, 0.99) 3e-3 and an EMA of
     G give smooth strokes of every class (seed 1: mean confidence 0.84, 53 % > 0.9, FID 5.8)."""
-    run = train("progan", mnist4k, out=tmp_path / "pg", overrides={"seed": 1, "sample_every": 0}, **QUIET)
-    x = run.model.sample(1000, generator=torch.Generator().manual_seed(0)).numpy().reshape(1000, -1)
-    assert (x.mean(1) > 0.3).sum() == 0
-    proba = mlp_judge.predict_proba(x)
-    share = np.bincount(proba.argmax(1), minlength=10) / 1000
-    assert (share >= 0.02).all(), share
+    proba = judged_defaults("progan", mnist4k, mlp_judge, tmp_path, seed=1)
     assert proba.max(1).mean() >= 0.8 and (proba.max(1) > 0.9).mean() >= 0.45
 
 
@@ -189,10 +192,5 @@ def test_progan_defaults_sample_digits_of_every_class(mnist4k, mlp_judge, tmp_pa
 def test_ddpm_defaults_sample_clean_digits_of_every_class(mnist4k, mlp_judge, tmp_path):
     """Issue 17: the CPU-sized defaults (~15 CPU-minutes). Measured: 10 classes (8.5-11.4 % each),
     none inverted, 70 % of samples above confidence 0.9 (the issue's aim: 80 %; real digits: 90 %)."""
-    run = train("ddpm", mnist4k, out=tmp_path / "ddpm", overrides={"sample_every": 0}, **QUIET)
-    x = run.model.sample(1000, generator=torch.Generator().manual_seed(0)).numpy().reshape(1000, -1)
-    assert (x.mean(1) > 0.3).sum() == 0
-    p = mlp_judge.predict_proba(x)
-    share = np.bincount(p.argmax(1), minlength=10) / 1000
-    assert (share >= 0.02).all(), share
-    assert (p.max(1) > 0.9).mean() >= 0.6
+    proba = judged_defaults("ddpm", mnist4k, mlp_judge, tmp_path)
+    assert (proba.max(1) > 0.9).mean() >= 0.6
