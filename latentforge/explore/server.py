@@ -152,18 +152,12 @@ def create_app(runs: list[ServedRun], token: str | None = None,
         method = request.query_params.get("method")
         return JSONResponse(await run_in_threadpool(run.map_json, method), headers=no_store)
 
-    async def image(request: Request):
-        run = get_run(request)
-        return png(await run_in_threadpool(run.image_png, png_index(request.path_params["name"])), cache=True)
-
-    async def reconstruction(request: Request):
-        run = get_run(request)
-        return png(await run_in_threadpool(run.reconstruction_png, png_index(request.path_params["name"])),
-                   cache=True)
-
-    async def sprite(request: Request):
-        run = get_run(request)
-        return png(await run_in_threadpool(run.sprite_png, png_index(request.path_params["name"])), cache=True)
+    def cached_png(render: Callable[[ServedRun, int], bytes]):
+        """A GET route for ``.../{name}`` = ``INDEX.png``: ``render(run, INDEX)``, cacheable."""
+        async def endpoint(request: Request):
+            run = get_run(request)
+            return png(await run_in_threadpool(render, run, png_index(request.path_params["name"])), cache=True)
+        return endpoint
 
     async def point(request: Request):
         run = get_run(request)
@@ -236,9 +230,9 @@ def create_app(runs: list[ServedRun], token: str | None = None,
         Route("/", index), Route("/static/{name}", static),
         Route("/api/runs", g(list_runs)),
         Route("/api/runs/{run}/map", g(get_map)),
-        Route("/api/runs/{run}/images/{name}", g(image)),
-        Route("/api/runs/{run}/reconstructions/{name}", g(reconstruction)),
-        Route("/api/runs/{run}/sprites/{name}", g(sprite)),
+        Route("/api/runs/{run}/images/{name}", g(cached_png(ServedRun.image_png))),
+        Route("/api/runs/{run}/reconstructions/{name}", g(cached_png(ServedRun.reconstruction_png))),
+        Route("/api/runs/{run}/sprites/{name}", g(cached_png(ServedRun.sprite_png))),
         Route("/api/runs/{run}/points/{index}", g(point)),
         Route("/api/runs/{run}/decode", g(decode), methods=["POST"]),
         Route("/api/runs/{run}/interpolate", g(interpolate), methods=["POST"]),
