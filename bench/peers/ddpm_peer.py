@@ -30,35 +30,26 @@ runs it with latentforge's measured CPU time and judges both.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "shared" / "bench"))
-from denoising_diffusion_pytorch import GaussianDiffusion, Unet  # noqa: E402
-from ema_pytorch import EMA  # noqa: E402
-from mnist4k import load  # noqa: E402
+from denoising_diffusion_pytorch import GaussianDiffusion, Unet
+from ema_pytorch import EMA
+from peer_io import load, out_dir, parser, write_result
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
+    ap = parser(__doc__)
     ap.add_argument("--cpu-seconds", type=float, default=900.0)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--dim", type=int, default=16)
     ap.add_argument("--sampling-timesteps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: PyTorch's default)")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--n", type=int, default=1000)
     a = ap.parse_args()
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_dir(a)
     torch.manual_seed(a.seed)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -93,13 +84,10 @@ def main() -> None:
         g = torch.cat([ema.ema_model.sample(batch_size=min(250, a.n - i)) for i in range(0, a.n, 250)])
     sample_wall = time.perf_counter() - s0
     g = g.clamp(0, 1).numpy().reshape(a.n, 28, 28)
-    np.save(out / "samples.npy", g.astype(np.float32))
-    res = {"peer": "denoising-diffusion-pytorch", "model": "ddpm", "params": params, "steps": steps,
-           "epochs_started": epochs, "batch_size": a.batch_size, "lr": a.lr, "final_loss": float(np.mean(losses[-50:])),
-           "train_wall_s": round(wall, 1), "train_cpu_s": round(cpu, 1), "sample_wall_s": round(sample_wall, 1),
-           "samples": str(out / "samples.npy")}
-    (out / "result.json").write_text(json.dumps(res))
-    print(json.dumps(res))
+    write_result(out, {"peer": "denoising-diffusion-pytorch", "model": "ddpm", "params": params, "steps": steps,
+                       "epochs_started": epochs, "batch_size": a.batch_size, "lr": a.lr,
+                       "final_loss": float(np.mean(losses[-50:])), "train_wall_s": round(wall, 1),
+                       "train_cpu_s": round(cpu, 1), "sample_wall_s": round(sample_wall, 1)}, samples=g)
 
 
 if __name__ == "__main__":

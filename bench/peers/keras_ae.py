@@ -17,22 +17,17 @@ samples: `bench/peers/compare.py` shows its row beside latentforge's ``stacked-a
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "shared" / "bench"))
 import tensorflow as tf  # noqa: E402
 
 tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
-from mnist4k import load  # noqa: E402
+from peer_io import load, out_dir, parser, write_result  # noqa: E402
 
 # model -> (epochs, SGD learning rate): latentforge's defaults for stacked-ae / conv-ae (the chapter's)
 DEFAULTS = {"stacked": (20, 1.5), "conv": (5, 1.0)}
@@ -64,15 +59,11 @@ def conv_ae() -> keras.Model:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--model", choices=sorted(DEFAULTS), required=True)
-    ap.add_argument("--out", required=True)
     ap.add_argument("--epochs", type=int)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--n", type=int, default=1000)        # compare.py's interface; an AE draws no samples
     a = ap.parse_args()
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_dir(a)
     epochs, lr = DEFAULTS[a.model]
     epochs = a.epochs or epochs
     X, _, Xv, _ = load()
@@ -83,10 +74,8 @@ def main() -> None:
     ae.fit(X, X, epochs=epochs, batch_size=32, verbose=0)
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     bce = float(ae.evaluate(Xv, Xv, batch_size=400, verbose=0))
-    res = {"peer": f"keras {keras.__version__}", "model": f"{a.model}-ae", "epochs": epochs, "heldout_bce": bce,
-           "train_wall_s": round(wall, 1), "train_cpu_s": round(cpu, 1)}
-    (out / "result.json").write_text(json.dumps(res))
-    print(json.dumps(res))
+    write_result(out, {"peer": f"keras {keras.__version__}", "model": f"{a.model}-ae", "epochs": epochs,
+                       "heldout_bce": bce, "train_wall_s": round(wall, 1), "train_cpu_s": round(cpu, 1)})
 
 
 if __name__ == "__main__":

@@ -15,15 +15,10 @@ training, one TensorFlow thread). `bench/peers/compare.py` runs it and judges th
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "shared" / "bench"))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -31,7 +26,7 @@ tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
-from mnist4k import load  # noqa: E402
+from peer_io import load, out_dir, parser, write_result  # noqa: E402
 
 CODING = 100
 
@@ -56,14 +51,10 @@ def build():
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
+    ap = parser(__doc__)
     ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--n", type=int, default=1000)
     a = ap.parse_args()
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_dir(a)
     X, _, _, _ = load()
     X = X.reshape(-1, 28, 28, 1) * 2.0 - 1.0                         # tanh range, as the chapter
     keras.utils.set_random_seed(a.seed)
@@ -85,11 +76,8 @@ def main() -> None:
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     g = generator.predict(tf.random.normal([a.n, CODING]), batch_size=500, verbose=0)
     g = ((g.reshape(a.n, 28, 28) + 1.0) / 2.0).clip(0, 1)
-    np.save(out / "samples.npy", g.astype(np.float32))
-    res = {"peer": f"keras {keras.__version__}", "model": "dcgan", "epochs": a.epochs,
-           "train_wall_s": round(wall, 1), "train_cpu_s": round(cpu, 1), "samples": str(out / "samples.npy")}
-    (out / "result.json").write_text(json.dumps(res))
-    print(json.dumps(res))
+    write_result(out, {"peer": f"keras {keras.__version__}", "model": "dcgan", "epochs": a.epochs,
+                       "train_wall_s": round(wall, 1), "train_cpu_s": round(cpu, 1)}, samples=g)
 
 
 if __name__ == "__main__":

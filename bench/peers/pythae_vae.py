@@ -13,25 +13,19 @@ chapter's loss times 784: the same optimum). `bench/peers/compare.py` runs it an
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from peer_io import load, out_dir, parser, write_result
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "shared" / "bench"))
-from mnist4k import load  # noqa: E402
-from pythae.models import VAE, VAEConfig  # noqa: E402
-from pythae.models.base.base_utils import ModelOutput  # noqa: E402
-from pythae.models.nn import BaseDecoder, BaseEncoder  # noqa: E402
-from pythae.pipelines import TrainingPipeline  # noqa: E402
-from pythae.samplers import NormalSampler  # noqa: E402
-from pythae.trainers import BaseTrainerConfig  # noqa: E402
+from pythae.models import VAE, VAEConfig
+from pythae.models.base.base_utils import ModelOutput
+from pythae.models.nn import BaseDecoder, BaseEncoder
+from pythae.pipelines import TrainingPipeline
+from pythae.samplers import NormalSampler
+from pythae.trainers import BaseTrainerConfig
 
 
 class Encoder(BaseEncoder):
@@ -56,14 +50,10 @@ class Decoder(BaseDecoder):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
+    ap = parser(__doc__)
     ap.add_argument("--epochs", type=int, default=25)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--n", type=int, default=1000)
     a = ap.parse_args()
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_dir(a)
     torch.manual_seed(a.seed)
     torch.set_num_threads(1)
     X, _, Xv, _ = load()
@@ -81,11 +71,8 @@ def main() -> None:
         recon = model.decoder(model.encoder(xv).embedding).reconstruction
         bce = float(F.binary_cross_entropy(recon.clamp(1e-7, 1 - 1e-7), xv))
         g = NormalSampler(model=model).sample(num_samples=a.n).numpy().reshape(a.n, 28, 28)
-    np.save(out / "samples.npy", g.astype(np.float32))
-    res = {"peer": "pythae 0.1.2", "model": "vae", "epochs": a.epochs, "heldout_bce": bce,
-           "train_wall_s": round(wall, 1), "train_cpu_s": round(cpu, 1), "samples": str(out / "samples.npy")}
-    (out / "result.json").write_text(json.dumps(res))
-    print(json.dumps(res))
+    write_result(out, {"peer": "pythae 0.1.2", "model": "vae", "epochs": a.epochs, "heldout_bce": bce,
+                       "train_wall_s": round(wall, 1), "train_cpu_s": round(cpu, 1)}, samples=g)
 
 
 if __name__ == "__main__":
