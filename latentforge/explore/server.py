@@ -9,7 +9,9 @@ Routes (all JSON errors are ``{"error": "one line"}`` with a 4xx status; the ser
 * ``GET /api/runs/{i}/images/{index}.png``, ``GET /api/runs/{i}/reconstructions/{index}.png``.
 * ``GET /api/runs/{i}/points/{index}``: coding, error and percentile, nearest neighbours, hash.
 * ``GET /api/runs/{i}/sprites/{sheet}.png``: thumbnails of the points in map order, 32 x 32 a sheet.
-* ``POST /api/runs/{i}/decode`` ``{"codes": [[...], ...], "label": null, "ncols": null}`` -> PNG grid.
+* ``POST /api/runs/{i}/decode`` ``{"codes": [[...], ...], "label": null, "ncols": null}`` -> PNG grid;
+  or, with ``Content-Type: application/octet-stream``, the codes as n x width little-endian float32
+  and ``?n=N[&label=L][&ncols=C]`` (what the page sends: no JSON to parse).
 * ``POST /api/runs/{i}/interpolate`` ``{"a": index, "b": index, "steps": 8, "method": null}`` -> PNG strip.
 * ``POST /api/runs/{i}/sample`` ``{"n": 16, "seed": 0, "label": null, "truncation": null}`` -> PNG grid.
 * ``POST /api/runs/{i}/mix`` ``{"seed": 0, "n": 4, "crossover": null, "truncation": null}`` -> StyleGAN's
@@ -22,16 +24,19 @@ With a ``token`` every ``/api/`` request must carry it (header ``X-Token`` or ``
 from __future__ import annotations
 
 import hmac
+import os
 import sys
 import time
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-from .state import ApiError, ServedRun, parse_index
+from .state import INFERENCE_THREADS, ApiError, ServedRun, parse_index
 
 #: largest request body accepted (uploads and JSON)
 MAX_BODY = 10 * 1024 * 1024
+#: the content type of binary decode requests: the codes as little-endian float32, ``?n=`` of them
+BINARY_CODES = "application/octet-stream"
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
 
@@ -58,6 +63,17 @@ def create_app(runs: list[ServedRun], token: str | None = None,
     from starlette.routing import Route
 
     files = static_files()
+    import asyncio
+    import functools
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+    if os.environ.get("LF_EXP_EXECUTOR", "1") == "1":
+        pool = ThreadPoolExecutor(max_workers=INFERENCE_THREADS, thread_name_prefix="explore-inference")
+
+        async def infer(fn, *args):
+            return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
+    else:
+        infer = run_in_threadpool
     no_store = {"Cache-Control": "no-store"}
 
     def error(status: int, message: str) -> JSONResponse:
@@ -93,7 +109,9 @@ def create_app(runs: list[ServedRun], token: str | None = None,
         return body
 
     async def read_json(request: Request) -> dict[str, Any]:
-        body = await read_body(request)
+        return parse_json(await read_body(request))
+
+    def parse_json(body: bytes) -> dict[str, Any]:
         try:      # strict JSON (RFC 8259): NaN, Infinity and numbers beyond a double are malformed
             obj = orjson.loads(body or b"null")
         except (ValueError, UnicodeDecodeError) as e:
@@ -164,13 +182,42 @@ def create_app(runs: list[ServedRun], token: str | None = None,
         return JSONResponse(await run_in_threadpool(run.point, parse_index(request.path_params["index"])),
                             headers=no_store)
 
+    def query_value(text: str | None) -> Any:
+        """A query parameter as the JSON value it stands for: integers as int, ``null``/empty as None."""
+        if text is None or text in ("", "null"):
+            return None
+        body = text[1:] if text[:1] == "-" else text
+        return int(text) if body.isascii() and body.isdigit() and len(body) <= 20 else text
+
     async def decode(request: Request):
         run = get_run(request)
-        obj = await read_json(request)
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind == BINARY_CODES:
+            # n codes as little-endian float32 (?n=N&label=&ncols=): no JSON to parse under the GIL
+            params = request.query_params
+            unknown = sorted(set(params) - {"n", "label", "ncols", "token"})
+            if unknown:
+                raise ApiError(400, f"unknown query parameter(s) {', '.join(map(repr, unknown))[:200]}; "
+                                    f"a binary decode takes n, label, ncols")
+            body = await read_body(request)
+            z = run.float32_codes(body, query_value(params.get("n")))
+            return png(await infer(run.decode_png, z, query_value(params.get("label")),
+                                               query_value(params.get("ncols"))))
+        body = await read_body(request)
+
+        def decode_json() -> bytes:       # a 64 x 576 body is ~2 ms of parsing: off the event loop
+            obj = parse_json(body)
+            fields(obj, ("codes", "label", "ncols"))
+            if "codes" not in obj:
+                raise ApiError(400, "missing field \"codes\"")
+            return run.decode_png(obj["codes"], obj.get("label"), obj.get("ncols"))
+        if os.environ.get("LF_EXP_JSONPOOL", "1") == "1":
+            return png(await infer(decode_json))
+        obj = parse_json(body)
         fields(obj, ("codes", "label", "ncols"))
         if "codes" not in obj:
             raise ApiError(400, "missing field \"codes\"")
-        return png(await run_in_threadpool(run.decode_png, obj["codes"], obj.get("label"), obj.get("ncols")))
+        return png(await infer(run.decode_png, obj["codes"], obj.get("label"), obj.get("ncols")))
 
     async def interpolate(request: Request):
         run = get_run(request)
@@ -179,21 +226,21 @@ def create_app(runs: list[ServedRun], token: str | None = None,
         for key in ("a", "b"):
             if key not in obj:
                 raise ApiError(400, f"missing field \"{key}\" (a point's index)")
-        return png(await run_in_threadpool(run.interpolate_png, obj["a"], obj["b"], obj.get("steps", 8),
+        return png(await infer(run.interpolate_png, obj["a"], obj["b"], obj.get("steps", 8),
                                            obj.get("method")))
 
     async def sample(request: Request):
         run = get_run(request)
         obj = await read_json(request)
         fields(obj, ("n", "seed", "label", "truncation", "ncols"))
-        return png(await run_in_threadpool(run.sample_png, obj.get("n", 16), obj.get("seed", 0), obj.get("label"),
+        return png(await infer(run.sample_png, obj.get("n", 16), obj.get("seed", 0), obj.get("label"),
                                            obj.get("truncation"), obj.get("ncols")))
 
     async def mix(request: Request):
         run = get_run(request)
         obj = await read_json(request)
         fields(obj, ("seed", "n", "crossover", "truncation"))
-        return png(await run_in_threadpool(run.mix_png, obj.get("seed", 0), obj.get("n", 4), obj.get("crossover"),
+        return png(await infer(run.mix_png, obj.get("seed", 0), obj.get("n", 4), obj.get("crossover"),
                                            obj.get("truncation")))
 
     async def encode(request: Request):
@@ -295,6 +342,9 @@ def serve(runs: list[ServedRun], host: str = "127.0.0.1", port: int = 0, *, open
     # a request decodes at most a few hundred images: one intra-op thread each, requests side by
     # side (state.INFERENCE); OpenMP teams of two on a busy 2-core machine cost 10x at n = 64
     torch.set_num_threads(1)
+    if os.environ.get("LF_EXP_KERNELS", "1") == "1":
+        for run in runs:                  # on the thread count the requests use
+            run.choose_kernels()
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=2)
     server = Server(config)
