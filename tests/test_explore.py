@@ -201,6 +201,67 @@ def test_decode(client, runs):
     assert cvae.status_code == 200, cvae.text
 
 
+F32 = {"content-type": "application/octet-stream"}
+
+
+def _f32(codes) -> bytes:
+    return np.asarray(codes, "<f4").tobytes()
+
+
+def test_decode_binary(client, runs):
+    """Binary codes (n x width little-endian float32, ?n=) decode to the very PNG their JSON does."""
+    codes = runs[0].codes[:5]
+    as_json = client.post("/api/runs/0/decode", json={"codes": codes.tolist(), "ncols": 5})
+    r = client.post("/api/runs/0/decode?n=5&ncols=5", content=_f32(codes), headers=F32)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
+    assert r.content == as_json.content and r.headers["server-timing"].startswith("app;dur=")
+    assert _png(client.post("/api/runs/0/decode?n=5", content=_f32(codes), headers=F32).content).shape == (59, 88)
+    one = client.post("/api/runs/3/decode?n=1", content=_f32([[0.5, -1.0]]),
+                      headers={"content-type": "Application/Octet-Stream; charset=binary"})   # a 2-D plane point
+    assert one.content == client.post("/api/runs/3/decode", json={"codes": [[0.5, -1.0]]}).content
+    width = runs[2].codes.shape[1]
+    cvae = client.post("/api/runs/2/decode?n=2&label=3", content=_f32(np.zeros((2, width))), headers=F32)
+    assert cvae.status_code == 200 and _png(cvae.content).shape == (30, 59)
+    big = np.random.default_rng(0).normal(size=(256, 30))                  # the most a request may ask for
+    assert client.post("/api/runs/0/decode?n=256", content=_f32(big), headers=F32).status_code == 200
+
+
+@pytest.mark.parametrize("query, body, status, words", [
+    ("", _f32(np.zeros((2, 30))), 400, ["?n=N"]),
+    ("?n=3", _f32(np.zeros((2, 30))), 400, ["n=3", "width 30", "360 bytes", "got 240"]),
+    ("?n=2", _f32(np.zeros((2, 30))) + b"\0", 400, ["240 bytes", "got 241"]),
+    ("?n=2", b"", 400, ["got 0 bytes"]),
+    ("?n=1", _f32(np.zeros((1, 29))), 400, ["width 30", "got 116"]),
+    ("?n=1", np.zeros((1, 30)).tobytes(), 400, ["float32", "got 240"]),                # float64 is not it
+    ("?n=two", _f32(np.zeros((2, 30))), 400, ["n: expected an integer"]),
+    ("?n=0", b"", 400, ["n 0", "1..256"]),
+    ("?n=-1", b"", 400, ["n -1", "1..256"]),
+    ("?n=257", _f32(np.zeros((257, 30))), 400, ["n 257", "1..256"]),
+    ("?n=2", _f32([[0.0] * 30, [0.0] * 29 + [np.nan]]), 400, ["codes[1]", "finite"]),
+    ("?n=1", _f32([[np.inf] + [0.0] * 29]), 400, ["codes[0]", "finite"]),
+    ("?n=1&labels=2", _f32(np.zeros((1, 30))), 400, ["unknown query parameter", "'labels'", "n, label, ncols"]),
+    ("?n=1&label=1", _f32(np.zeros((1, 30))), 400, ["not conditional"]),
+    ("?n=1&ncols=0", _f32(np.zeros((1, 30))), 400, ["ncols 0"]),
+    ("?n=1&ncols=x", _f32(np.zeros((1, 30))), 400, ["ncols: expected an integer"]),
+])
+def test_bad_binary_decodes(client, query, body, status, words):
+    _err(client.post("/api/runs/0/decode" + query, content=body, headers=F32), status, *words)
+    assert client.get("/api/runs").status_code == 200
+
+
+def test_bad_binary_decodes_other_runs(client, runs):
+    width = runs[2].codes.shape[1]
+    _err(client.post("/api/runs/2/decode?n=1", content=_f32(np.zeros((1, width))), headers=F32), 400, "conditional")
+    _err(client.post("/api/runs/2/decode?n=1&label=10", content=_f32(np.zeros((1, width))), headers=F32),
+         400, "label 10", "0..9")
+    _err(client.post("/api/runs/6/decode?n=1", content=_f32(np.zeros((1, 30))), headers=F32), 400,
+         "width 64", "256 bytes")                                        # StyleGAN's latents are 64-d
+    _err(client.post("/api/runs/9/decode?n=1", content=_f32(np.zeros((1, 30))), headers=F32), 404, "unknown run 9")
+    _err(client.post("/api/runs/0/decode?n=1", content=b"\0" * (10 * 1024 * 1024 + 1), headers=F32), 413, "10 MB")
+    # a JSON body sent as octet-stream is read as float32, and refused for its length, not parsed
+    _err(client.post("/api/runs/0/decode?n=1", content=b'{"codes": [[0.0]]}', headers=F32), 400, "got 18 bytes")
+
+
 def test_interpolate(client, runs):
     a, b = int(runs[0].idx[0]), int(runs[0].idx[1])
     strip = _png(client.post("/api/runs/0/interpolate", json={"a": a, "b": b, "steps": 6}).content)
@@ -370,6 +431,9 @@ def test_token(runs):
         assert c.get("/api/runs", headers={"X-Token": "s3cret"}).status_code == 200
         assert c.get(f"/api/runs/0/images/{runs[0].idx[0]}.png?token=s3cret").status_code == 200
         _err(c.post("/api/runs/0/decode", json={"codes": [[0.0] * 30]}), 403)
+        _err(c.post("/api/runs/0/decode?n=1", content=_f32(np.zeros((1, 30))), headers=F32), 403)
+        ok = c.post("/api/runs/0/decode?n=1&token=s3cret", content=_f32(np.zeros((1, 30))), headers=F32)
+        assert ok.status_code == 200 and _png(ok.content).shape == (30, 30)
 
 
 # ------------------------------------------------------------------------------ the command
@@ -402,6 +466,9 @@ def test_cli_serves_and_stops_cleanly(runs_dir):
         assert [r["model"] for r in rs] == ["stacked-ae", "gan"] and rs[0]["n"] == 200
         with urllib.request.urlopen(url + "api/runs/0/map", timeout=120) as r:
             assert len(json.load(r)["x"]) == 200
+        req = urllib.request.Request(url + "api/runs/0/decode?n=2", data=_f32(np.zeros((2, 30))), headers=F32)
+        with urllib.request.urlopen(req, timeout=30) as r:                # binary codes, the real server
+            assert _png(r.read()).shape == (30, 59)
     finally:
         rc, out, err = _stop(proc)
     assert rc in (0, 130), err
@@ -484,3 +551,24 @@ def test_png_bytes_round_trip(shape):
     a = (np.random.default_rng(0).random(shape) * 255).astype(np.uint8)
     im = Image.open(io.BytesIO(png_bytes(a)))
     assert im.format == "PNG" and np.array_equal(np.asarray(im), a)
+
+
+def test_transposed_conv_kernel_choice():
+    """A layer switched to PyTorch's own transposed-conv kernel computes what the module does
+    (an explicit output_size still goes through the module); with an impossible gain none switches."""
+    import torch
+
+    from latentforge.explore.kernels import choose_transposed_conv_kernels
+    from latentforge.models import build_model
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this PyTorch has no oneDNN: nothing to choose")
+    model = build_model("conv-ae", input_shape=[1, 28, 28]).eval()
+    z = torch.randn(16, model.coding_size, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        before = model.decode(z)
+        assert choose_transposed_conv_kernels(model, lambda: model.decode(z), min_gain=float("inf")) == []
+        switched = choose_transposed_conv_kernels(model, lambda: model.decode(z), min_gain=0.0)
+        assert switched == ["dec.0", "dec.1", "dec.2"]
+        torch.testing.assert_close(model.decode(z), before, atol=1e-5, rtol=0)
+        layer, h = model.dec[0], torch.randn(2, 64, 3, 3)
+        assert layer(h, output_size=[8, 8]).shape == (2, 32, 8, 8)        # the module's own output padding

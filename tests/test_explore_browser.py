@@ -130,6 +130,14 @@ def test_explore_in_chromium(server, page, tmp_path):
     pg.click("#sample-go")
     pg.wait_for_function(f"document.getElementById('sample-img').src !== {first!r} && "
                          "document.getElementById('sample-img').dataset.loaded === '1'", timeout=60_000)
+    # a latent walk: ten codes decoded, sent as float32 (the page's binary decode request)
+    with pg.expect_request(lambda r: "/decode" in r.url) as sent:
+        pg.click("#walk-go")
+    assert sent.value.headers["content-type"] == "application/octet-stream" and "n=10" in sent.value.url
+    assert len(sent.value.post_data_buffer) == 10 * pg.evaluate("lfExplore.state.run.code_width") * 4
+    pg.wait_for_selector("#walk-img[data-loaded='1']", timeout=30_000)
+    assert _natural_width(pg, "#walk-img") == 10 * 29 + 1
+    pg.locator("#walk-img").screenshot(path=str(shots / "explore-vae-walk.png"))
     pg.mouse.click(*pg.evaluate(f"lfExplore.screenOf({a})"))
     pg.wait_for_selector("#point-rec[data-loaded='1']", timeout=30_000)
     assert pg.input_value("#interp-method") == "slerp"                   # the VAE's preference

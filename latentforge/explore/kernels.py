@@ -34,13 +34,10 @@ def _eligible(layer: nn.Module) -> bool:
             and layer.weight.device.type == "cpu" and layer.weight.dtype == torch.float32)
 
 
-def _best_time(fn: Callable[[], Any], reps: int) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+def _seconds(fn: Callable[..., Any], *args: Any) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
 
 
 def choose_transposed_conv_kernels(model: nn.Module, probe: Callable[[], Any], *, min_gain: float = 1.3,
@@ -67,13 +64,11 @@ def choose_transposed_conv_kernels(model: nn.Module, probe: Callable[[], Any], *
             x = inputs.get(name)
             if x is None:
                 continue
-            onednn = lambda: layer(x)                     # noqa: E731 - the module's own forward
-            native = lambda: _native(layer, x)            # noqa: E731
-            onednn(), native()                            # warm both (oneDNN builds its primitive)
+            layer(x), _native(layer, x)                   # warm both (oneDNN builds its primitive)
             t_onednn = t_native = float("inf")
-            for _ in range(reps):
-                t_onednn = min(t_onednn, _best_time(onednn, 1))
-                t_native = min(t_native, _best_time(native, 1))
+            for _ in range(reps):                         # interleaved: a busy spell hits both
+                t_onednn = min(t_onednn, _seconds(layer, x))
+                t_native = min(t_native, _seconds(_native, layer, x))
             if t_native * min_gain <= t_onednn:
                 _use_native(layer)
                 switched.append(name)

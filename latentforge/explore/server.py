@@ -23,11 +23,13 @@ With a ``token`` every ``/api/`` request must carry it (header ``X-Token`` or ``
 """
 from __future__ import annotations
 
+import asyncio
+import functools
 import hmac
-import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
 
@@ -63,17 +65,16 @@ def create_app(runs: list[ServedRun], token: str | None = None,
     from starlette.routing import Route
 
     files = static_files()
-    import asyncio
-    import functools
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-    if os.environ.get("LF_EXP_EXECUTOR", "1") == "1":
-        pool = ThreadPoolExecutor(max_workers=INFERENCE_THREADS, thread_name_prefix="explore-inference")
+    # Requests that compute (decode, interpolate, sample, mix) run in a pool of one thread per core
+    # (INFERENCE_THREADS), first come first served: under 20 concurrent decodes each waits its
+    # turn instead of 20 threads racing for the cores and the GIL (conv AE, 64 codes: p95 148 ->
+    # 92 ms, and 17% less CPU a request; bench/explore_load.py). Everything else (maps, which may
+    # wait for t-SNE, uploads, single images) stays on Starlette's thread pool.
+    pool = ThreadPoolExecutor(max_workers=INFERENCE_THREADS, thread_name_prefix="explore-inference")
 
-        async def infer(fn, *args):
-            return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
-    else:
-        infer = run_in_threadpool
+    async def infer(fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
+
     no_store = {"Cache-Control": "no-store"}
 
     def error(status: int, message: str) -> JSONResponse:
@@ -202,7 +203,7 @@ def create_app(runs: list[ServedRun], token: str | None = None,
             body = await read_body(request)
             z = run.float32_codes(body, query_value(params.get("n")))
             return png(await infer(run.decode_png, z, query_value(params.get("label")),
-                                               query_value(params.get("ncols"))))
+                                   query_value(params.get("ncols"))))
         body = await read_body(request)
 
         def decode_json() -> bytes:       # a 64 x 576 body is ~2 ms of parsing: off the event loop
@@ -211,13 +212,7 @@ def create_app(runs: list[ServedRun], token: str | None = None,
             if "codes" not in obj:
                 raise ApiError(400, "missing field \"codes\"")
             return run.decode_png(obj["codes"], obj.get("label"), obj.get("ncols"))
-        if os.environ.get("LF_EXP_JSONPOOL", "1") == "1":
-            return png(await infer(decode_json))
-        obj = parse_json(body)
-        fields(obj, ("codes", "label", "ncols"))
-        if "codes" not in obj:
-            raise ApiError(400, "missing field \"codes\"")
-        return png(await infer(run.decode_png, obj["codes"], obj.get("label"), obj.get("ncols")))
+        return png(await infer(decode_json))
 
     async def interpolate(request: Request):
         run = get_run(request)
@@ -342,9 +337,8 @@ def serve(runs: list[ServedRun], host: str = "127.0.0.1", port: int = 0, *, open
     # a request decodes at most a few hundred images: one intra-op thread each, requests side by
     # side (state.INFERENCE); OpenMP teams of two on a busy 2-core machine cost 10x at n = 64
     torch.set_num_threads(1)
-    if os.environ.get("LF_EXP_KERNELS", "1") == "1":
-        for run in runs:                  # on the thread count the requests use
-            run.choose_kernels()
+    for run in runs:                      # timed on the one thread the requests use (explore/kernels.py)
+        run.choose_kernels()
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=2)
     server = Server(config)

@@ -78,7 +78,9 @@ def display_images(x: np.ndarray, sample_shape) -> np.ndarray:
 
 def png_bytes(img: np.ndarray) -> bytes:
     """A uint8 (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA image as PNG bytes: rows unfiltered,
-    zlib level 1 (half the time of Pillow's adaptive filters for the grids served here)."""
+    zlib level 1 with run-length matching only (Z_RLE: the runs of background and padding are what
+    compresses in these grids). For a 64-image grid: 0.4 ms and ~30 KB, where plain level 1 takes
+    0.6-0.8 ms for the same size within 5% and Pillow's adaptive filters twice that."""
     h, w = img.shape[:2]
     ch = 1 if img.ndim == 2 else img.shape[2]
     colour = {1: 0, 3: 2, 4: 6}[ch]
@@ -88,11 +90,8 @@ def png_bytes(img: np.ndarray) -> bytes:
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    if os.environ.get("LF_EXP_RLE", "1") == "1":
-        deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
-        idat = deflate.compress(raw.tobytes()) + deflate.flush()
-    else:
-        idat = zlib.compress(raw.tobytes(), 1)
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
+    idat = deflate.compress(raw.tobytes()) + deflate.flush()
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0))
             + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
 
@@ -523,11 +522,14 @@ class ServedRun:
         """Time the decoder's transposed convolutions on ``n`` seeded codes with each CPU kernel
         and keep the faster one per layer (:mod:`.kernels`); the names of the layers switched."""
         from .kernels import choose_transposed_conv_kernels
-        if not self.caps["decode"] or self.code_shape is None or self.caps["conditional"]:
+        if not self.caps["decode"] or self.code_shape is None:
             return []
         z = torch.as_tensor(np.random.default_rng(self.seed).normal(size=(n, *self.code_shape)), dtype=torch.float32)
+        args = []
+        if self.caps["conditional"]:                  # one class after another
+            args = [self._labels_tensor(np.arange(n) % int(self.model.config.n_classes))]
         with self.lock:
-            return choose_transposed_conv_kernels(self.model, lambda: self.model.decode(z))
+            return choose_transposed_conv_kernels(self.model, lambda: self.model.decode(z, *args))
 
     def _decode(self, z: np.ndarray, labels=None, soft: np.ndarray | None = None) -> np.ndarray:
         """Decode flat codes (N, width) to uint8 display images."""
