@@ -527,6 +527,8 @@ def test_truncation_capability_is_probed():
 def test_decode_rejects_what_numpy_would_coerce(client):
     """Booleans and strings are not codes, even where numpy would turn them into numbers."""
     _err(client.post("/api/runs/0/decode", json={"codes": [[True] * 30]}), 400, "finite numbers")
+    _err(client.post("/api/runs/0/decode", json={"codes": [[0.5] * 29 + [True]]}), 400, "codes[0]", "True")
+    _err(client.post("/api/runs/0/decode", json={"codes": [[0.5] * 30, [False] + [1] * 29]}), 400, "codes[1]")
     _err(client.post("/api/runs/0/decode", json={"codes": [["1"] * 30]}), 400, "finite numbers")
     _err(client.post("/api/runs/0/decode", json={"codes": [[0.0] * 30, [0.0] * 31]}), 400, "codes[1]", "got 31")
     big = b'{"codes": [[1e400' + b", 0" * 29 + b"]]}"                      # beyond a double: not a code

@@ -211,7 +211,9 @@ def create_app(runs: list[ServedRun], token: str | None = None,
             fields(obj, ("codes", "label", "ncols"))
             if "codes" not in obj:
                 raise ApiError(400, "missing field \"codes\"")
-            return run.decode_png(obj["codes"], obj.get("label"), obj.get("ncols"))
+            # only a body with a JSON true/false in it needs the scan for booleans among the codes
+            return run.decode_png(obj["codes"], obj.get("label"), obj.get("ncols"),
+                                  may_hold_bools=b"true" in body or b"false" in body)
         return png(await infer(decode_json))
 
     async def interpolate(request: Request):

@@ -557,17 +557,20 @@ class ServedRun:
         lab = as_int(label, "label", 0, k - 1 if k else None)
         return np.full(n, lab, np.int64)
 
-    def _check_codes(self, codes: list) -> np.ndarray:
+    def _check_codes(self, codes: list, may_hold_bools: bool = True) -> np.ndarray:
         """The codes of a request as float32 (N, width); 400 naming the first bad row otherwise.
         numpy checks the usual request at once (a 64 x 576 conv code: 0.2 ms, not 70 ms in Python);
-        the row-by-row pass only runs to name what is wrong."""
+        the row-by-row pass only runs to name what is wrong. numpy reads ``true`` beside numbers as
+        1.0: unless the caller knows there are no booleans (a JSON body without ``true``/``false``),
+        a scan for them comes first."""
         width = self.code_width
-        try:
-            arr = np.asarray(codes)
-            if arr.dtype.kind in "iuf" and arr.shape == (len(codes), width) and np.isfinite(arr).all():
-                return arr.astype(np.float32)
-        except (ValueError, TypeError, OverflowError):
-            pass
+        if not (may_hold_bools and any(type(v) is bool for row in codes if isinstance(row, list) for v in row)):
+            try:
+                arr = np.asarray(codes)
+                if arr.dtype.kind in "iuf" and arr.shape == (len(codes), width) and np.isfinite(arr).all():
+                    return arr.astype(np.float32)
+            except (ValueError, TypeError, OverflowError):
+                pass
         for i, row in enumerate(codes):
             if not isinstance(row, list):
                 raise ApiError(400, f"codes[{i}]: expected a list of numbers")
@@ -600,9 +603,10 @@ class ServedRun:
             raise ApiError(400, f"codes[{bad}]: expected finite numbers (a NaN or infinity was sent)")
         return z.astype(np.float32)           # native byte order, and writable for torch
 
-    def decode_png(self, codes: Any, label: Any = None, ncols: Any = None) -> bytes:
-        """A PNG grid of the decoded ``codes``: a request's JSON list of lists (checked here) or a
-        float32 array (N, width) already checked by :meth:`float32_codes`."""
+    def decode_png(self, codes: Any, label: Any = None, ncols: Any = None, *, may_hold_bools: bool = True) -> bytes:
+        """A PNG grid of the decoded ``codes``: a request's JSON list of lists (checked here; see
+        :meth:`_check_codes` for ``may_hold_bools``) or a float32 array (N, width) already checked
+        by :meth:`float32_codes`."""
         self.require("decode", "decode codes")
         if isinstance(codes, np.ndarray):
             z = codes
@@ -611,7 +615,7 @@ class ServedRun:
                 raise ApiError(400, "codes: expected a non-empty list of codes (lists of numbers)")
             if len(codes) > MAX_IMAGES:
                 raise ApiError(400, f"codes: at most {MAX_IMAGES} codes per request, got {len(codes)}")
-            z = self._check_codes(codes)
+            z = self._check_codes(codes, may_hold_bools)
         labels = self.check_label(label, len(z))
         if self.caps["conditional"] and labels is None:
             raise ApiError(400, f"run {self.index} ({self.run.name}) is conditional: give \"label\"")
