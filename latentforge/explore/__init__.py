@@ -2,6 +2,7 @@
 
 * :mod:`.state`: what is served for each run (codings, errors, maps) and the work of each route.
 * :mod:`.server`: the Starlette application and the uvicorn server.
+* :mod:`.kernels`: the CPU kernel each transposed convolution uses, timed once at start.
 * ``static/``: the page (HTML, JavaScript, CSS; no build step, nothing fetched from the network).
 
 Optional dependencies: ``pip install 'latentforge[explore]'`` (starlette, uvicorn,
