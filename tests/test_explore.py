@@ -258,6 +258,9 @@ def test_bad_binary_decodes_other_runs(client, runs):
          "width 64", "256 bytes")                                        # StyleGAN's latents are 64-d
     _err(client.post("/api/runs/9/decode?n=1", content=_f32(np.zeros((1, 30))), headers=F32), 404, "unknown run 9")
     _err(client.post("/api/runs/0/decode?n=1", content=b"\0" * (10 * 1024 * 1024 + 1), headers=F32), 413, "10 MB")
+    # float32 sent without its content type is read as JSON, and the error says what is missing
+    _err(client.post("/api/runs/0/decode?n=1", content=_f32(np.ones((1, 30)))), 400, "malformed JSON",
+         "Content-Type: application/octet-stream")
     # a JSON body sent as octet-stream is read as float32, and refused for its length, not parsed
     _err(client.post("/api/runs/0/decode?n=1", content=b'{"codes": [[0.0]]}', headers=F32), 400, "got 18 bytes")
 
