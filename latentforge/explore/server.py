@@ -201,9 +201,8 @@ def create_app(runs: list[ServedRun], token: str | None = None,
                 raise ApiError(400, f"unknown query parameter(s) {', '.join(map(repr, unknown))[:200]}; "
                                     f"a binary decode takes n, label, ncols")
             body = await read_body(request)
-            z = run.float32_codes(body, query_value(params.get("n")))
-            return png(await infer(run.decode_png, z, query_value(params.get("label")),
-                                   query_value(params.get("ncols"))))
+            n, label, ncols = (query_value(params.get(k)) for k in ("n", "label", "ncols"))
+            return png(await infer(lambda: run.decode_png(run.float32_codes(body, n), label, ncols)))
         body = await read_body(request)
 
         binary_hint = "n" in request.query_params
@@ -219,9 +218,11 @@ def create_app(runs: list[ServedRun], token: str | None = None,
             fields(obj, ("codes", "label", "ncols"))
             if "codes" not in obj:
                 raise ApiError(400, "missing field \"codes\"")
-            # only a body with a JSON true/false in it needs the scan for booleans among the codes
+            # only a body that could hold a JSON true/false needs the scan for booleans among the
+            # codes; numbers and the field names have no "t" or "f" (one memchr, 3 us for 300 KB,
+            # where looking for b"true" itself takes 0.2 ms)
             return run.decode_png(obj["codes"], obj.get("label"), obj.get("ncols"),
-                                  may_hold_bools=b"true" in body or b"false" in body)
+                                  may_hold_bools=b"t" in body or b"f" in body)
         return png(await infer(decode_json))
 
     async def interpolate(request: Request):
