@@ -577,3 +577,18 @@ def test_transposed_conv_kernel_choice():
         torch.testing.assert_close(model.decode(z), before, atol=1e-5, rtol=0)
         layer, h = model.dec[0], torch.randn(2, 64, 3, 3)
         assert layer(h, output_size=[8, 8]).shape == (2, 32, 8, 8)        # the module's own output padding
+
+
+def test_kernel_choice_never_stops_serving(runs, monkeypatch):
+    """A decoder that fails on the probe keeps its kernels and says so in one line; the run serves on."""
+    notes = []
+    run = runs[0]
+    monkeypatch.setattr(run, "log", notes.append)
+    from latentforge.explore import kernels
+
+    def failing(model, probe, **kw):
+        probe()
+    monkeypatch.setattr(kernels, "choose_transposed_conv_kernels", failing)
+    monkeypatch.setattr(run.model, "decode", lambda *a: (_ for _ in ()).throw(RuntimeError("no probe")))
+    assert run.choose_kernels() == []
+    assert len(notes) == 1 and "kept the default convolution kernels" in notes[0] and "no probe" in notes[0]

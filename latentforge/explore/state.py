@@ -528,8 +528,12 @@ class ServedRun:
         args = []
         if self.caps["conditional"]:                  # one class after another
             args = [self._labels_tensor(np.arange(n) % int(self.model.config.n_classes))]
-        with self.lock:
-            return choose_transposed_conv_kernels(self.model, lambda: self.model.decode(z, *args))
+        try:
+            with self.lock:
+                return choose_transposed_conv_kernels(self.model, lambda: self.model.decode(z, *args))
+        except Exception as e:                        # noqa: BLE001 - a speed-up, never a reason not to serve
+            self.log(f"latentforge: note: {self.run_dir}: kept the default convolution kernels ({type(e).__name__}: {e})")
+            return []
 
     def _decode(self, z: np.ndarray, labels=None, soft: np.ndarray | None = None) -> np.ndarray:
         """Decode flat codes (N, width) to uint8 display images."""
