@@ -164,7 +164,7 @@ def test_model_needs_images_and_unit_interval():
         make_config(DDPMConfig, {"prediction": "x0"})
     cfg = make_config(DDPMConfig, {})                            # the CPU-sized defaults (issue 17)
     assert (cfg.steps, cfg.loss, cfg.prediction, cfg.optimizer, cfg.batch_size) == (1000, "mse", "v", "adam", 64)
-    assert (cfg.sampler, cfg.sample_steps, cfg.lr_schedule) == ("ddim", 50, "cosine")
+    assert (cfg.sampler, cfg.sample_steps, cfg.lr_schedule, cfg.guidance, cfg.guide_after) == ("ddim", 25, "cosine", 3.0, 0.3)
     chapter = make_config(DDPMConfig, {"steps": 4000, "loss": "huber", "prediction": "eps"})   # still reachable
     assert (chapter.steps, chapter.loss, chapter.prediction) == (4000, "huber", "eps")
 
@@ -373,19 +373,20 @@ def test_a_run_saved_with_the_earlier_defaults_loads_and_resumes_with_them(tmp_p
     from latentforge.train.run import with_legacy_defaults
     old = {"channels": 8, "channel_mult": [1, 2], "steps": 4000, "loss": "huber", "optimizer": "nadam", "lr": 1e-3,
            "lr_schedule": "constant", "batch_size": 32, "epochs": 1, "sampler": "ancestral", "sample_steps": 4,
-           "ema": 0.0, "prediction": "eps", "sample_every": 0}
+           "ema": 0.0, "prediction": "eps", "guidance": 1.0, "sample_every": 0}
     run_dir = tmp_path / "old"
     before = train("ddpm", tiny_images, out=run_dir, overrides=old, log=lambda m: None)
     x_before = before.model.sample(4, generator=torch.Generator().manual_seed(0))
     path = run_dir / CHECKPOINT_NAME
     tensors, meta = load_checkpoint(path)
     meta = json.loads(json.dumps(meta))
-    meta["config"] = {k: v for k, v in meta["config"].items() if k not in ("prediction", "ema")}   # as saved then
+    meta["config"] = {k: v for k, v in meta["config"].items()                                  # as saved then
+                      if k not in ("prediction", "ema", "guidance", "guide_after")}
     save_checkpoint(path, dict(tensors), {k: v for k, v in meta.items() if k != "format"})
     run = load_run(run_dir)
     c = run.model.config
-    assert (c.prediction, c.ema, c.steps, c.loss, c.optimizer, c.batch_size, c.sampler, c.sample_steps) == \
-        ("eps", 0.0, 4000, "huber", "nadam", 32, "ancestral", 4)
+    assert (c.prediction, c.ema, c.steps, c.loss, c.optimizer, c.batch_size, c.sampler, c.sample_steps, c.guidance) == \
+        ("eps", 0.0, 4000, "huber", "nadam", 32, "ancestral", 4, 1.0)
     assert torch.equal(run.model.sample(4, generator=torch.Generator().manual_seed(0)), x_before)
     resumed = train("ddpm", tiny_images, out=run_dir, overrides={"epochs": 2}, resume=True, log=lambda m: None)
     assert resumed.model.config.prediction == "eps" and resumed.model.config.loss == "huber"
@@ -394,3 +395,64 @@ def test_a_run_saved_with_the_earlier_defaults_loads_and_resumes_with_them(tmp_p
     legacy = with_legacy_defaults(type(before.model), {})
     assert (legacy["steps"], legacy["loss"], legacy["prediction"], legacy["sampler"], legacy["sample_steps"]) == \
         (4000, "huber", "eps", "ancestral", 100)
+
+
+# ------------------------------------------------------------------------------ autoguidance
+class _Const(nn.Module):
+    """A "network" predicting a constant noise (prediction eps)."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x, t):
+        return torch.full_like(x, self.value)
+
+
+def test_guide_is_the_sampling_network_frozen_after_guide_after_of_the_epochs(tiny_images):
+    m = build_model("ddpm", input_shape=[1, 8, 8], **{**TINY, "epochs": 10, "guide_after": 0.3})
+    assert m.guide_epochs() == 3 and int(m.guide_epoch) == 0 and not any(p.requires_grad for p in m.net_guide.parameters())
+    with torch.no_grad():
+        m.net_ema.conv_out.bias.fill_(0.5)
+    m.on_epoch_start(2)                                           # not yet
+    assert int(m.guide_epoch) == 0 and float(m.net_guide.conv_out.bias[0]) == 0.0
+    m.on_epoch_start(3)                                           # after 3 of the 10 epochs
+    assert int(m.guide_epoch) == 3 and float(m.net_guide.conv_out.bias[0]) == 0.5
+    with torch.no_grad():
+        m.net_ema.conv_out.bias.fill_(0.7)
+    m.on_epoch_start(4)
+    assert float(m.net_guide.conv_out.bias[0]) == 0.5             # frozen from then on
+    # in a real run: taken after epoch 1 of 3, then the sampling network trains on; saved and loaded with the run
+    run = train("ddpm", tiny_images, overrides={**TINY, "epochs": 3, "guide_after": 0.34, "lr_schedule": "constant"},
+                log=lambda s: None)
+    g, e = run.model.net_guide.state_dict(), run.model.net_ema.state_dict()
+    assert int(run.model.guide_epoch) == 1 and any(not torch.equal(g[k], e[k]) for k in g)
+    # a one-epoch run never takes it: sampling is unguided
+    one = build_model("ddpm", input_shape=[1, 8, 8], **{**TINY, "epochs": 1})
+    one.on_epoch_start(0)                                         # the only epoch a one-epoch run starts
+    assert one.guide_epochs() == 1 and int(one.guide_epoch) == 0
+
+
+@pytest.mark.parametrize("w", [0.0, 2.0, 3.5])
+def test_autoguidance_extrapolates_from_the_guide(w):
+    """eps_guide + w (eps - eps_guide): w = 1 the sampling network alone, 0 the guide alone."""
+    m = build_model("ddpm", input_shape=[1, 8, 8], **{**TINY, "ema": 0.0, "prediction": "eps", "guidance": w})
+    m.net, m.net_guide = _Const(0.3), _Const(0.1)
+    x, t = torch.zeros(2, 1, 8, 8), torch.tensor([5, 9])
+    assert torch.allclose(m.guided_predictor()(x, t), torch.full_like(x, 0.3))   # no guide taken yet: unguided
+    m.guide_epoch.fill_(1)
+    assert torch.allclose(m.guided_predictor()(x, t), torch.full_like(x, 0.1 + w * 0.2))
+    assert torch.allclose(m.guided_predictor(1.0)(x, t), torch.full_like(x, 0.3))  # sample(guidance=1) overrides
+    g = torch.Generator                                            # sampling follows the guided noise
+    assert not torch.equal(m.sample(2, generator=g().manual_seed(0)), m.sample(2, generator=g().manual_seed(0), guidance=1.0))
+
+
+def test_guidance_config_and_legacy_default():
+    from latentforge.train.run import with_legacy_defaults
+    with pytest.raises(ConfigError, match="guidance"):
+        make_config(DDPMConfig, {"guidance": -1.0})
+    with pytest.raises(ConfigError, match="guide_after"):
+        make_config(DDPMConfig, {"guide_after": 1.5})
+    m = build_model("ddpm", input_shape=[1, 8, 8], **{**TINY, "guidance": 1.0})
+    assert not hasattr(m, "net_guide")                             # no guide: nothing extra saved
+    assert with_legacy_defaults(type(m), {"steps": 50})["guidance"] == 1.0     # runs saved before it: unguided
