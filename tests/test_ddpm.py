@@ -322,7 +322,7 @@ def test_cli_train_generate_and_plot(tmp_path, run_cli, tiny_images):
     p = tmp_path / "tiny.npz"
     np.savez(p, x=tiny_images.x[:, 0])
     out = tmp_path / "run"
-    code, _, err = run_cli("train", "ddpm", "--data", p, "--epochs", "1", "--out", out, "--batch-size", "8",
+    code, _, err = run_cli("train", "ddpm", "--data", p, "--epochs", "2", "--out", out, "--batch-size", "8",
                            "--set", "steps=50", "--set", "channels=8", "--set", "channel_mult=1,2",
                            "--set", "sample_steps=10")
     assert code == 0, err
@@ -334,6 +334,15 @@ def test_cli_train_generate_and_plot(tmp_path, run_cli, tiny_images):
     assert code == 0 and (tmp_path / "p.png").exists(), err
     code, _, err = run_cli("generate", out, "-n", "2", "--out", tmp_path / "t.npy", "--truncation", "0.7")
     assert code != 0 and "truncation" in err
+    # the guide (taken after epoch 1 of 2) steers sampling; --guidance 1 samples with the network alone
+    code, _, err = run_cli("generate", out, "-n", "4", "--out", tmp_path / "u.npy", "--guidance", "1")
+    assert code == 0, err
+    unguided = np.load(tmp_path / "u.npy")
+    assert unguided.shape == s.shape and not np.allclose(unguided, s)
+    code, _, err = run_cli("generate", out, "-n", "4", "--out", tmp_path / "w.npy", "--guidance", "3")
+    assert code == 0 and np.array_equal(np.load(tmp_path / "w.npy"), s), err     # 3: the run's own
+    code, _, err = run_cli("generate", out, "-n", "2", "--out", tmp_path / "v.npy", "--guidance", "-1")
+    assert code == 2 and "guidance" in err
 
 
 def test_ema_weights_follow_the_network_and_are_what_sample_uses():

@@ -120,9 +120,10 @@ def tiny_python(code: str) -> str:
 
 
 def heavy(argv: list[str]) -> bool:
-    """Commands left to the slow run: feature networks, DCGANs, t-SNE pages, exports, the demo."""
+    """Commands left to the slow run: feature networks, DCGANs, DDPMs, t-SNE pages, exports, the demo."""
     return (argv[0] in ("demo", "report", "compare", "export", "experiment")
-            or any(a in ("dcgan", "features", "--tensorboard", "--greedy", "runs/dcgan") for a in argv)
+            or any(a in ("dcgan", "ddpm", "features", "--tensorboard", "--greedy", "runs/dcgan", "runs/ddpm")
+                   for a in argv)
             or (argv[0] == "evaluate" and argv[1] == "runs/vae"))
 
 

@@ -309,6 +309,8 @@ def test_cli_generate_passes_truncation_where_the_model_declares_it(runs, tmp_pa
     monkeypatch.setattr(VAE, "sample", sample)
     code, _, se = run_cli("generate", runs["vae"], "-n", "3", "--out", tmp_path / "x.npy", "--truncation", "0.6")
     assert code == 2 and "no truncation trick" in se            # not declared: refused in one line
+    code, _, se = run_cli("generate", runs["vae"], "-n", "3", "--out", tmp_path / "x.npy", "--guidance", "2")
+    assert code == 2 and "without guidance" in se               # likewise guidance (ddpm declares it)
     monkeypatch.setattr(VAE, "capabilities", VAE.capabilities | Capability.TRUNCATION)
     out = tmp_path / "t.npy"
     code, _, se = run_cli("generate", runs["vae"], "-n", "3", "--out", out, "--truncation", "0.6")

@@ -8,6 +8,7 @@ A model may also accept ``truncation=PSI`` in ``sample`` (the truncation trick o
 
     latentforge generate RUN -n 100 --out samples.npy [--label 3] [--seed 0] [--grid samples.png]
     latentforge generate RUN -n 64 --grid samples.png        # only the grid
+    latentforge generate DDPM_RUN -n 64 --grid g.png --guidance 1   # ddpm without its autoguidance
     latentforge interpolate RUN --data SRC --pairs 5 --steps 8 --out grid.png [--method slerp]
 """
 from __future__ import annotations
@@ -47,6 +48,9 @@ def generate_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the latent noise (same seed, same samples)."),
     truncation: Optional[float] = typer.Option(None, "--truncation",
                                                help="Truncation psi, for models whose sample() supports it."),
+    guidance: Optional[float] = typer.Option(None, "--guidance",
+                                             help="Guidance weight, for models that sample guided (ddpm's "
+                                                  "autoguidance: default the run's, 3; 1 = unguided)."),
     grid: Optional[Path] = typer.Option(None, "--grid", help=f"Also save a PNG grid of (at most {GRID_MAX}) samples."),
     batch_size: int = typer.Option(4096, "--batch-size", "-b", min=1),
     device: str = typer.Option("cpu", "--device"),
@@ -66,6 +70,8 @@ def generate_cmd(
         _check_png(grid, "--grid")
     if truncation is not None and not (math.isfinite(truncation) and truncation > 0):
         raise ConfigError(f"--truncation {truncation}: must be a positive number")
+    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
+        raise ConfigError(f"--guidance {guidance}: must be a number >= 0 (1 = unguided)")
 
     import numpy as np
     from ..models.capabilities import Capability, check_label
@@ -84,7 +90,8 @@ def generate_cmd(
     if folder is not None:
         folder.mkdir(exist_ok=True)
     # streamed batch by batch into the .npy (atomically), so any n fits in the memory of one batch
-    images = run.generate(n, label=label, seed=seed, truncation=truncation, batch_size=batch_size, out=npy)
+    images = run.generate(n, label=label, seed=seed, truncation=truncation, batch_size=batch_size, out=npy,
+                          guidance=guidance)
     if npy is not None:
         print(f"wrote {npy} {images.shape}")
     if folder is not None:

@@ -54,6 +54,8 @@ class Capability(enum.Flag):
     DENOISES = enum.auto()
     #: ``sample(..., truncation=psi)``: the truncation trick (psi = 1: none)
     TRUNCATION = enum.auto()
+    #: ``sample(..., guidance=w)``: guided sampling, e.g. DDPM's autoguidance (w = 1: none)
+    GUIDANCE = enum.auto()
     #: per-layer styles from a mapping network that can be mixed between two latents
     #: (``sampling_generator.mapping`` / ``.synthesis``, StyleGAN's)
     STYLE_MIXING = enum.auto()

@@ -456,7 +456,7 @@ class DDPM(LatentModel):
     name = "ddpm"
     config_class = DDPMConfig
     config: DDPMConfig
-    capabilities = Capability.SAMPLES | Capability.DENOISES
+    capabilities = Capability.SAMPLES | Capability.DENOISES | Capability.GUIDANCE
     epoch_grid = 16                         # samples in each per-epoch grid (each costs sample_steps U-Net calls)
 
     def __init__(self, config: DDPMConfig):

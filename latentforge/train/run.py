@@ -251,13 +251,15 @@ class Run:
     # -- generation -------------------------------------------------------------------------------
     def generate(self, n: int, label: int | None = None, seed: int | None = None,
                  truncation: float | None = None, batch_size: int = 4096, progress: bool | None = None,
-                 out: str | Path | None = None) -> np.ndarray:
+                 out: str | Path | None = None, guidance: float | None = None) -> np.ndarray:
         """``n`` new samples as numpy, shaped like the training samples, in the data's units
         (images in [0, 1]; continuous data in its own units), batched like :meth:`encode`.
 
         ``label``: the class to generate (conditional models; required there); ``seed``: the
         latent noise's seed (same seed, same samples; None: a fresh one); ``truncation``: the
-        truncation psi, for models whose ``sample`` supports it; ``out``: stream into this
+        truncation psi, for models whose ``sample`` supports it; ``guidance``: the guidance weight,
+        for models that sample guided (DDPM's autoguidance; 1 = unguided; None = the run's own);
+        ``out``: stream into this
         ``.npy`` (see :meth:`batched`) and return a memory map of it.
         """
         sample = getattr(self.model, "sample", None)
@@ -284,6 +286,12 @@ class Run:
             if Capability.TRUNCATION not in self.model.capabilities:
                 raise ConfigError(f"truncation: {self.name} has no truncation trick (stylegan has)")
             kwargs["truncation"] = float(truncation)
+        if guidance is not None:
+            if not (isinstance(guidance, (int, float)) and np.isfinite(guidance) and guidance >= 0):
+                raise ConfigError(f"guidance {guidance!r}: must be a number >= 0 (1 = unguided)")
+            if Capability.GUIDANCE not in self.model.capabilities:
+                raise ConfigError(f"guidance: {self.name} samples without guidance (ddpm has it)")
+            kwargs["guidance"] = float(guidance)
         gen = torch.Generator()
         if seed is None:
             gen.seed()
