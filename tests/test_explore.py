@@ -408,6 +408,7 @@ def test_bad_uploads(client):
     ("POST", "/api/runs/1/sample", {"seed": -1}, 400, ["seed -1"]),
     ("POST", "/api/runs/1/sample", {"label": 2}, 400, ["not conditional"]),
     ("POST", "/api/runs/1/sample", {"truncation": 0.7}, 400, ["no truncation trick"]),
+    ("POST", "/api/runs/1/sample", {"guidance": 2}, 400, ["without guidance"]),
     ("POST", "/api/runs/1/sample", {"n": "many"}, 400, ["n: expected an integer"]),
     ("POST", "/api/runs/2/sample", {"label": -1}, 400, ["label -1"]),
 ])
@@ -592,3 +593,25 @@ def test_kernel_choice_never_stops_serving(runs, monkeypatch):
     monkeypatch.setattr(run.model, "decode", lambda *a: (_ for _ in ()).throw(RuntimeError("no probe")))
     assert run.choose_kernels() == []
     assert len(notes) == 1 and "kept the default convolution kernels" in notes[0] and "no probe" in notes[0]
+
+
+def test_sample_guidance_for_a_guided_ddpm(tmp_path):
+    """A DDPM run declares guidance: the page shows the field, ``"guidance": 1`` samples unguided,
+    a negative weight is a 400."""
+    from starlette.testclient import TestClient
+
+    from latentforge.data import load_data
+    from latentforge.explore.server import create_app
+    from latentforge.explore.state import load_runs
+    from latentforge.train import train
+    train("ddpm", load_data(str(mnist4k_path())).subset(slice(0, 32)), out=tmp_path / "dd",
+          overrides={"epochs": 2, "channels": 8, "channel_mult": [1, 2], "steps": 50, "sample_steps": 3,
+                     "batch_size": 16, "sample_every": 0}, progress=False, device="cpu", log=lambda m: None)
+    served = load_runs([tmp_path / "dd"], max_points=N_POINTS, method="pca", log=lambda m: None)
+    with TestClient(create_app(served, log=lambda m: None)) as c:
+        assert c.get("/api/runs").json()[0]["capabilities"]["guidance"] is True
+        guided = c.post("/api/runs/0/sample", json={"n": 4, "seed": 0})
+        assert guided.status_code == 200
+        assert c.post("/api/runs/0/sample", json={"n": 4, "seed": 0, "guidance": 3}).content == guided.content
+        assert c.post("/api/runs/0/sample", json={"n": 4, "seed": 0, "guidance": 1}).content != guided.content
+        _err(c.post("/api/runs/0/sample", json={"guidance": -1}), 400, "guidance -1")

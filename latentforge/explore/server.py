@@ -13,7 +13,8 @@ Routes (all JSON errors are ``{"error": "one line"}`` with a 4xx status; the ser
   or, with ``Content-Type: application/octet-stream``, the codes as n x width little-endian float32
   and ``?n=N[&label=L][&ncols=C]`` (what the page sends: no JSON to parse).
 * ``POST /api/runs/{i}/interpolate`` ``{"a": index, "b": index, "steps": 8, "method": null}`` -> PNG strip.
-* ``POST /api/runs/{i}/sample`` ``{"n": 16, "seed": 0, "label": null, "truncation": null}`` -> PNG grid.
+* ``POST /api/runs/{i}/sample`` ``{"n": 16, "seed": 0, "label": null, "truncation": null}`` -> PNG grid
+  (``"guidance": w`` too, for runs that sample guided: DDPM's autoguidance, 1 = unguided).
 * ``POST /api/runs/{i}/mix`` ``{"seed": 0, "n": 4, "crossover": null, "truncation": null}`` -> StyleGAN's
   style-mixing grid (A sources down the left, B sources across the top).
 * ``POST /api/runs/{i}/encode``: an image upload (multipart field ``image``, or the raw PNG/JPEG
@@ -237,9 +238,9 @@ def create_app(runs: list[ServedRun], token: str | None = None,
     async def sample(request: Request):
         run = get_run(request)
         obj = await read_json(request)
-        fields(obj, ("n", "seed", "label", "truncation", "ncols"))
+        fields(obj, ("n", "seed", "label", "truncation", "ncols", "guidance"))
         return png(await infer(run.sample_png, obj.get("n", 16), obj.get("seed", 0), obj.get("label"),
-                               obj.get("truncation"), obj.get("ncols")))
+                               obj.get("truncation"), obj.get("ncols"), obj.get("guidance")))
 
     async def mix(request: Request):
         run = get_run(request)

@@ -205,6 +205,7 @@ def capabilities(model, code_width: int | None, has_data: bool, is_image: bool) 
         "sample": Capability.SAMPLES in caps,
         "conditional": Capability.CONDITIONAL in caps,
         "truncation": Capability.TRUNCATION in caps,
+        "guidance": Capability.GUIDANCE in caps,
         "plane": encode and decode and code_width == 2,
         "hash": encode and Capability.UNIT_CODES in caps and code_width <= MAX_HASH_BITS,
         "images": has_data and is_image,
@@ -646,7 +647,7 @@ class ServedRun:
         return png_bytes(mosaic(self._decode(path, soft=soft), steps))
 
     def sample_png(self, n: Any = 16, seed: Any = 0, label: Any = None, truncation: Any = None,
-                   ncols: Any = None) -> bytes:
+                   ncols: Any = None, guidance: Any = None) -> bytes:
         self.require("sample", "generate samples")
         n = as_int(n if n is not None else 16, "n", 1, MAX_IMAGES)
         seed = as_int(seed if seed is not None else 0, "seed", 0, 2**63 - 1)
@@ -661,6 +662,13 @@ class ServedRun:
             if psi < 0:
                 raise ApiError(400, f"truncation {psi}: must be >= 0")
             kwargs["truncation"] = psi
+        if guidance is not None:
+            if not self.caps["guidance"]:
+                raise ApiError(400, f"guidance: run {self.index} ({self.run.name}) samples without guidance")
+            w = as_float(guidance, "guidance")
+            if w < 0:
+                raise ApiError(400, f"guidance {w}: must be >= 0 (1 = unguided)")
+            kwargs["guidance"] = w
         cols = as_int(ncols, "ncols", 1, MAX_IMAGES) if ncols is not None else None
         gen = torch.Generator().manual_seed(seed)
         with self.lock, torch.inference_mode():

@@ -108,6 +108,7 @@
     $("sample-go").hidden = !c.sample;
     $("walk-go").hidden = !c.decode;
     $("sample-trunc-box").hidden = !c.truncation;
+    $("sample-guid-box").hidden = !c.guidance;
     $("sample-label-box").hidden = !c.conditional;
     fillLabels($("sample-label"), run, "each class");
     $("sample-img").hidden = true; $("walk-img").hidden = true; $("mix-img").hidden = true;
@@ -460,6 +461,7 @@
     const body = { n: Number($("sample-n").value), seed: Number($("sample-seed").value) };
     const c = S.run.capabilities;
     if (c.truncation && $("sample-trunc").value !== "") body.truncation = Number($("sample-trunc").value);
+    if (c.guidance && $("sample-guid").value !== "") body.guidance = Number($("sample-guid").value);
     if (c.conditional && $("sample-label").value !== "") body.label = Number($("sample-label").value);
     return body;
   }
