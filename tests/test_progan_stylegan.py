@@ -144,6 +144,12 @@ def test_minibatch_std_at_the_end_of_d():
     assert not torch.allclose(d(x)[0], d(other)[0])                  # a score depends on the batch
     off = _progan(minibatch_std=False).discriminator
     assert not isinstance(off.mbstd, MinibatchStd)
+    grouped = _progan(mbstd_group=4).discriminator                    # the paper's groups of 4
+    assert isinstance(grouped.mbstd, GroupedMinibatchStd)
+    x = torch.rand(8, 1, 16, 16)
+    other = x.clone()
+    other[4:] = torch.rand(4, 1, 16, 16)
+    assert torch.allclose(grouped(x)[:4], grouped(other)[:4], atol=1e-6)   # a score depends on its group only
 
 
 def test_schedule_is_a_pure_function_of_progress():

@@ -83,9 +83,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import check_positive
+from ..config import check_nonnegative, check_positive
 from ..errors import ConfigError, DataError
-from .gan import GAN, GANConfig, MinibatchDiscrimination, MinibatchStd
+from .gan import GAN, GANConfig, GroupedMinibatchStd, MinibatchDiscrimination, MinibatchStd
 
 HE_GAIN = math.sqrt(2.0)
 
@@ -188,7 +188,8 @@ class ProGANConfig(GANConfig):
     fade_epochs: float = 0.5        # epochs over which alpha goes 0 -> 1 when a rung is added (0 = no fade)
     fit_schedule: bool = True       # shrink the schedule to fit a run shorter than it (see the module doc)
     leaky_slope: float = 0.2
-    minibatch_std: bool = True      # the paper's minibatch-std channel at the end of D
+    minibatch_std: bool = True      # the paper's minibatch-std channel at the end of D ...
+    mbstd_group: int = 0            # ... over groups of this many samples (the paper's 4); 0 = the whole batch
     # the non-saturating logistic loss with lazy R1 and Adam(0, 0.99) at 3e-3, samples from an EMA
     # of G (see the module doc: the paper's WGAN-GP at 1e-3 gave blotchy digits in a CPU budget)
     loss: str = "bce"
@@ -205,6 +206,7 @@ class ProGANConfig(GANConfig):
     def validate(self) -> None:
         super().validate()
         check_positive(self, "channels", "epochs_per_resolution", "leaky_slope")
+        check_nonnegative(self, "mbstd_group")
         if not (self.fade_epochs >= 0 and math.isfinite(self.fade_epochs)):
             raise ConfigError(f"config field 'fade_epochs' = {self.fade_epochs!r}: must be >= 0")
 
@@ -283,7 +285,9 @@ class ProDiscriminator(_Progressive):
                           EqualizedConv2d(ch[s], ch[s - 1], 3), self._act())
             for s in range(1, n)])
         extra = 1 if cfg.minibatch_std else 0
-        self.mbstd = MinibatchStd() if cfg.minibatch_std else nn.Identity()
+        group = getattr(cfg, "mbstd_group", 0)
+        self.mbstd = (nn.Identity() if not cfg.minibatch_std else
+                      GroupedMinibatchStd(group) if group else MinibatchStd())
         self.final = nn.Sequential(EqualizedConv2d(ch[0] + extra, ch[0], 3), self._act(), nn.Flatten(),
                                    EqualizedLinear(ch[0] * 16, ch[0]), self._act())
         n_feat = ch[0]
