@@ -18,7 +18,7 @@ from latentforge.models.stylegan import AdaIN, GroupedMinibatchStd, ModulatedCon
 from latentforge.train import load_run, train
 from latentforge.train.adversarial import AdversarialTrainer
 
-PG = {"channels": [8, 8, 4], "coding_size": 8, "batch_size": 8, "sample_every": 0,
+PG = {"channels": [8, 8, 4], "coding_size": 8, "batch_size": 8, "sample_every": 0, "epochs": 8,
       "epochs_per_resolution": [2], "fade_epochs": 1.0}      # the schedule the tests below were written for
 SG = {"channels": [8, 4], "coding_size": 8, "w_dim": 8, "batch_size": 8, "sample_every": 0}
 QUIET = {"log": lambda m: None}
