@@ -18,7 +18,7 @@ from latentforge.models.stylegan import AdaIN, GroupedMinibatchStd, ModulatedCon
 from latentforge.train import load_run, train
 from latentforge.train.adversarial import AdversarialTrainer
 
-PG = {"channels": [8, 8, 4], "coding_size": 8, "batch_size": 8, "sample_every": 0,
+PG = {"channels": [8, 8, 4], "coding_size": 8, "batch_size": 8, "sample_every": 0, "epochs": 8,
       "epochs_per_resolution": [2], "fade_epochs": 1.0}      # the schedule the tests below were written for
 SG = {"channels": [8, 4], "coding_size": 8, "w_dim": 8, "batch_size": 8, "sample_every": 0}
 QUIET = {"log": lambda m: None}
@@ -144,6 +144,12 @@ def test_minibatch_std_at_the_end_of_d():
     assert not torch.allclose(d(x)[0], d(other)[0])                  # a score depends on the batch
     off = _progan(minibatch_std=False).discriminator
     assert not isinstance(off.mbstd, MinibatchStd)
+    grouped = _progan(mbstd_group=4).discriminator                    # the paper's groups of 4
+    assert isinstance(grouped.mbstd, GroupedMinibatchStd)
+    x = torch.rand(8, 1, 16, 16)
+    other = x.clone()
+    other[4:] = torch.rand(4, 1, 16, 16)
+    assert torch.allclose(grouped(x)[:4], grouped(other)[:4], atol=1e-6)   # a score depends on its group only
 
 
 def test_schedule_is_a_pure_function_of_progress():

@@ -100,10 +100,11 @@ _register("dcgan", {"epochs": 2},
 _register("conditional-gan", {"epochs": 2},
           {"mean": 0.312, "border": 0.145, "inverted": 0.0, "pix_std": 0.206, "classes": 10, "confidence": 0.862,
            "label_acc": 0.9})
-# the growth schedule fitted to 3 epochs (4x4, then 8x8 faded in, then stable; ~170 steps: 2 epochs still
-# leave 40 % of the samples with grey backgrounds)
+# the growth schedule fitted to 3 epochs at the defaults (batch 16, lr 6e-3: 4x4, then 8x8 faded in, then
+# stable; ~300 steps: 2 epochs at lr 4e-3 left 37 % of the samples with grey backgrounds; the former batch 32
+# at lr 3e-3: 6 %, 9 classes)
 _register("progan", {"epochs": 3},
-          {"mean": 0.347, "border": 0.23, "inverted": 0.062, "pix_std": 0.225, "classes": 9, "confidence": 0.563})
+          {"mean": 0.341, "border": 0.205, "inverted": 0.012, "pix_std": 0.211, "classes": 10, "confidence": 0.552})
 # 20 steps of a narrow StyleGAN (its step costs ~0.3 CPU-s even at 8x8): far from digits, but any change
 # to its initialisation, mapping network or loss moves these numbers
 _register("stylegan", {"epochs": 2, "steps_per_epoch": 10, "batch_size": 8, "channels": [16, 8], "coding_size": 16,
@@ -183,10 +184,11 @@ def test_progan_two_epochs_end_at_full_resolution(mnist4k, tmp_path):
 @pytest.mark.slow
 def test_progan_defaults_sample_digits_of_every_class(mnist4k, mlp_judge, tmp_path):
     """Issue 17: ProGAN's defaults (WGAN-GP, RMSprop 1e-3, 10 epochs) gave blotchy digits (9 classes,
-    FID 16.6 against the DCGAN's 5.5 at equal CPU time); bce + lazy R1, Adam(0, 0.99) 3e-3 and an EMA of
-    G give smooth strokes of every class (seed 1: mean confidence 0.84, 53 % > 0.9, FID 5.8)."""
+    FID 16.6 against the DCGAN's 5.5 at equal CPU time); bce + lazy R1, Adam(0, 0.99), an EMA of G and
+    batch 16 at lr 6e-3 give smooth strokes of every class (on mnist-4k[:3600], seed 1: mean confidence
+    0.859, 59 % > 0.9, FID 3.3; the DCGAN: 0.856, 58 %, 5.5; batch 32 at lr 3e-3: 0.839, 53 %, 5.8)."""
     proba = judged_defaults("progan", mnist4k, mlp_judge, tmp_path, seed=1)
-    assert proba.max(1).mean() >= 0.8 and (proba.max(1) > 0.9).mean() >= 0.45
+    assert proba.max(1).mean() >= 0.83 and (proba.max(1) > 0.9).mean() >= 0.52
 
 
 @pytest.mark.slow

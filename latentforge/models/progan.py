@@ -40,18 +40,21 @@ output layers, toRGB and D's score, use sqrt(1 / fan_in) as the paper's code), a
 feature normalisation after every conv of G (and on z). G's output is linear in [-1, 1] units
 (data rescaled inside the model), samples come back clamped to [0, 1].
 
-Defaults (documented deviations from the paper, chosen so 28x28 trains on a CPU in about the
-DCGAN's time): channels 64, 32, 16, 8 per rung (the paper: 512 ... 16), coding size 64, 1 epoch per
-rung with a half-epoch fade (8 epochs for 28x28: the last rung gets 5). The loss is not the paper's
-WGAN-GP but StyleGAN2's non-saturating logistic loss (``bce``, a sigmoid D) with the R1 penalty
-(gamma 10) computed lazily at every 4th D step (``r1_every``), Adam(beta1 = 0, beta2 = 0.99) as the
-paper but at lr 3e-3 (the paper: 1e-3), and samples from an EMA of G's weights (``ema`` 0.99; the
-paper: 0.999, too slow for ~900 steps) that restarts as a plain mean of G whenever a rung is
-added (``ema_decay``), so a short run's last rung is not left at its initial weights.
+Defaults (documented deviations from the paper, chosen so 28x28 trains on a CPU in the DCGAN's
+CPU time): channels 64, 32, 16, 8 per rung (the paper: 512 ... 16), coding size 64, 1 epoch per
+rung with a half-epoch fade (7 epochs for 28x28: the last rung gets 4), batch 16 (the paper: 16 at
+the top rungs, more below). The loss is not the paper's WGAN-GP but StyleGAN2's non-saturating
+logistic loss (``bce``, a sigmoid D) with the R1 penalty (gamma 10) computed lazily at every 4th D
+step (``r1_every``), Adam(beta1 = 0, beta2 = 0.99) as the paper but at lr 6e-3 (the paper: 1e-3),
+and samples from an EMA of G's weights (``ema`` 0.99; the paper: 0.999, too slow for ~1,600 steps)
+that restarts as a plain mean of G whenever a rung is added (``ema_decay``), so a short run's last
+rung is not left at its initial weights. The minibatch std is over the whole batch (of fakes or
+of reals: the adversarial loop scores them apart); ``mbstd_group = 4`` gives the paper's groups.
 
-Measured on mnist-4k (the first 3,600 digits, seed 1, one CPU thread; 1,000 samples judged by
+Measured on mnist-4k (the first 3,600 digits, one CPU thread; 1,000 samples judged by
 ``bench/gan_modes.py``'s MLP; FID in ``latentforge evaluate``'s feature space; the DCGAN's 8
-epochs: 10 classes, mean confidence 0.856, 58 % > 0.9, FID 5.5, ~80 CPU-s):
+epochs, seeds 1 / 2 / 3: 10 classes, > 0.9 confidence for 58 / 58 / 64 %, FID 5.5 / 3.9 / 4.3,
+~80 CPU-s). First the recipe, seed 1 (batch 32):
 
     recipe                                             epochs  CPU    conf   > 0.9   FID
     WGAN-GP, RMSprop 1e-3, 2 epochs/rung (the old one)  10     100 s  0.835  52 %    16.6
@@ -62,16 +65,45 @@ epochs: 10 classes, mean confidence 0.856, 58 % > 0.9, FID 5.5, ~80 CPU-s):
       + 1 epoch/rung                                    10     101 s  0.822  49 %     9.1
       + 1 epoch/rung, lr 2e-3                           10     100 s  0.833  52 %     7.0
       + 1 epoch/rung, lr 2e-3                            8      78 s  0.815  47 %    10.5
-      + 1 epoch/rung, lr 3e-3 (the default)              8      78 s  0.839  53 %     5.8
+      + 1 epoch/rung, lr 3e-3 (the defaults till now)    8      78 s  0.839  53 %     5.8
 
-Every WGAN-GP run and the 1e-3 runs gave blotchy, broken strokes (2x2 blocks of the 14x14 rung
-visible); at 2e-3 - 3e-3 the strokes are smooth and even. The learning rate was the main cause: the
-paper's 1e-3 is tuned for 800k images per rung, a CPU run sees 3,600. Bilinear upsampling in G
-(StyleGAN's) did not help (FID 9.4 against 9.1). The non-saturating loss without R1 collapsed to two
-classes. With R1 (lr 1e-3 or 2e-3) it stopped with NaN in the first two epochs while ``MinibatchStd``
-computed ``std() + 1e-8``; with the paper's ``sqrt(var + 1e-8)`` the same runs train (the bce rows of the
-table used it, the first three WGAN-GP rows the old form; the mechanism was not isolated).
-Runs saved with the former defaults keep them (a checkpoint holds its whole config).
+Then, at ~75 CPU-s, seed 3 unless named (FID; recall in the same feature space):
+
+    change from the 8-epoch lr 3e-3 recipe             epochs  CPU    > 0.9   FID    recall
+    none (seeds 1 / 2 / 3: FID 5.8 / 9.0 / 7.6)           8      74 s  48 %     7.6   0.38
+    R1 gamma 1 / 0.1 (9 / 6 classes)                     8      74 s  53 / 66 % 10.0 / 32  0.39 / 0.05
+    R1 gamma 30 (seed 1: FID 5.6)                        8      79 s  48 %     6.7   0.51
+    minibatch std in groups of 4 (``mbstd_group``)       8      82 s  48 %     8.0   0.32
+    2 epochs per rung (more time below 28x28)           10      78 s  53 %     9.2   0.37
+    batch 16                                             8      91 s  55 %     4.4   0.59
+    batch 16 (seeds 1 / 2: FID 4.5 / 4.7)                7      75 s  53 %     5.5   0.49
+      + R1 gamma 30                                      7      75 s  50 %     6.1   0.53
+      + EMA 0.995                                        7      74 s  54 %     5.7   0.46
+      + lr 2e-3                                          7      78 s  50 %     7.8   0.39
+      + lr 4e-3 (seeds 1 / 2: FID 3.9 / 4.1)             7      74 s  53 %     4.6   0.59
+      + lr 5e-3 (seeds 1 / 2: FID 3.8 / 4.2)             7      73 s  57 %     3.4   0.65
+      + lr 6e-3 (the default; seeds 1 / 2 / 3 below)     7      76 s  60 %     3.9   0.63
+      + lr 8e-3 (seeds 4 / 5: 58 / 54 %, FID 3.4 / 4.9;  7      72 s  64 %     3.4   0.74
+        6e-3 there: 58 / 57 %, FID 3.4 / 4.4)
+
+The defaults over seeds 1 / 2 / 3: 10 classes each, mean confidence 0.859 / 0.865 / 0.861 (the
+DCGAN: 0.856 / 0.856 / 0.877), > 0.9 confidence for 59 / 61 / 60 % (the DCGAN: 58 / 58 / 64 %), FID
+3.3 / 3.4 / 3.9 (the DCGAN: 5.5 / 3.9 / 4.3), KID 0.019 / 0.024 / 0.029 (the DCGAN: 0.093 / 0.031 /
+0.111), recall 0.71 / 0.67 / 0.63 (the DCGAN: 0.67 / 0.81 / 0.83), 69 / 69 / 76 CPU-s (the DCGAN:
+81 / 71 / 79); seeds 4 / 5: > 0.9 for 58 / 57 % (the DCGAN: 58 / 62 %), FID 3.4 / 4.4 (the DCGAN:
+4.1 / 4.6). Half the batch doubles the steps for ~1.25x the CPU time per epoch (small
+convolutions: the cost per image barely falls with the batch), and the lower rungs are cheap
+(4x4: 4 s, 7x7: 6 s, 14x14: 9 s an epoch against 14 s at 28x28), so 7 epochs at batch 16 cost
+what 8 at batch 32 did. Smaller R1 weights let D collapse G onto a few classes; a larger one,
+groups of 4, a slower EMA and lr 8e-3 were within seed noise. Every WGAN-GP run and the 1e-3 runs gave
+blotchy, broken strokes (2x2 blocks of the 14x14 rung visible); at 2e-3 - 6e-3 the strokes are
+smooth and even: the paper's 1e-3 is tuned for 800k images per rung, a CPU run sees 3,600.
+Bilinear upsampling in G (StyleGAN's) did not help (FID 9.4 against 9.1). The non-saturating loss
+without R1 collapsed to two classes. With R1 (lr 1e-3 or 2e-3) it stopped with NaN in the first two
+epochs while ``MinibatchStd`` computed ``std() + 1e-8``; with the paper's ``sqrt(var + 1e-8)`` the
+same runs train (the bce rows of the table used it, the first three WGAN-GP rows the old form; the
+mechanism was not isolated). Runs saved with former defaults keep them (a checkpoint holds its
+whole config; fields added since get their old values from ``LEGACY_DEFAULTS``).
 """
 from __future__ import annotations
 
@@ -83,9 +115,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import check_positive
+from ..config import check_nonnegative, check_positive
 from ..errors import ConfigError, DataError
-from .gan import GAN, GANConfig, MinibatchDiscrimination, MinibatchStd
+from .gan import GAN, GANConfig, GroupedMinibatchStd, MinibatchDiscrimination, MinibatchStd
 
 HE_GAIN = math.sqrt(2.0)
 
@@ -180,16 +212,19 @@ class PixelNorm(nn.Module):
 @dataclass
 class ProGANConfig(GANConfig):
     # runs saved before ``fit_schedule`` existed followed the nominal schedule; before ``betas`` /
-    # ``r1_every`` existed, Adam (if chosen) had PyTorch's betas and R1 (if on) ran at every D step
-    LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {"fit_schedule": False, "betas": [0.9, 0.999], "r1_every": 1}
+    # ``r1_every`` existed, Adam (if chosen) had PyTorch's betas and R1 (if on) ran at every D step;
+    # before ``mbstd_group``, the minibatch std was over the whole batch
+    LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {"fit_schedule": False, "betas": [0.9, 0.999], "r1_every": 1,
+                                                  "mbstd_group": 0}
     coding_size: int = 64
     channels: list[int] = field(default_factory=lambda: [64, 32, 16, 8])  # per rung from 4x4; last repeats
     epochs_per_resolution: list[int] = field(default_factory=lambda: [1])   # per rung, fade included; last repeats
     fade_epochs: float = 0.5        # epochs over which alpha goes 0 -> 1 when a rung is added (0 = no fade)
     fit_schedule: bool = True       # shrink the schedule to fit a run shorter than it (see the module doc)
     leaky_slope: float = 0.2
-    minibatch_std: bool = True      # the paper's minibatch-std channel at the end of D
-    # the non-saturating logistic loss with lazy R1 and Adam(0, 0.99) at 3e-3, samples from an EMA
+    minibatch_std: bool = True      # the paper's minibatch-std channel at the end of D ...
+    mbstd_group: int = 0            # ... over groups of this many samples (the paper's 4); 0 = the whole batch
+    # the non-saturating logistic loss with lazy R1 and Adam(0, 0.99) at 6e-3, samples from an EMA
     # of G (see the module doc: the paper's WGAN-GP at 1e-3 gave blotchy digits in a CPU budget)
     loss: str = "bce"
     d_output: str = "sigmoid"
@@ -197,14 +232,15 @@ class ProGANConfig(GANConfig):
     r1_every: int = 4
     optimizer: str = "adam"
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
-    lr: float = 3e-3
+    lr: float = 6e-3
     ema: float = 0.99
-    batch_size: int = 32
-    epochs: int = 8                 # 28x28 / 32x32: rungs 4, 7|8, 14|16 for 1 epoch each, then 5 at full size
+    batch_size: int = 16            # twice the steps of 32 for ~1.25x the CPU time (see the module doc)
+    epochs: int = 7                 # 28x28 / 32x32: rungs 4, 7|8, 14|16 for 1 epoch each, then 4 at full size
 
     def validate(self) -> None:
         super().validate()
         check_positive(self, "channels", "epochs_per_resolution", "leaky_slope")
+        check_nonnegative(self, "mbstd_group")
         if not (self.fade_epochs >= 0 and math.isfinite(self.fade_epochs)):
             raise ConfigError(f"config field 'fade_epochs' = {self.fade_epochs!r}: must be >= 0")
 
@@ -283,7 +319,9 @@ class ProDiscriminator(_Progressive):
                           EqualizedConv2d(ch[s], ch[s - 1], 3), self._act())
             for s in range(1, n)])
         extra = 1 if cfg.minibatch_std else 0
-        self.mbstd = MinibatchStd() if cfg.minibatch_std else nn.Identity()
+        group = getattr(cfg, "mbstd_group", 0)
+        self.mbstd = (nn.Identity() if not cfg.minibatch_std else
+                      GroupedMinibatchStd(group) if group else MinibatchStd())
         self.final = nn.Sequential(EqualizedConv2d(ch[0] + extra, ch[0], 3), self._act(), nn.Flatten(),
                                    EqualizedLinear(ch[0] * 16, ch[0]), self._act())
         n_feat = ch[0]

@@ -90,7 +90,7 @@ from torch import Tensor, nn
 from ..config import check_choice, check_fraction, check_positive
 from ..errors import ConfigError
 from .capabilities import Capability
-from .gan import GAN, GANConfig
+from .gan import GAN, GANConfig, GroupedMinibatchStd
 from .progan import (HE_GAIN, EqualizedConv2d, EqualizedLinear, PixelNorm, ProDiscriminator, image_shape,
                      resolution_ladder, stage_channels)
 
@@ -133,27 +133,6 @@ class StyleGANConfig(GANConfig):
 
 
 # ----------------------------------------------------------------------------- layers
-class GroupedMinibatchStd(nn.Module):
-    """StyleGAN's minibatch std: the batch is split into groups of ``group`` consecutive samples
-    (the largest divisor of the batch size up to ``group``); each sample gets its own group's
-    mean feature std as one more channel. Were fakes and reals ever scored in one batch, a
-    whole-batch std would give every sample the same value, useless against a low-variety fake
-    batch (mode collapse); groups of 4 never straddle the fake/real boundary when the half batch
-    is a multiple of 4. (The shared loop now scores them apart; groups also vary within a batch.)"""
-
-    def __init__(self, group: int = 4):
-        super().__init__()
-        self.group = group
-
-    def forward(self, x: Tensor) -> Tensor:                  # (N, C, H, W) -> (N, C + 1, H, W)
-        n, c, h, w = x.shape
-        g = max(d for d in range(1, min(self.group, n) + 1) if n % d == 0)
-        y = x.float().view(n // g, g, c, h, w)
-        std = (y.var(1, unbiased=False) + 1e-8).sqrt().mean((1, 2, 3))              # (N / g,)
-        extra = std.to(x.dtype).repeat_interleave(g).view(n, 1, 1, 1).expand(n, 1, h, w)
-        return torch.cat([x, extra], 1)
-
-
 class NoiseInjection(nn.Module):
     """x + scale[c] * noise: one N(0, 1) noise image per sample, broadcast over channels with a
     learned per-channel scale (0 at first). Eval mode uses the stored constant noise image."""
