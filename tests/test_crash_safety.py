@@ -63,11 +63,19 @@ def _cmd(model: str, data: Path, out: Path, epochs: int, *extra: str) -> list[st
             "--epochs", str(epochs), "--seed", "3", "--device", "cpu", "--no-progress", *MODELS[model], *extra]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class _Proc:
     """A training subprocess whose stderr is collected line by line in a thread."""
 
     def __init__(self, cmd: list[str], env: dict[str, str]):
-        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        # Ctrl-C must reach the child as a KeyboardInterrupt even when this process runs with SIGINT
+        # ignored (a background job of a non-interactive shell): Python installs its handler only
+        # for a SIGINT that is not ignored at start, and the ignored state survives exec
+        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                                  preexec_fn=_default_sigint if os.name == "posix" else None)
         self.lines: list[str] = []
         self.t = threading.Thread(target=self._read, daemon=True)
         self.t.start()

@@ -377,16 +377,17 @@ class DDPMConfig(TrainConfig):
     not on by default: ``attention`` (a self-attention block in the middle, at 7x7) and
     ``min_snr_gamma`` (Min-SNR loss weighting, Hang et al.): neither helped in 10-20 epoch runs.
 
-    Measured on mnist-4k (2026-12-06, 2 cores): the defaults trained in 10 min 53 s on an idle
-    machine (960 CPU-seconds on 2 threads). Of 1,000 samples unguided (50 steps) the judge of
+    Measured on mnist-4k (2026-12-06, 2 cores): the defaults trained in 9 min 52 s - 10 min 53 s on
+    an idle machine (870-960 CPU-seconds on 2 threads). Of 1,000 samples unguided (50 steps) the judge of
     ``bench/gan_modes.py`` put 70 % above confidence 0.9 (real digits: 90 %), FID 1.33 in
     ``evaluate``'s features; with autoguidance (w 3 from the epoch-12 guide, 25 steps) 83 %, mean
     confidence 0.945, FID 1.40, all 10 classes, none with a grey background (w 2.5: 80 %, 2: 78 %;
     the guide after 4 or 8 epochs did as well). denoising-diffusion-pytorch at the same CPU time:
     FID 9.3, 51 % above 0.9 (``bench/README.md``).
 
-    The sampling fields are fixed at training time (``--set sample_steps=...``); from Python,
-    ``model.sample(n, sample_steps=..., sampler=...)`` overrides them. With an exact noise predictor
+    The sampling fields are fixed at training time (``--set sample_steps=...``) but for the guidance
+    weight (``generate --guidance W``); from Python, ``model.sample(n, sample_steps=..., sampler=...,
+    guidance=...)`` overrides them. With an exact noise predictor
     the strided ancestral sampler with ``beta`` variance keeps the data's spread within a few percent,
     ``posterior`` loses ~6 % of it at 100 steps and DDIM ~3 % (tests/test_ddpm.py).
 
