@@ -145,6 +145,14 @@ def as_float(value: Any, what: str) -> float:
     return float(value)
 
 
+def as_nonnegative(value: Any, what: str, hint: str = "") -> float:
+    """A finite number >= 0 (a truncation psi, a guidance weight)."""
+    x = as_float(value, what)
+    if x < 0:
+        raise ApiError(400, f"{what} {x}: must be >= 0{hint}")
+    return x
+
+
 def parse_index(text: str, what: str = "index") -> int:
     """A path segment that must be a non-negative integer (404 otherwise: no such resource)."""
     if not text.isascii() or not text.isdigit() or len(text) > 12:
@@ -655,20 +663,12 @@ class ServedRun:
         if self.caps["conditional"] and labels is None:        # one class after another
             labels = np.arange(n) % int(self.model.config.n_classes)
         kwargs: dict[str, Any] = {}
-        if truncation is not None:
-            if not self.caps["truncation"]:
-                raise ApiError(400, f"truncation: run {self.index} ({self.run.name}) has no truncation trick")
-            psi = as_float(truncation, "truncation")
-            if psi < 0:
-                raise ApiError(400, f"truncation {psi}: must be >= 0")
-            kwargs["truncation"] = psi
-        if guidance is not None:
-            if not self.caps["guidance"]:
-                raise ApiError(400, f"guidance: run {self.index} ({self.run.name}) samples without guidance")
-            w = as_float(guidance, "guidance")
-            if w < 0:
-                raise ApiError(400, f"guidance {w}: must be >= 0 (1 = unguided)")
-            kwargs["guidance"] = w
+        for what, value, lacks, hint in (("truncation", truncation, "has no truncation trick", ""),
+                                         ("guidance", guidance, "samples without guidance", " (1 = unguided)")):
+            if value is not None:
+                if not self.caps[what]:
+                    raise ApiError(400, f"{what}: run {self.index} ({self.run.name}) {lacks}")
+                kwargs[what] = as_nonnegative(value, what, hint)
         cols = as_int(ncols, "ncols", 1, MAX_IMAGES) if ncols is not None else None
         gen = torch.Generator().manual_seed(seed)
         with self.lock, torch.inference_mode():
@@ -686,11 +686,7 @@ class ServedRun:
         n = as_int(n if n is not None else 4, "n", 1, 8)
         seed = as_int(seed if seed is not None else 0, "seed", 0, 2**63 - 1)
         cut = as_int(crossover if crossover is not None else k // 2, "crossover", 1, k - 1)
-        psi = None
-        if truncation is not None:
-            psi = as_float(truncation, "truncation")
-            if psi < 0:
-                raise ApiError(400, f"truncation {psi}: must be >= 0")
+        psi = as_nonnegative(truncation, "truncation") if truncation is not None else None
         gen = torch.Generator().manual_seed(seed)
         za = self.model.latent(n, gen, device="cpu")
         zb = self.model.latent(n, gen, device="cpu")
