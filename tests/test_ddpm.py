@@ -464,4 +464,7 @@ def test_guidance_config_and_legacy_default():
         make_config(DDPMConfig, {"guide_after": 1.5})
     m = build_model("ddpm", input_shape=[1, 8, 8], **{**TINY, "guidance": 1.0})
     assert not hasattr(m, "net_guide")                             # no guide: nothing extra saved
+    with pytest.raises(ConfigError, match="no guide"):             # asked for, not there: said, not ignored
+        m.sample(2, guidance=3.0)
+    assert m.sample(2, guidance=1.0).shape == (2, 1, 8, 8)
     assert with_legacy_defaults(type(m), {"steps": 50})["guidance"] == 1.0     # runs saved before it: unguided

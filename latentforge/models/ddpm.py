@@ -563,7 +563,11 @@ class DDPM(LatentModel):
         the less-trained guide's errors (two network calls a step)."""
         w = self.config.guidance if guidance is None else float(guidance)
         main = self.noise_predictor(self.sampling_net)
-        if w == 1 or int(getattr(self, "guide_epoch", 0)) == 0:
+        has_guide = int(getattr(self, "guide_epoch", 0)) > 0
+        if guidance is not None and w != 1 and not has_guide:
+            raise ConfigError(f"guidance {w:g}: this run has no guide to sample with (none is taken with "
+                              f"guidance=1, or in a run of {self.guide_epochs()} epochs or fewer); use guidance 1")
+        if w == 1 or not has_guide:
             return main
         guide = self.noise_predictor(self.net_guide)
 
