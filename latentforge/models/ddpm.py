@@ -565,8 +565,9 @@ class DDPM(LatentModel):
         main = self.noise_predictor(self.sampling_net)
         has_guide = int(getattr(self, "guide_epoch", 0)) > 0
         if guidance is not None and w != 1 and not has_guide:
+            k = self.guide_epochs()
             raise ConfigError(f"guidance {w:g}: this run has no guide to sample with (none is taken with "
-                              f"guidance=1, or in a run of {self.guide_epochs()} epochs or fewer); use guidance 1")
+                              f"guidance=1, or in a run of {k} epoch{'s' if k > 1 else ''} or fewer); use guidance 1")
         if w == 1 or not has_guide:
             return main
         guide = self.noise_predictor(self.net_guide)
