@@ -99,33 +99,34 @@ class MinibatchStd(nn.Module):
     the batch, appended as one more feature (or channel, for (N, C, H, W) inputs). The std is
     ``sqrt(var + 1e-8)`` as the paper's code (it was ``std() + 1e-8``: ProGAN with the R1 penalty
     stopped with NaN in its first two epochs with that form, not with this one; the mechanism was
-    not isolated)."""
+    not isolated).
 
-    def forward(self, h: Tensor) -> Tensor:
-        std = h.float().var(0, unbiased=False).add(1e-8).sqrt().mean().to(h.dtype)
-        extra = std.expand(h.shape[0], 1, *h.shape[2:])
-        return torch.cat([h, extra], 1)
+    ``group`` > 0 splits the batch into groups of that many consecutive samples (the largest divisor
+    of the batch size up to ``group``), each sample getting its own group's std (StyleGAN's, and the
+    paper's groups of 4); 0 takes the whole batch as one group."""
 
-
-class GroupedMinibatchStd(nn.Module):
-    """StyleGAN's minibatch std: the batch is split into groups of ``group`` consecutive samples
-    (the largest divisor of the batch size up to ``group``); each sample gets its own group's
-    mean feature std as one more channel. Were fakes and reals ever scored in one batch, a
-    whole-batch std would give every sample the same value, useless against a low-variety fake
-    batch (mode collapse); groups of 4 never straddle the fake/real boundary when the half batch
-    is a multiple of 4. (The shared loop now scores them apart; groups also vary within a batch.)"""
-
-    def __init__(self, group: int = 4):
+    def __init__(self, group: int = 0):
         super().__init__()
         self.group = group
 
-    def forward(self, x: Tensor) -> Tensor:                  # (N, C, H, W) -> (N, C + 1, H, W)
-        n, c, h, w = x.shape
-        g = max(d for d in range(1, min(self.group, n) + 1) if n % d == 0)
-        y = x.float().view(n // g, g, c, h, w)
-        std = (y.var(1, unbiased=False) + 1e-8).sqrt().mean((1, 2, 3))              # (N / g,)
-        extra = std.to(x.dtype).repeat_interleave(g).view(n, 1, 1, 1).expand(n, 1, h, w)
-        return torch.cat([x, extra], 1)
+    def forward(self, h: Tensor) -> Tensor:                  # (N, F, ...) -> (N, F + 1, ...)
+        n, rest = h.shape[0], h.shape[1:]
+        g = n if self.group <= 0 else max(d for d in range(1, min(self.group, n) + 1) if n % d == 0)
+        y = h.float().view(n // g, g, *rest)
+        std = y.var(1, unbiased=False).add(1e-8).sqrt().flatten(1).mean(1)                  # (N / g,)
+        extra = std.to(h.dtype).repeat_interleave(g).view(n, 1, *(1,) * (len(rest) - 1))
+        return torch.cat([h, extra.expand(n, 1, *rest[1:])], 1)
+
+
+class GroupedMinibatchStd(MinibatchStd):
+    """StyleGAN's minibatch std: :class:`MinibatchStd` in groups of ``group`` (4). Were fakes and
+    reals ever scored in one batch, a whole-batch std would give every sample the same value,
+    useless against a low-variety fake batch (mode collapse); groups of 4 never straddle the
+    fake/real boundary when the half batch is a multiple of 4. (The shared loop now scores them
+    apart; groups also vary within a batch.)"""
+
+    def __init__(self, group: int = 4):
+        super().__init__(group)
 
 
 def discriminator_head(cfg: GANConfig, n_features: int) -> nn.Sequential:
